@@ -1,0 +1,255 @@
+// The configuration schema: one zod schema gives the types, the defaults and the checks.
+// Loading (YAML, env interpolation, line:col) lives in load.ts.
+import { z } from 'zod';
+
+const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "250ms", "30s", "30m", "12h", "7d" or an integer number of seconds into milliseconds. */
+export function parseDuration(input: unknown): number | undefined {
+  if (typeof input === 'number') {
+    return Number.isSafeInteger(input) && input >= 0 ? input * 1000 : undefined;
+  }
+  if (typeof input !== 'string') return undefined;
+  const s = input.trim();
+  if (/^\d+$/.test(s)) return Number(s) * 1000;
+  const m = DURATION_RE.exec(s);
+  if (!m) return undefined;
+  const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}
+
+/** Prints milliseconds back as the shortest exact duration string. */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms !== 0 && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+const duration = (opts: { min?: number } = {}) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const ms = parseDuration(v);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration like "30m", got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    if (opts.min !== undefined && ms < opts.min) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${formatDuration(opts.min)}, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** "host:port", ":port", "[::1]:port". */
+export function parseListen(input: string): ListenAddress | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*)):(\d{1,5})$/.exec(input.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+const listen = z.string().transform((v, ctx) => {
+  const addr = parseListen(v);
+  if (!addr) {
+    ctx.addIssue({ code: 'custom', message: `expected "host:port" or ":port", got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return addr;
+});
+
+const httpUrl = z.string().transform((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
+    ctx.addIssue({ code: 'custom', message: `expected an origin without path, query or credentials (like "http://127.0.0.1:3000"), got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return u.origin;
+});
+
+// RFC 6265 cookie-name = token
+const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const cookieName = z.string().regex(TOKEN_RE, { message: 'expected a cookie name (an RFC 6265 token)' });
+/** A cookie name, or a pattern with `*` wildcards such as `_ga*`. */
+const cookiePattern = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, { message: 'expected a cookie name or a pattern such as "_ga*"' });
+
+const METHOD_RE = /^[A-Z]+$/;
+const rule = z
+  .strictObject({
+    path: z.string().startsWith('/', { message: 'must start with "/"' }).optional(),
+    prefix: z.string().startsWith('/', { message: 'must start with "/"' }).optional(),
+    methods: z
+      .array(z.string().transform((m) => m.toUpperCase()).pipe(z.string().regex(METHOD_RE, { message: 'expected an HTTP method' })))
+      .min(1)
+      .optional(),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.path === undefined) === (r.prefix === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'a rule needs exactly one of "path" or "prefix"' });
+    }
+  })
+  .transform((r) => ({
+    kind: r.path !== undefined ? ('exact' as const) : ('prefix' as const),
+    path: (r.path ?? r.prefix) as string,
+    methods: r.methods ?? null,
+  }));
+
+export type Rule = z.output<typeof rule>;
+
+const logoutRules = z.array(rule);
+const logoutMapping = z.strictObject({
+  rules: z.array(rule).default([]),
+  onCookieCleared: z.array(cookieName).default([]),
+  clearSiteData: z.boolean().default(false),
+});
+const logout = z
+  .union([logoutRules, logoutMapping])
+  .default([])
+  .transform((v) => (Array.isArray(v) ? { rules: v, onCookieCleared: [] as string[], clearSiteData: false } : v));
+
+const storeSchema = z
+  .strictObject({
+    kind: z.enum(['memory', 'redis']).default('memory'),
+    url: z.string().optional(),
+    prefix: z.string().default('coatcheck:'),
+    timeout: duration({ min: 1 }).default(250),
+    connectTimeout: duration({ min: 1 }).default(5000),
+    maxSessions: z.number().int().positive().default(100_000),
+  })
+  .superRefine((s, ctx) => {
+    if (s.kind === 'redis') {
+      if (!s.url) {
+        ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when kind is "redis"' });
+      } else {
+        let ok = false;
+        try {
+          const u = new URL(s.url);
+          ok = u.protocol === 'redis:' || u.protocol === 'rediss:';
+        } catch {
+          ok = false;
+        }
+        if (!ok) ctx.addIssue({ code: 'custom', path: ['url'], message: `expected a redis:// or rediss:// URL, got ${JSON.stringify(s.url)}` });
+      }
+    } else if (s.url !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'only used when kind is "redis"' });
+    }
+  });
+
+const cookieSchema = z
+  .strictObject({
+    name: cookieName.default('__Host-coatcheck'),
+    secure: z.boolean().default(true),
+    sameSite: z.enum(['strict', 'lax', 'none']).default('lax'),
+    domain: z.string().min(1).nullable().default(null),
+    persistent: z.boolean().default(false),
+  })
+  .superRefine((c, ctx) => {
+    if (c.name.startsWith('__Host-')) {
+      if (!c.secure) ctx.addIssue({ code: 'custom', path: ['secure'], message: 'the "__Host-" prefix requires secure: true' });
+      if (c.domain !== null) ctx.addIssue({ code: 'custom', path: ['domain'], message: 'the "__Host-" prefix forbids a domain' });
+    }
+    if (c.name.startsWith('__Secure-') && !c.secure) {
+      ctx.addIssue({ code: 'custom', path: ['secure'], message: 'the "__Secure-" prefix requires secure: true' });
+    }
+    if (c.sameSite === 'none' && !c.secure) {
+      ctx.addIssue({ code: 'custom', path: ['sameSite'], message: 'sameSite: none requires secure: true (browsers drop it otherwise)' });
+    }
+  });
+
+const sessionSchema = z
+  .strictObject({
+    idleTimeout: duration({ min: 1000 }).default(30 * 60_000),
+    absoluteTimeout: duration({ min: 1000 }).default(12 * 3_600_000),
+    managed: z.union([z.literal('*'), z.array(cookieName).min(1)]).default('*'),
+    passthrough: z.array(cookiePattern).default([]),
+  })
+  .superRefine((s, ctx) => {
+    if (s.idleTimeout > s.absoluteTimeout) {
+      ctx.addIssue({ code: 'custom', path: ['idleTimeout'], message: 'must not exceed session.absoluteTimeout' });
+    }
+    if (Array.isArray(s.managed)) {
+      for (const name of s.managed) {
+        if (s.passthrough.some((p) => patternToRegExp(p).test(name))) {
+          ctx.addIssue({ code: 'custom', path: ['passthrough'], message: `"${name}" is both managed and passthrough` });
+        }
+      }
+    }
+  });
+
+const invalidSessionSchema = z.strictObject({
+  revoked: z.enum(['reject', 'anonymous']).default('reject'),
+  expired: z.enum(['reject', 'anonymous']).default('anonymous'),
+  status: z.number().int().min(400).max(599).default(401),
+  redirect: z.string().min(1).nullable().default(null),
+});
+
+const logSchema = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  access: z.boolean().default(true),
+});
+
+const limitsSchema = z.strictObject({
+  maxHeaderSize: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+  maxCookiesPerSession: z.number().int().positive().default(50),
+  maxJarBytes: z.number().int().positive().default(32 * 1024),
+});
+
+export const configSchema = z
+  .strictObject({
+    listen: listen.default({ host: '127.0.0.1', port: 8080 }),
+    upstream: httpUrl,
+    upstreamTimeout: duration({ min: 1 }).default(60_000),
+    shutdownTimeout: duration().default(10_000),
+    trustProxy: z.boolean().default(false),
+    store: storeSchema.prefault({}),
+    secrets: z
+      .array(z.string().min(32, { message: 'a secret needs at least 32 characters' }))
+      .min(1, { message: 'at least one secret is required' }),
+    cookie: cookieSchema.prefault({}),
+    session: sessionSchema.prefault({}),
+    logout,
+    login: z.array(rule).default([]),
+    invalidSession: invalidSessionSchema.prefault({}),
+    log: logSchema.prefault({}),
+    limits: limitsSchema.prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    const ticket = c.cookie.name;
+    if (c.session.managed !== '*' && c.session.managed.includes(ticket)) {
+      ctx.addIssue({ code: 'custom', path: ['session', 'managed'], message: `must not include the ticket cookie "${ticket}"` });
+    }
+    if (c.session.passthrough.some((p) => patternToRegExp(p).test(ticket))) {
+      ctx.addIssue({ code: 'custom', path: ['session', 'passthrough'], message: `must not match the ticket cookie "${ticket}"` });
+    }
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+
+/** `_ga*` → /^_ga.*$/ ; every other character is literal. */
+export function patternToRegExp(pattern: string): RegExp {
+  const src = pattern
+    .split('*')
+    .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+    .join('.*');
+  return new RegExp(`^${src}$`);
+}
