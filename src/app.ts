@@ -1,0 +1,122 @@
+// createCoatcheck: wires config, store, session service, engine and HTTP server. No I/O at
+// import; start() connects and listens, close() drains and releases everything.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { systemClock, type Clock } from './clock.js';
+import type { Config } from './config/schema.js';
+import { NameMatcher } from './cookies/header.js';
+import type { Logger } from './log.js';
+import { AppCookieNames, type PipelineDeps } from './pipeline/context.js';
+import { createHandler } from './pipeline/handler.js';
+import { ticketAttributesOf } from './pipeline/reply.js';
+import { UndiciEngine, type ForwardEngine } from './proxy/engine.js';
+import { SessionService } from './session/service.js';
+import { createStore } from './store/index.js';
+import type { SessionStore } from './store/types.js';
+
+export interface CoatcheckDeps {
+  config: Readonly<Config>;
+  logger: Logger;
+  clock?: Clock;
+  /** Defaults to the store the config names. */
+  store?: SessionStore;
+  /** Defaults to an undici pool to config.upstream. */
+  engine?: ForwardEngine;
+  random?: (size: number) => Buffer;
+}
+
+export interface Coatcheck {
+  start(): Promise<{ host: string; port: number }>;
+  close(): Promise<void>;
+  readonly server: Server;
+  readonly store: SessionStore;
+}
+
+export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
+  const { config, logger } = deps;
+  const clock = deps.clock ?? systemClock;
+  const store = deps.store ?? createStore(config.store, { clock, logger });
+  const engine = deps.engine ?? new UndiciEngine({ origin: config.upstream, timeout: config.upstreamTimeout });
+  const service = new SessionService({
+    store,
+    secrets: config.secrets,
+    timeouts: { idleTimeout: config.session.idleTimeout, absoluteTimeout: config.session.absoluteTimeout },
+    limits: { maxCookiesPerSession: config.limits.maxCookiesPerSession, maxJarBytes: config.limits.maxJarBytes },
+    clock,
+    logger,
+    ...(deps.random ? { random: deps.random } : {}),
+  });
+  const managed = config.session.managed === '*' ? null : new Set(config.session.managed);
+  const pipelineDeps: PipelineDeps = {
+    config,
+    service,
+    engine,
+    clock,
+    logger,
+    passthrough: new NameMatcher(config.session.passthrough),
+    managed,
+    appCookieNames: new AppCookieNames(managed ?? []),
+    ticketAttributes: ticketAttributesOf(config.cookie),
+  };
+
+  const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, createHandler(pipelineDeps));
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    logger.debug({ event: 'client.error', code: err.code }, 'malformed request from a client');
+    if (!socket.writable || (err as { bytesParsed?: number }).bytesParsed === undefined) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+  });
+
+  let started = false;
+  let closing: Promise<void> | undefined;
+
+  return {
+    server,
+    store,
+    async start() {
+      await store.start();
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.once('error', onError);
+        server.listen(config.listen.port, config.listen.host, () => {
+          server.off('error', onError);
+          resolve();
+        });
+      });
+      started = true;
+      const addr = server.address() as AddressInfo;
+      return { host: addr.address, port: addr.port };
+    },
+    close() {
+      closing ??= (async () => {
+        if (started) {
+          const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeIdleConnections();
+          let timer: NodeJS.Timeout | undefined;
+          const deadline = new Promise<'timeout'>((resolve) => {
+            timer = setTimeout(() => resolve('timeout'), config.shutdownTimeout);
+          });
+          const result = await Promise.race([drained.then(() => 'drained' as const), deadline]);
+          clearTimeout(timer);
+          if (result === 'timeout') {
+            logger.warn({ event: 'shutdown.deadline', open: sockets.size }, 'in-flight requests did not finish in time; closing their connections');
+            server.closeAllConnections();
+            for (const s of sockets) s.destroy();
+            await drained;
+          }
+        }
+        await engine.close().catch(() => undefined);
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

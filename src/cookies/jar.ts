@@ -1,0 +1,161 @@
+// The per-request view of one session's cookie jar. RFC 6265 rules (domain and path
+// matching, host-only cookies, expiry, Secure, SameSite, cookie prefixes, public suffixes,
+// ordering) are tough-cookie's; this file only moves cookies between tough-cookie and the
+// compact form kept in the store. Pure: every function takes `now`, none does I/O.
+import { Cookie, CookieJar, MemoryCookieStore } from 'tough-cookie';
+
+export type SameSiteContext = 'strict' | 'lax' | 'none' | undefined;
+
+/** The store field of a cookie: its identity in a jar (RFC 6265 §5.3 step 11). */
+export function fieldOf(cookie: Cookie): string {
+  return `${cookie.key};${cookie.domain ?? ''};${cookie.path ?? '/'}`;
+}
+
+const F_SECURE = 1;
+const F_HTTP_ONLY = 2;
+const F_HOST_ONLY = 4;
+const SAME_SITE_CODE: Record<string, number> = { strict: 1, lax: 2, none: 3 };
+const SAME_SITE_NAME = ['', 'strict', 'lax', 'none'] as const;
+
+/**
+ * Compact stored form: a JSON array [value, flags, expiresMs (0 = session), creationMs, sameSite].
+ * Name, domain and path live in the field name. Max-Age is turned into an absolute expiry when
+ * the cookie is received, as a browser does.
+ */
+export function encodeCookie(cookie: Cookie): string {
+  const flags = (cookie.secure ? F_SECURE : 0) | (cookie.httpOnly ? F_HTTP_ONLY : 0) | (cookie.hostOnly ? F_HOST_ONLY : 0);
+  const expires = cookie.expires instanceof Date ? cookie.expires.getTime() : 0;
+  const creation = cookie.creation instanceof Date ? cookie.creation.getTime() : 0;
+  const sameSite = SAME_SITE_CODE[(cookie.sameSite ?? '').toLowerCase()] ?? 0;
+  return JSON.stringify([cookie.value, flags, expires, creation, sameSite]);
+}
+
+/** Rebuilds a cookie from its field and stored form; undefined when either is malformed. */
+export function decodeCookie(field: string, payload: string): Cookie | undefined {
+  const first = field.indexOf(';');
+  const second = first === -1 ? -1 : field.indexOf(';', first + 1);
+  if (first <= 0 || second === -1) return undefined;
+  let data: unknown;
+  try {
+    data = JSON.parse(payload);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(data) || data.length !== 5) return undefined;
+  const [value, flags, expires, creation, sameSite] = data as unknown[];
+  if (typeof value !== 'string' || typeof flags !== 'number' || typeof expires !== 'number' || typeof creation !== 'number' || typeof sameSite !== 'number') {
+    return undefined;
+  }
+  const ss = SAME_SITE_NAME[sameSite];
+  const cookie = new Cookie({
+    key: field.slice(0, first),
+    value,
+    domain: field.slice(first + 1, second),
+    path: field.slice(second + 1),
+    secure: (flags & F_SECURE) !== 0,
+    httpOnly: (flags & F_HTTP_ONLY) !== 0,
+    hostOnly: (flags & F_HOST_ONLY) !== 0,
+    expires: expires > 0 ? new Date(expires) : 'Infinity',
+    creation: creation > 0 ? new Date(creation) : null,
+    ...(ss ? { sameSite: ss } : {}),
+  });
+  return cookie;
+}
+
+/** What one `Set-Cookie` from the app does to the jar. */
+export type JarChange =
+  | { kind: 'set'; field: string; name: string; cookie: Cookie }
+  | { kind: 'delete'; field: string; name: string }
+  | { kind: 'rejected'; name: string | undefined; reason: string };
+
+const JAR_OPTIONS = {
+  looseMode: false,
+  rejectPublicSuffixes: true,
+  allowSpecialUseDomain: true,
+  prefixSecurity: 'strict',
+} as const;
+
+/**
+ * A tough-cookie jar filled with one session's cookies for the span of one request.
+ * `cookieHeader` answers what a browser would send; `apply` takes the app's `Set-Cookie`s.
+ */
+export class RequestJar {
+  private readonly jar: CookieJar;
+  private readonly store: MemoryCookieStore;
+
+  constructor(cookies: Iterable<Cookie> = []) {
+    this.store = new MemoryCookieStore();
+    this.jar = new CookieJar(this.store, JAR_OPTIONS);
+    for (const c of cookies) void this.store.putCookie(c);
+  }
+
+  /** The `Cookie` header value a browser would send for `url` at `now` ('' when none). */
+  cookieHeader(url: string, now: number, sameSiteContext: SameSiteContext): string {
+    // Expiry is checked here against the injected clock; tough-cookie would use the wall clock.
+    const cookies = this.jar.getCookiesSync(url, {
+      http: true,
+      expire: false,
+      sort: true,
+      ...(sameSiteContext ? { sameSiteContext } : {}),
+    });
+    let s = '';
+    for (const c of cookies) {
+      const exp = c.expiryTime();
+      if (exp !== undefined && exp <= now) continue;
+      s += (s === '' ? '' : '; ') + c.cookieString();
+    }
+    return s;
+  }
+
+  /**
+   * Applies one `Set-Cookie` value received for `url`, as a browser would. A cookie that is
+   * already expired (Max-Age ≤ 0, Expires in the past) deletes its field.
+   */
+  apply(setCookie: string, url: string, now: number, sameSiteContext: SameSiteContext): JarChange {
+    const parsed = Cookie.parse(setCookie, { loose: false });
+    if (!parsed) return { kind: 'rejected', name: undefined, reason: 'unparseable Set-Cookie' };
+    const name = parsed.key;
+    // Max-Age is relative to the moment of receipt; keep it as an absolute expiry.
+    if (typeof parsed.maxAge === 'number') {
+      parsed.expires = parsed.maxAge <= 0 ? new Date(0) : new Date(now + parsed.maxAge * 1000);
+      parsed.maxAge = null;
+    } else if (parsed.maxAge === '-Infinity') {
+      parsed.expires = new Date(0);
+      parsed.maxAge = null;
+    } else if (parsed.maxAge === 'Infinity') {
+      parsed.maxAge = null;
+    }
+    const expired = parsed.expires instanceof Date && parsed.expires.getTime() <= now;
+    let stored: Cookie | undefined;
+    try {
+      stored = this.jar.setCookieSync(parsed, url, {
+        http: true,
+        now: new Date(now),
+        ...(sameSiteContext ? { sameSiteContext } : {}),
+      });
+    } catch (err) {
+      return { kind: 'rejected', name, reason: (err as Error).message };
+    }
+    if (!stored) return { kind: 'rejected', name, reason: 'refused by RFC 6265 rules (cookie prefix or SameSite)' };
+    const field = fieldOf(stored);
+    if (expired) return { kind: 'delete', field, name };
+    return { kind: 'set', field, name, cookie: stored };
+  }
+}
+
+/**
+ * The SameSite context of a request, from the Fetch Metadata headers browsers send.
+ * Without them (older clients, scripts) SameSite is not enforced.
+ */
+export function sameSiteContextOf(secFetchSite: string | undefined, secFetchMode: string | undefined, method: string): SameSiteContext {
+  switch (secFetchSite) {
+    case 'same-origin':
+    case 'same-site':
+    case 'none':
+      return 'strict';
+    case 'cross-site':
+      return secFetchMode === 'navigate' && (method === 'GET' || method === 'HEAD') ? 'lax' : 'none';
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,214 @@
+// Request stages, in the order they run (see REQUEST_STAGES at the bottom).
+import { parseCookieHeader, serializeCookiePairs, type CookiePair } from '../cookies/header.js';
+import { RequestJar, sameSiteContextOf } from '../cookies/jar.js';
+import { CoatcheckError } from '../errors.js';
+import { ruleMatches, type PipelineDeps, type RequestContext, type RequestStage } from './context.js';
+import { reject, replyError } from './reply.js';
+
+const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/** Headers that belong to one connection and never cross the proxy (RFC 9110 §7.6.1). */
+export const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Request headers coatcheck sets itself. */
+const REPLACED = new Set(['host', 'cookie', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'expect']);
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function normalizePath(rawPath: string): string {
+  let p: string;
+  try {
+    p = new URL(rawPath, 'http://x').pathname;
+  } catch {
+    return rawPath;
+  }
+  p = p.replace(/\/{2,}/g, '/');
+  // Decode only unreserved characters, so /%6Cogout matches /logout but %2F stays a literal.
+  return p.replace(/%([0-9A-Fa-f]{2})/g, (m, hex: string) => {
+    const c = String.fromCharCode(parseInt(hex, 16));
+    return /[A-Za-z0-9\-._~]/.test(c) ? c : m.toUpperCase();
+  });
+}
+
+/** 1. Where the request is going: target, public URL, client address. */
+const identify: RequestStage = (ctx, deps) => {
+  const { req } = ctx;
+  const rawUrl = req.url ?? '/';
+  let target: string;
+  if (rawUrl.startsWith('/')) target = rawUrl;
+  else if (rawUrl === '*') target = '*';
+  else {
+    // absolute-form: keep only path and query; the upstream is fixed by configuration
+    try {
+      const u = new URL(rawUrl);
+      target = u.pathname + u.search;
+    } catch {
+      replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'malformed request target'));
+      return false;
+    }
+  }
+  ctx.target = target;
+  const q = target.indexOf('?');
+  const rawPath = target === '*' ? '/' : q === -1 ? target : target.slice(0, q);
+  ctx.pathname = normalizePath(rawPath);
+
+  const trust = deps.config.trustProxy;
+  const fwdHost = trust ? firstHeader(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() : undefined;
+  const host = fwdHost || req.headers.host || `${deps.config.listen.host}:${deps.config.listen.port}`;
+  if (!HOST_RE.test(host)) {
+    replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'malformed Host header'));
+    return false;
+  }
+  ctx.host = host;
+  const fwdProto = trust ? firstHeader(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
+  ctx.secure = fwdProto ? fwdProto === 'https' : (req.socket as { encrypted?: boolean }).encrypted === true;
+  ctx.publicUrl = `${ctx.secure ? 'https' : 'http'}://${host}${rawPath.startsWith('/') ? rawPath : '/'}`;
+  ctx.clientIp = req.socket.remoteAddress ?? '';
+  ctx.sameSite = sameSiteContextOf(firstHeader(req.headers['sec-fetch-site']), firstHeader(req.headers['sec-fetch-mode']), ctx.method);
+  return true;
+};
+
+/** 2. Read the ticket, verify it, load the session. A forged ticket never reaches the store. */
+const resolveSession: RequestStage = async (ctx, deps) => {
+  const ticketName = deps.config.cookie.name;
+  ctx.clientCookies = parseCookieHeader(ctx.req.headers.cookie);
+  for (const c of ctx.clientCookies) if (c.name === ticketName) ctx.ticketValues.push(c.value);
+  if (ctx.ticketValues.length > 1) {
+    ctx.log.warn({ event: 'session.ticket_duplicate', count: ctx.ticketValues.length }, 'more than one ticket cookie presented');
+  }
+  try {
+    ctx.resolution = await deps.service.resolve(ctx.ticketValues);
+  } catch (err) {
+    replyError(ctx, deps, err);
+    return false;
+  }
+  if (ctx.resolution.state === 'live') {
+    ctx.session = ctx.resolution.session;
+    ctx.logId = ctx.session.logId;
+    ctx.log = ctx.log.child({ session: ctx.logId });
+  }
+  return true;
+};
+
+/** 3. Tickets that are no longer (or never were) valid: reject or go on as anonymous. */
+const handleInvalid: RequestStage = (ctx, deps) => {
+  const r = ctx.resolution;
+  if (r.state === 'none' || r.state === 'live') return true;
+  const who = { client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null };
+  let policy: 'reject' | 'anonymous';
+  if (r.state === 'revoked') {
+    ctx.log.warn({ event: 'session.replay', class: 'revoked', session: r.logId, ...who }, 'a revoked ticket was presented (replay after logout)');
+    policy = deps.config.invalidSession.revoked;
+  } else if (r.state === 'forged') {
+    ctx.log.warn({ event: 'session.forged', class: 'forged', ...who }, 'a ticket with a bad signature or shape was presented');
+    policy = deps.config.invalidSession.expired;
+  } else {
+    ctx.log.info({ event: 'session.expired', class: 'expired', session: r.logId, ...who }, 'an expired or unknown ticket was presented');
+    policy = deps.config.invalidSession.expired;
+  }
+  ctx.clearTicket = true;
+  if (policy === 'reject') {
+    reject(ctx, deps, r.state === 'revoked' ? 'SESSION_REVOKED' : 'SESSION_EXPIRED');
+    return false;
+  }
+  return true;
+};
+
+/** 4. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
+const matchRules: RequestStage = async (ctx, deps) => {
+  const { logout, login } = deps.config;
+  ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
+  if (!ruleMatches(logout.rules, ctx.method, ctx.pathname)) return true;
+  ctx.isLogout = true;
+  const session = ctx.session;
+  if (!session) return true;
+  try {
+    await deps.service.revoke(session);
+  } catch (err) {
+    // Not revoked means not logged out: say so rather than pretend.
+    replyError(ctx, deps, err);
+    return false;
+  }
+  ctx.log.info({ event: 'session.logout' }, 'session revoked by a logout rule');
+  ctx.clearTicket = true;
+  return true;
+};
+
+/** 5. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
+const buildCookieHeader: RequestStage = (ctx, deps) => {
+  const ticketName = deps.config.cookie.name;
+  const kept: CookiePair[] = [];
+  const stripped: string[] = [];
+  for (const c of ctx.clientCookies) {
+    if (c.name === ticketName) continue;
+    if (isClientOwned(c.name, deps)) kept.push(c);
+    else stripped.push(c.name);
+  }
+  for (const name of stripped) {
+    if (deps.appCookieNames.has(name) || (deps.managed !== null && deps.managed.has(name))) {
+      ctx.log.warn(
+        { event: 'session.legacy_cookie_presented', cookieName: name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
+        'the client presented an app cookie directly; it was stripped',
+      );
+    }
+  }
+  let header = '';
+  const session = ctx.session;
+  if (session && session.cookies.size > 0) {
+    // A logged-out session still sends its cookies this once, so the app's own logout code runs.
+    ctx.jar = new RequestJar(session.cookies.values());
+    header = ctx.jar.cookieHeader(ctx.publicUrl, deps.clock(), ctx.sameSite);
+  }
+  const passed = serializeCookiePairs(kept);
+  if (passed) header = header ? `${header}; ${passed}` : passed;
+  if (header) ctx.upstreamHeaders.push('cookie', header);
+  return true;
+};
+
+/** Is a client-sent cookie the client's own (passed to the app), rather than a managed one (stripped)? */
+export function isClientOwned(name: string, deps: PipelineDeps): boolean {
+  if (deps.managed === null) return deps.passthrough.matches(name);
+  return !deps.managed.has(name);
+}
+
+/** 6. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
+const forwardHeaders: RequestStage = (ctx, deps) => {
+  const raw = ctx.req.rawHeaders;
+  const connectionListed = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() === 'connection') {
+      for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
+    }
+  }
+  const out = ctx.upstreamHeaders;
+  let xff: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || REPLACED.has(lower) || connectionListed.has(lower)) {
+      if (lower === 'x-forwarded-for' && deps.config.trustProxy) xff = xff ? `${xff}, ${raw[i + 1]}` : (raw[i + 1] as string);
+      continue;
+    }
+    out.push(name, raw[i + 1] as string);
+  }
+  if (!out.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-request-id')) out.push('x-request-id', ctx.id);
+  out.push('host', ctx.req.headers.host ?? ctx.host);
+  out.push('x-forwarded-for', xff ? `${xff}, ${ctx.clientIp}` : ctx.clientIp);
+  out.push('x-forwarded-proto', ctx.secure ? 'https' : 'http');
+  out.push('x-forwarded-host', ctx.host);
+  return true;
+};
+
+export const REQUEST_STAGES: readonly RequestStage[] = [identify, resolveSession, handleInvalid, matchRules, buildCookieHeader, forwardHeaders];

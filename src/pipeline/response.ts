@@ -1,0 +1,120 @@
+// Response stages, in the order they run (see RESPONSE_STAGES at the bottom). All of them
+// finish before a single header reaches the client.
+import { setCookieName } from '../cookies/header.js';
+import { RequestJar } from '../cookies/jar.js';
+import type { PipelineDeps, RequestContext, ResponseStage } from './context.js';
+import { clearTicketCookie, replyError, ticketCookie } from './reply.js';
+import { HOP_BY_HOP } from './request.js';
+
+/** Is a cookie the app sets kept in the jar (true) or sent to the browser (false)? */
+function isManaged(name: string, deps: PipelineDeps): boolean {
+  if (deps.managed === null) return !deps.passthrough.matches(name);
+  return deps.managed.has(name);
+}
+
+/**
+ * 1. Take every managed Set-Cookie out of the upstream response and turn it into jar changes;
+ * strip hop-by-hop headers. A Set-Cookie that cannot be parsed never reaches the browser.
+ */
+const collectSetCookies: ResponseStage = (ctx, deps) => {
+  const raw = (ctx.upstream as NonNullable<RequestContext['upstream']>).headers;
+  const connectionListed = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() === 'connection') {
+      for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
+    }
+  }
+  const out = ctx.responseHeaders;
+  const ticketName = deps.config.cookie.name;
+  const now = deps.clock();
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || connectionListed.has(lower)) continue;
+    if (lower !== 'set-cookie') {
+      out.push(name, value);
+      continue;
+    }
+    const cookieName = setCookieName(value);
+    if (cookieName === undefined) {
+      ctx.log.warn({ event: 'upstream.set_cookie_invalid' }, 'dropped a Set-Cookie from the app that has no valid cookie name');
+      continue;
+    }
+    if (cookieName === ticketName) {
+      ctx.log.warn({ event: 'upstream.set_cookie_ticket' }, 'dropped a Set-Cookie from the app that uses the ticket cookie name');
+      continue;
+    }
+    if (!isManaged(cookieName, deps)) {
+      out.push(name, value);
+      continue;
+    }
+    deps.appCookieNames.add(cookieName);
+    ctx.jar ??= new RequestJar(ctx.session ? ctx.session.cookies.values() : []);
+    const change = ctx.jar.apply(value, ctx.publicUrl, now, ctx.sameSite);
+    if (change.kind === 'rejected') {
+      ctx.log.warn({ event: 'upstream.set_cookie_rejected', cookieName, reason: change.reason }, 'dropped a Set-Cookie from the app that a browser would refuse');
+      continue;
+    }
+    ctx.jarChanges.push(change);
+  }
+  return true;
+};
+
+/**
+ * 2. Persist the jar changes: update the session, create one for the first managed cookie,
+ * or rotate the id on login. A write to a revoked session is dropped.
+ */
+const persist: ResponseStage = async (ctx, deps) => {
+  // After logout the old session is gone: whatever the app sets now starts a new, anonymous one.
+  const session = ctx.isLogout ? undefined : ctx.session;
+  const rotate = ctx.isLogin && session !== undefined;
+  if (!session && ctx.jarChanges.length === 0) return true;
+  let outcome;
+  try {
+    outcome = await deps.service.commit({ session, changes: ctx.jarChanges, rotate });
+  } catch (err) {
+    // The app's cookies cannot be kept: fail closed, forward nothing of its response.
+    discardBody(ctx);
+    replyError(ctx, deps, err);
+    return false;
+  }
+  switch (outcome.kind) {
+    case 'created':
+      ctx.newTicket = outcome.ticket;
+      if (outcome.rotatedFrom) ctx.log.info({ event: 'session.rotated', newSession: outcome.logId }, 'session id rotated by a login rule');
+      else ctx.log.info({ event: 'session.created', newSession: outcome.logId }, 'session created');
+      break;
+    case 'gone':
+      ctx.log.warn({ event: 'session.write_after_revoke', dropped: ctx.jarChanges.length }, 'the session was revoked or expired while the request was in flight; its cookie changes were dropped');
+      ctx.clearTicket = true;
+      break;
+    default:
+      break;
+  }
+  return true;
+};
+
+/** 3. The one ticket Set-Cookie (new, or cleared), with Cache-Control: no-store. */
+const emitTicket: ResponseStage = (ctx, deps) => {
+  let setCookie: string | undefined;
+  if (ctx.newTicket) setCookie = ticketCookie(deps, ctx.newTicket);
+  else if (ctx.clearTicket && ctx.ticketValues.length > 0) setCookie = clearTicketCookie(deps);
+  if (setCookie === undefined) return true;
+  const out = ctx.responseHeaders;
+  for (let i = 0; i < out.length; ) {
+    if ((out[i] as string).toLowerCase() === 'cache-control') out.splice(i, 2);
+    else i += 2;
+  }
+  out.push('set-cookie', setCookie, 'cache-control', 'no-store');
+  return true;
+};
+
+export function discardBody(ctx: RequestContext): void {
+  const body = ctx.upstream?.body as (NonNullable<RequestContext['upstream']>['body'] & { dump?: () => Promise<void> }) | undefined;
+  if (!body) return;
+  if (typeof body.dump === 'function') body.dump().catch(() => body.destroy());
+  else body.destroy();
+}
+
+export const RESPONSE_STAGES: readonly ResponseStage[] = [collectSetCookies, persist, emitTicket];

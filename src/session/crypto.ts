@@ -1,0 +1,53 @@
+// Keys and encryption for data at rest. The store key is a hash of the session id (never the
+// id itself), and jar values are sealed with AES-256-GCM under a key derived from the id, so a
+// copy of the store can neither be replayed as a ticket nor read.
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const JAR_SALT = Buffer.from('coatcheck/v1/jar');
+const JAR_INFO = Buffer.from('jar-encryption');
+
+/** The store key of a session id: SHA-256, base64url. One-way, so a key is no ticket. */
+export function storeKeyOf(sid: Buffer): string {
+  return createHash('sha256').update(sid).digest('base64url');
+}
+
+/** The 256-bit AES key that seals one session's jar. */
+export function jarKeyOf(sid: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', sid, JAR_SALT, JAR_INFO, 32));
+}
+
+/** Seals `plaintext`, bound to `field` (as additional data) so values cannot be swapped between fields. */
+export function seal(key: Buffer, field: string, plaintext: string): string {
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(field, 'utf8'));
+  const ct = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, ct, cipher.getAuthTag()]).toString('base64url');
+}
+
+/** Opens a sealed value; undefined when it was tampered with, moved or is not ours. */
+export function open(key: Buffer, field: string, sealed: string): string | undefined {
+  const buf = Buffer.from(sealed, 'base64url');
+  if (buf.length < IV_BYTES + TAG_BYTES) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(0, IV_BYTES));
+    decipher.setAAD(Buffer.from(field, 'utf8'));
+    decipher.setAuthTag(buf.subarray(buf.length - TAG_BYTES));
+    return Buffer.concat([decipher.update(buf.subarray(IV_BYTES, buf.length - TAG_BYTES)), decipher.final()]).toString('utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Short keyed hashes of ids for logs: stable per process secret, useless to an attacker. */
+export class LogHasher {
+  private readonly key: Buffer;
+  constructor(secret: string) {
+    this.key = Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), Buffer.from('coatcheck/v1/log'), Buffer.from('log-id'), 32));
+  }
+  hash(id: Buffer | string): string {
+    return createHmac('sha256', this.key).update(id).digest('base64url').slice(0, 12);
+  }
+}

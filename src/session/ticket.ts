@@ -1,0 +1,62 @@
+// Tickets: the one cookie value the browser holds. `v1.<sid>.<mac>` where sid is 32 random
+// bytes (base64url) and mac = HMAC-SHA256(secret, "v1.<sid>"). The first secret signs, every
+// secret verifies, so secrets rotate without logging anyone out.
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+
+export const SID_BYTES = 32;
+const PREFIX = 'v1.';
+const B64_LEN = 43; // base64url of 32 bytes, no padding
+const TICKET_RE = /^v1\.([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})$/;
+
+export type RandomSource = (size: number) => Buffer;
+
+export class TicketCodec {
+  private readonly keys: KeyObject[];
+  private readonly random: RandomSource;
+
+  constructor(secrets: readonly string[], random: RandomSource = randomBytes) {
+    if (secrets.length === 0) throw new Error('at least one secret is required');
+    this.keys = secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8')));
+    this.random = random;
+  }
+
+  /** A new random session id and its signed ticket. */
+  mint(): { ticket: string; sid: Buffer } {
+    const sid = this.random(SID_BYTES);
+    if (sid.length !== SID_BYTES) throw new Error('random source returned the wrong size');
+    const body = PREFIX + sid.toString('base64url');
+    return { ticket: `${body}.${this.mac(this.keys[0] as KeyObject, body).toString('base64url')}`, sid };
+  }
+
+  /**
+   * The session id of a well-formed ticket whose signature verifies under any secret,
+   * otherwise undefined. Runs in time independent of where a signature differs.
+   */
+  verify(value: string): Buffer | undefined {
+    if (value.length !== PREFIX.length + B64_LEN * 2 + 1) return undefined;
+    const m = TICKET_RE.exec(value);
+    if (!m) return undefined;
+    const sidText = m[1] as string;
+    const sid = Buffer.from(sidText, 'base64url');
+    const given = Buffer.from(m[2] as string, 'base64url');
+    // Reject non-canonical encodings (trailing bits), so one id has exactly one ticket.
+    if (sid.length !== SID_BYTES || sid.toString('base64url') !== sidText) return undefined;
+    if (given.length !== 32 || given.toString('base64url') !== m[2]) return undefined;
+    const body = PREFIX + sidText;
+    let ok = false;
+    for (const key of this.keys) {
+      // No early exit: every secret is tried.
+      if (timingSafeEqual(this.mac(key, body), given)) ok = true;
+    }
+    return ok ? sid : undefined;
+  }
+
+  /** Does the value look like a ticket at all (shape only, no signature check)? */
+  static looksLikeTicket(value: string): boolean {
+    return value.startsWith(PREFIX);
+  }
+
+  private mac(key: KeyObject, body: string): Buffer {
+    return createHmac('sha256', key).update(body).digest();
+  }
+}
