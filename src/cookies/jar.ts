@@ -18,7 +18,9 @@ const SAME_SITE_CODE: Record<string, number> = { strict: 1, lax: 2, none: 3 };
 const SAME_SITE_NAME = ['', 'strict', 'lax', 'none'] as const;
 
 /**
- * Compact stored form: a JSON array [value, flags, expiresMs (0 = session), creationMs, sameSite].
+ * Compact stored form: a JSON array [value, flags, expiresMs (0 = session), creationMs, sameSite, order].
+ * `order` is tough-cookie's creation index: it breaks ties between cookies created in the same
+ * millisecond (one response setting several), so they keep the order a browser sends them in.
  * Name, domain and path live in the field name. Max-Age is turned into an absolute expiry when
  * the cookie is received, as a browser does.
  */
@@ -27,7 +29,7 @@ export function encodeCookie(cookie: Cookie): string {
   const expires = cookie.expires instanceof Date ? cookie.expires.getTime() : 0;
   const creation = cookie.creation instanceof Date ? cookie.creation.getTime() : 0;
   const sameSite = SAME_SITE_CODE[(cookie.sameSite ?? '').toLowerCase()] ?? 0;
-  return JSON.stringify([cookie.value, flags, expires, creation, sameSite]);
+  return JSON.stringify([cookie.value, flags, expires, creation, sameSite, cookie.creationIndex]);
 }
 
 /** Rebuilds a cookie from its field and stored form; undefined when either is malformed. */
@@ -41,9 +43,16 @@ export function decodeCookie(field: string, payload: string): Cookie | undefined
   } catch {
     return undefined;
   }
-  if (!Array.isArray(data) || data.length !== 5) return undefined;
-  const [value, flags, expires, creation, sameSite] = data as unknown[];
-  if (typeof value !== 'string' || typeof flags !== 'number' || typeof expires !== 'number' || typeof creation !== 'number' || typeof sameSite !== 'number') {
+  if (!Array.isArray(data) || data.length !== 6) return undefined;
+  const [value, flags, expires, creation, sameSite, order] = data as unknown[];
+  if (
+    typeof value !== 'string' ||
+    typeof flags !== 'number' ||
+    typeof expires !== 'number' ||
+    typeof creation !== 'number' ||
+    typeof sameSite !== 'number' ||
+    typeof order !== 'number'
+  ) {
     return undefined;
   }
   const ss = SAME_SITE_NAME[sameSite];
@@ -59,6 +68,7 @@ export function decodeCookie(field: string, payload: string): Cookie | undefined
     creation: creation > 0 ? new Date(creation) : null,
     ...(ss ? { sameSite: ss } : {}),
   });
+  cookie.creationIndex = order;
   return cookie;
 }
 

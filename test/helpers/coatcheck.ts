@@ -1,0 +1,146 @@
+// Starts coatcheck in-process on 127.0.0.1 port 0 with a test configuration, capturing its logs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { createCoatcheck, type Coatcheck } from '../../src/app.js';
+import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
+import { createLogger } from '../../src/log.js';
+
+export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export type LogLine = Record<string, unknown> & { msg?: string; event?: string; level?: string };
+
+/** Collects pino's JSON lines; tests wait on them as events. */
+export class LogCapture extends Writable {
+  readonly lines: LogLine[] = [];
+  readonly raw: string[] = [];
+  private readonly waiters: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
+  private partial = '';
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.partial += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = this.partial.indexOf('\n')) !== -1) {
+      const text = this.partial.slice(0, nl);
+      this.partial = this.partial.slice(nl + 1);
+      if (!text) continue;
+      this.raw.push(text);
+      let line: LogLine;
+      try {
+        line = JSON.parse(text) as LogLine;
+      } catch {
+        line = { msg: text };
+      }
+      this.lines.push(line);
+      for (let i = this.waiters.length - 1; i >= 0; i--) {
+        const w = this.waiters[i] as (typeof this.waiters)[number];
+        if (w.pred(line)) {
+          this.waiters.splice(i, 1);
+          w.resolve(line);
+        }
+      }
+    }
+    cb();
+  }
+  events(event: string): LogLine[] {
+    return this.lines.filter((l) => l.event === event);
+  }
+  /** Resolves with the first line (already written or to come) that matches. */
+  waitFor(pred: (l: LogLine) => boolean): Promise<LogLine> {
+    const found = this.lines.find(pred);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
+  }
+}
+
+export class FakeClock {
+  constructor(public t = Date.UTC(2026, 0, 1)) {}
+  readonly now = (): number => this.t;
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+export interface Harness {
+  readonly port: number;
+  readonly app: Coatcheck;
+  readonly config: Config;
+  readonly logs: LogCapture;
+  close(): Promise<void>;
+}
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
+        ? merge(b as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}
+
+export function testConfig(upstream: string, overrides: Partial<ConfigInput> = {}): Config {
+  const base: Record<string, unknown> = {
+    listen: '127.0.0.1:0',
+    upstream,
+    secrets: [TEST_SECRET],
+    cookie: { name: 'coatcheck', secure: false, sameSite: 'lax' },
+    logout: [{ path: '/logout' }],
+    login: [{ path: '/login', methods: ['POST'] }],
+    log: { level: 'debug' },
+  };
+  return configSchema.parse(merge(base, overrides as Record<string, unknown>));
+}
+
+export async function startCoatcheck(
+  upstream: string,
+  overrides: Partial<ConfigInput> = {},
+  opts: { clock?: FakeClock } = {},
+): Promise<Harness> {
+  const config = testConfig(upstream, overrides);
+  const logs = new LogCapture();
+  const logger = createLogger(config.log.level, logs);
+  const app = createCoatcheck({ config, logger, ...(opts.clock ? { clock: opts.clock.now } : {}) });
+  let port: number;
+  try {
+    ({ port } = await app.start());
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+  return { port, app, config, logs, close: () => app.close() };
+}
+
+/** Store settings for a suite: the memory store, or a real redis-server's URL. */
+export type StoreChoice = { kind: 'memory' } | { kind: 'redis'; url: string };
+
+export function storeOverrides(choice: StoreChoice, prefix = 'cc:'): Partial<ConfigInput> {
+  return choice.kind === 'memory'
+    ? { store: { kind: 'memory' } }
+    : { store: { kind: 'redis', url: choice.url, prefix, timeout: '250ms', connectTimeout: '2s' } };
+}
+
+export interface CliProcess {
+  readonly proc: ChildProcess;
+  readonly stdout: LogCapture;
+  stderr(): string;
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>;
+}
+
+/** Runs the built CLI (dist/cli.js) with args and env. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
+  const proc = spawn(process.execPath, [`${REPO_ROOT}dist/cli.js`, ...args], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stdout = new LogCapture();
+  proc.stdout?.pipe(stdout);
+  let err = '';
+  proc.stderr?.on('data', (c: Buffer) => (err += c.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  return { proc, stdout, stderr: () => err, exited };
+}
