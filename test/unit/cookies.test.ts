@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { NameMatcher, parseCookieHeader, serializeCookiePairs, setCookieName } from '../../src/cookies/header.js';
+import { decodeCookie, encodeCookie, RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
+
+const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
+const URL_ROOT = 'https://app.example.com/';
+
+/** Applies Set-Cookies at `url`, returns the jar. */
+function jarWith(setCookies: string[], url = URL_ROOT, now = NOW): RequestJar {
+  const jar = new RequestJar();
+  for (const sc of setCookies) jar.apply(sc, url, now, undefined);
+  return jar;
+}
+
+describe('Cookie header parsing', () => {
+  const cases: Array<[string | undefined, Array<[string, string]>]> = [
+    [undefined, []],
+    ['', []],
+    ['a=1', [['a', '1']]],
+    ['a=1; b=2', [['a', '1'], ['b', '2']]],
+    ['  a = 1 ;b=2;', [['a', '1'], ['b', '2']]],
+    [';;;', []],
+    ['noequals; =empty; c=3', [['c', '3']]],
+    ['q="quoted value"', [['q', '"quoted value"']]],
+    ['t=x=y=z', [['t', 'x=y=z']]],
+    ['u=Ã©', [['u', 'Ã©']]],
+  ];
+  for (const [header, expected] of cases) {
+    test(`parses ${JSON.stringify(header)}`, () => {
+      assert.deepEqual(
+        parseCookieHeader(header).map((p) => [p.name, p.value]),
+        expected,
+      );
+    });
+  }
+  test('serializes pairs', () => {
+    assert.equal(serializeCookiePairs([{ name: 'a', value: '1' }, { name: 'b', value: '' }]), 'a=1; b=');
+  });
+  test('Set-Cookie names', () => {
+    assert.equal(setCookieName('sid=1; Path=/'), 'sid');
+    assert.equal(setCookieName(' sid =1'), 'sid');
+    assert.equal(setCookieName('=1'), undefined);
+    assert.equal(setCookieName('novalue'), undefined);
+    assert.equal(setCookieName('a b=1'), undefined);
+    assert.equal(setCookieName('a;b=1'), undefined);
+  });
+  test('name patterns', () => {
+    const m = new NameMatcher(['_ga*', 'theme', 'a*b']);
+    assert.ok(m.matches('_ga'));
+    assert.ok(m.matches('_ga_XYZ'));
+    assert.ok(m.matches('theme'));
+    assert.ok(m.matches('a-long-b'));
+    assert.ok(!m.matches('themes'));
+    assert.ok(!m.matches('x_ga'));
+    assert.ok(!m.matches('ab.'));
+  });
+});
+
+describe('jar rules (RFC 6265, via tough-cookie)', () => {
+  const table: Array<{ name: string; set: string[]; setAt?: string; url: string; now?: number; expect: string }> = [
+    { name: 'host-only cookie goes back to its host', set: ['a=1'], url: 'https://app.example.com/x', expect: 'a=1' },
+    { name: 'host-only cookie does not go to a subdomain', set: ['a=1'], url: 'https://sub.app.example.com/', expect: '' },
+    { name: 'Domain cookie goes to subdomains', set: ['a=1; Domain=example.com'], url: 'https://sub.example.com/', expect: 'a=1' },
+    { name: 'Domain of another site is refused', set: ['a=1; Domain=other.com'], url: 'https://app.example.com/', expect: '' },
+    { name: 'public suffix Domain is refused', set: ['a=1; Domain=com'], url: 'https://app.example.com/', expect: '' },
+    { name: 'path scope: sent under the path', set: ['a=1; Path=/app'], url: 'https://app.example.com/app/page', expect: 'a=1' },
+    { name: 'path scope: not sent elsewhere', set: ['a=1; Path=/app'], url: 'https://app.example.com/apple', expect: '' },
+    { name: 'default path is the directory of the URL it was set at', set: ['a=1'], setAt: 'https://app.example.com/dir/page', url: 'https://app.example.com/other', expect: '' },
+    { name: 'Secure cookie not sent over http', set: ['a=1; Secure'], url: 'http://app.example.com/', expect: '' },
+    { name: 'Secure cookie sent over https', set: ['a=1; Secure'], url: 'https://app.example.com/', expect: 'a=1' },
+    { name: 'Max-Age=0 deletes', set: ['a=1', 'a=; Max-Age=0'], url: URL_ROOT, expect: '' },
+    { name: 'past Expires deletes', set: ['a=1', 'a=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT'], url: URL_ROOT, expect: '' },
+    { name: 'Max-Age expires in time', set: ['a=1; Max-Age=10'], url: URL_ROOT, now: NOW + 10_001, expect: '' },
+    { name: 'Max-Age still valid before', set: ['a=1; Max-Age=10'], url: URL_ROOT, now: NOW + 9_000, expect: 'a=1' },
+    { name: 'Max-Age wins over Expires', set: ['a=1; Max-Age=10; Expires=Thu, 01 Jan 2099 00:00:00 GMT'], url: URL_ROOT, now: NOW + 11_000, expect: '' },
+    { name: 'same name, different paths are two cookies; longer path first', set: ['a=root; Path=/', 'a=deep; Path=/d'], url: 'https://app.example.com/d/x', expect: 'a=deep; a=root' },
+    { name: 'same name and path replaces', set: ['a=1', 'a=2'], url: URL_ROOT, expect: 'a=2' },
+    { name: 'creation order kept for equal paths', set: ['z=1', 'y=2', 'x=3'], url: URL_ROOT, expect: 'z=1; y=2; x=3' },
+    { name: '__Host- without Secure is refused', set: ['__Host-a=1; Path=/'], url: URL_ROOT, expect: '' },
+    { name: '__Host- with Domain is refused', set: ['__Host-a=1; Secure; Path=/; Domain=example.com'], url: URL_ROOT, expect: '' },
+    { name: '__Host- done right is kept', set: ['__Host-a=1; Secure; Path=/'], url: URL_ROOT, expect: '__Host-a=1' },
+    { name: '__Secure- without Secure is refused', set: ['__Secure-a=1'], url: URL_ROOT, expect: '' },
+  ];
+  for (const row of table) {
+    test(row.name, () => {
+      const jar = jarWith(row.set, row.setAt ?? URL_ROOT);
+      assert.equal(jar.cookieHeader(row.url, row.now ?? NOW, undefined), row.expect);
+    });
+  }
+
+  test('apply reports what changed', () => {
+    const jar = new RequestJar();
+    const set = jar.apply('a=1; Path=/p', 'https://x.example/p/q', NOW, undefined);
+    assert.equal(set.kind, 'set');
+    assert.equal(set.kind === 'set' && set.field, 'a;x.example;/p');
+    const del = jar.apply('a=; Path=/p; Max-Age=0', 'https://x.example/p/q', NOW, undefined);
+    assert.deepEqual(del, { kind: 'delete', field: 'a;x.example;/p', name: 'a' });
+    const bad = jar.apply('garbage', 'https://x.example/', NOW, undefined);
+    assert.equal(bad.kind, 'rejected');
+    const foreign = jar.apply('a=1; Domain=evil.example', 'https://x.example/', NOW, undefined);
+    assert.equal(foreign.kind, 'rejected');
+  });
+
+  test('SameSite: strict cookies are not sent cross-site; lax only on top-level navigation', () => {
+    const jar = jarWith(['s=1; SameSite=Strict', 'l=2; SameSite=Lax', 'n=3; SameSite=None; Secure']);
+    assert.equal(jar.cookieHeader(URL_ROOT, NOW, sameSiteContextOf('same-origin', 'cors', 'POST')), 's=1; l=2; n=3');
+    assert.equal(jar.cookieHeader(URL_ROOT, NOW, sameSiteContextOf('cross-site', 'navigate', 'GET')), 'l=2; n=3');
+    assert.equal(jar.cookieHeader(URL_ROOT, NOW, sameSiteContextOf('cross-site', 'no-cors', 'GET')), 'n=3');
+    assert.equal(jar.cookieHeader(URL_ROOT, NOW, sameSiteContextOf('cross-site', 'navigate', 'POST')), 'n=3');
+    assert.equal(jar.cookieHeader(URL_ROOT, NOW, sameSiteContextOf(undefined, undefined, 'POST')), 's=1; l=2; n=3', 'no Fetch Metadata: not enforced');
+  });
+
+  test('stored form round-trips every attribute, and Max-Age becomes an absolute expiry', () => {
+    const jar = new RequestJar();
+    const change = jar.apply('k=v a l=ue; Domain=example.com; Path=/p; Max-Age=100; Secure; HttpOnly; SameSite=Strict', 'https://app.example.com/p', NOW, undefined);
+    assert.equal(change.kind, 'set');
+    if (change.kind !== 'set') return;
+    const back = decodeCookie(change.field, encodeCookie(change.cookie));
+    assert.ok(back);
+    assert.equal(back.key, 'k');
+    assert.equal(back.value, 'v a l=ue');
+    assert.equal(back.domain, 'example.com');
+    assert.equal(back.path, '/p');
+    assert.equal(back.secure, true);
+    assert.equal(back.httpOnly, true);
+    assert.equal(back.hostOnly, false);
+    assert.equal(back.sameSite, 'strict');
+    assert.equal(back.expires instanceof Date && back.expires.getTime(), NOW + 100_000);
+    const again = new RequestJar([back]);
+    assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 99_000, undefined), 'k=v a l=ue');
+    assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 100_000, undefined), '');
+  });
+
+  test('malformed stored forms are refused, not thrown', () => {
+    for (const [field, payload] of [
+      ['a;d;/', 'not json'],
+      ['a;d;/', '[1,2]'],
+      ['a;d;/', '["v",0,0,0,0]'],
+      ['a;d;/', '[1,0,0,0,0,0]'],
+      ['nofield', '["v",0,0,0,0,0]'],
+    ] as const) {
+      assert.equal(decodeCookie(field, payload), undefined, `${field} ${payload}`);
+    }
+  });
+});

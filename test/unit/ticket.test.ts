@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { TicketCodec } from '../../src/session/ticket.js';
+import { jarKeyOf, LogHasher, open, seal, storeKeyOf } from '../../src/session/crypto.js';
+
+const A = 'a'.repeat(32) + '-first-secret';
+const B = 'b'.repeat(32) + '-second-secret';
+
+describe('tickets', () => {
+  test('mint: v1.<43 base64url>.<43 base64url>, 256 random bits, verifies to the same id', () => {
+    const codec = new TicketCodec([A]);
+    const { ticket, sid } = codec.mint();
+    assert.match(ticket, /^v1\.[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}$/);
+    assert.equal(sid.length, 32);
+    assert.deepEqual(codec.verify(ticket), sid);
+    assert.notEqual(codec.mint().ticket, ticket);
+  });
+
+  test('every configured secret verifies; the first one signs (rotation)', () => {
+    const old = new TicketCodec([A]).mint();
+    const rotated = new TicketCodec([B, A]);
+    assert.deepEqual(rotated.verify(old.ticket), old.sid, 'a ticket signed with the old secret still verifies');
+    const fresh = rotated.mint();
+    assert.equal(new TicketCodec([A]).verify(fresh.ticket), undefined, 'new tickets are signed with the first secret');
+    assert.deepEqual(new TicketCodec([B]).verify(fresh.ticket), fresh.sid);
+    assert.equal(new TicketCodec([B]).verify(old.ticket), undefined, 'a removed secret no longer verifies');
+  });
+
+  test('anything but an exact, signed ticket is refused', () => {
+    const codec = new TicketCodec([A]);
+    const { ticket } = codec.mint();
+    const [, sid, mac] = ticket.split('.') as [string, string, string];
+    const flip = (s: string, i: number) => s.slice(0, i) + (s[i] === 'A' ? 'B' : 'A') + s.slice(i + 1);
+    const cases: Array<[string, string]> = [
+      ['empty', ''],
+      ['garbage', 'hello'],
+      ['truncated', ticket.slice(0, -1)],
+      ['extended', `${ticket}A`],
+      ['wrong version', `v2.${sid}.${mac}`],
+      ['no version', `${sid}.${mac}`],
+      ['mac of another id', `v1.${flip(sid, 5)}.${mac}`],
+      ['tampered mac', `v1.${sid}.${flip(mac, 10)}`],
+      // the last base64url char of 32 bytes carries 2 unused bits: another spelling of the same bytes
+      ['non-canonical sid encoding', `v1.${sid.slice(0, 42)}${sid[42] === 'A' ? 'B' : String.fromCharCode((sid.charCodeAt(42) ^ 1))}.${mac}`],
+      ['padding', `v1.${sid}=.${mac}`],
+      ['standard base64', `v1.${sid.replace(/-/g, '+').replace(/_/g, '/')}+.${mac}`],
+      ['whitespace', ` ${ticket}`],
+      ['unicode', `v1.${sid.slice(0, 42)}é.${mac}`],
+    ];
+    for (const [name, value] of cases) assert.equal(codec.verify(value), undefined, name);
+  });
+
+  test('a codec needs a secret; a short random source is refused', () => {
+    assert.throws(() => new TicketCodec([]));
+    assert.throws(() => new TicketCodec([A], () => Buffer.alloc(16)).mint());
+  });
+});
+
+describe('data at rest', () => {
+  test('the store key is a one-way hash of the id, not the id', () => {
+    const sid = Buffer.alloc(32, 7);
+    const key = storeKeyOf(sid);
+    assert.match(key, /^[A-Za-z0-9_-]{43}$/);
+    assert.ok(!key.includes(sid.toString('base64url')));
+    assert.equal(storeKeyOf(Buffer.alloc(32, 7)), key, 'stable');
+    assert.notEqual(storeKeyOf(Buffer.alloc(32, 8)), key);
+  });
+
+  test('sealed values open only with their id and their field', () => {
+    const k1 = jarKeyOf(Buffer.alloc(32, 1));
+    const k2 = jarKeyOf(Buffer.alloc(32, 2));
+    const sealed = seal(k1, 'session;example.com;/', 'secret-cookie-value');
+    assert.ok(!Buffer.from(sealed, 'base64url').toString('latin1').includes('secret-cookie-value'));
+    assert.equal(open(k1, 'session;example.com;/', sealed), 'secret-cookie-value');
+    assert.equal(open(k2, 'session;example.com;/', sealed), undefined, 'another session cannot read it');
+    assert.equal(open(k1, 'other;example.com;/', sealed), undefined, 'cannot be moved to another field');
+    const bytes = Buffer.from(sealed, 'base64url');
+    bytes[14] = (bytes[14] as number) ^ 1;
+    assert.equal(open(k1, 'session;example.com;/', bytes.toString('base64url')), undefined, 'tampering is detected');
+    assert.equal(open(k1, 'session;example.com;/', 'short'), undefined);
+    assert.notEqual(seal(k1, 'f', 'v'), seal(k1, 'f', 'v'), 'a fresh IV each time');
+  });
+
+  test('log ids are short keyed hashes', () => {
+    const h = new LogHasher(A);
+    const sid = Buffer.alloc(32, 3);
+    assert.match(h.hash(sid), /^[A-Za-z0-9_-]{12}$/);
+    assert.equal(h.hash(sid), new LogHasher(A).hash(sid));
+    assert.notEqual(h.hash(sid), new LogHasher(B).hash(sid), 'keyed: unknown without the secret');
+  });
+});
