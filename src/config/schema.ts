@@ -2,17 +2,27 @@
 // Loading (YAML, env interpolation, line:col) lives in load.ts.
 import { z } from 'zod';
 
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/**
+ * Cross-field refinements run even when an unrelated field failed, so that every problem is
+ * reported at once (zod skips them by default). Each refinement checks the types it reads.
+ */
+const always = { when: () => true };
+
 const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** Parses "250ms", "30s", "30m", "12h", "7d" or an integer number of seconds into milliseconds. */
 export function parseDuration(input: unknown): number | undefined {
   if (typeof input === 'number') {
-    return Number.isSafeInteger(input) && input >= 0 ? input * 1000 : undefined;
+    return Number.isSafeInteger(input) && input >= 0 && Number.isSafeInteger(input * 1000) ? input * 1000 : undefined;
   }
   if (typeof input !== 'string') return undefined;
   const s = input.trim();
-  if (/^\d+$/.test(s)) return Number(s) * 1000;
+  if (/^\d+$/.test(s)) {
+    const ms = Number(s) * 1000;
+    return Number.isSafeInteger(ms) ? ms : undefined;
+  }
   const m = DURATION_RE.exec(s);
   if (!m) return undefined;
   const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
@@ -65,20 +75,28 @@ const listen = z.string().transform((v, ctx) => {
   return addr;
 });
 
+/** Echoes a URL in a message without its credentials. */
+function redactUrlCredentials(v: string): string {
+  return v.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/?#]*@/, '$1[redacted]@');
+}
+
 const httpUrl = z.string().transform((v, ctx) => {
   let u: URL;
   try {
     u = new URL(v);
   } catch {
-    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(v)}` });
+    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(redactUrlCredentials(v))}` });
     return z.NEVER;
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(v)}` });
+    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(redactUrlCredentials(v))}` });
     return z.NEVER;
   }
   if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) {
-    ctx.addIssue({ code: 'custom', message: `expected an origin without path, query or credentials (like "http://127.0.0.1:3000"), got ${JSON.stringify(v)}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected an origin without path, query or credentials (like "http://127.0.0.1:3000"), got ${JSON.stringify(redactUrlCredentials(v))}`,
+    });
     return z.NEVER;
   }
   return u.origin;
@@ -102,11 +120,12 @@ const rule = z
       .min(1)
       .optional(),
   })
-  .superRefine((r, ctx) => {
+  .superRefine((r: unknown, ctx) => {
+    if (!isRecord(r)) return;
     if ((r.path === undefined) === (r.prefix === undefined)) {
       ctx.addIssue({ code: 'custom', message: 'a rule needs exactly one of "path" or "prefix"' });
     }
-  })
+  }, always)
   .transform((r) => ({
     kind: r.path !== undefined ? ('exact' as const) : ('prefix' as const),
     path: (r.path ?? r.prefix) as string,
@@ -122,7 +141,9 @@ const logoutMapping = z.strictObject({
   clearSiteData: z.boolean().default(false),
 });
 const logout = z
-  .union([logoutRules, logoutMapping])
+  .union([logoutRules, logoutMapping], {
+    error: 'expected a list of rules, or a mapping with "rules", "onCookieCleared" and "clearSiteData"',
+  })
   .default([])
   .transform((v) => (Array.isArray(v) ? { rules: v, onCookieCleared: [] as string[], clearSiteData: false } : v));
 
@@ -135,24 +156,31 @@ const storeSchema = z
     connectTimeout: duration({ min: 1 }).default(5000),
     maxSessions: z.number().int().positive().default(100_000),
   })
-  .superRefine((s, ctx) => {
+  .superRefine((s: unknown, ctx) => {
+    if (!isRecord(s) || (s.url !== undefined && typeof s.url !== 'string')) return;
     if (s.kind === 'redis') {
       if (!s.url) {
         ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when kind is "redis"' });
       } else {
-        let ok = false;
+        // The url is never echoed: it may carry a password.
+        let protocol: string | undefined;
         try {
-          const u = new URL(s.url);
-          ok = u.protocol === 'redis:' || u.protocol === 'rediss:';
+          protocol = new URL(s.url).protocol;
         } catch {
-          ok = false;
+          protocol = undefined;
         }
-        if (!ok) ctx.addIssue({ code: 'custom', path: ['url'], message: `expected a redis:// or rediss:// URL, got ${JSON.stringify(s.url)}` });
+        if (protocol !== 'redis:' && protocol !== 'rediss:') {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['url'],
+            message: `expected a redis:// or rediss:// URL${protocol ? `, got a ${JSON.stringify(protocol.slice(0, -1))} URL` : ''}`,
+          });
+        }
       }
-    } else if (s.url !== undefined) {
+    } else if (s.kind === 'memory' && s.url !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['url'], message: 'only used when kind is "redis"' });
     }
-  });
+  }, always);
 
 const cookieSchema = z
   .strictObject({
@@ -162,38 +190,49 @@ const cookieSchema = z
     domain: z.string().min(1).nullable().default(null),
     persistent: z.boolean().default(false),
   })
-  .superRefine((c, ctx) => {
+  .superRefine((c: unknown, ctx) => {
+    if (!isRecord(c) || typeof c.name !== 'string') return;
     if (c.name.startsWith('__Host-')) {
-      if (!c.secure) ctx.addIssue({ code: 'custom', path: ['secure'], message: 'the "__Host-" prefix requires secure: true' });
-      if (c.domain !== null) ctx.addIssue({ code: 'custom', path: ['domain'], message: 'the "__Host-" prefix forbids a domain' });
+      if (c.secure === false) ctx.addIssue({ code: 'custom', path: ['secure'], message: 'the "__Host-" prefix requires secure: true' });
+      if (typeof c.domain === 'string') ctx.addIssue({ code: 'custom', path: ['domain'], message: 'the "__Host-" prefix forbids a domain' });
     }
-    if (c.name.startsWith('__Secure-') && !c.secure) {
+    if (c.name.startsWith('__Secure-') && c.secure === false) {
       ctx.addIssue({ code: 'custom', path: ['secure'], message: 'the "__Secure-" prefix requires secure: true' });
     }
-    if (c.sameSite === 'none' && !c.secure) {
+    if (c.sameSite === 'none' && c.secure === false) {
       ctx.addIssue({ code: 'custom', path: ['sameSite'], message: 'sameSite: none requires secure: true (browsers drop it otherwise)' });
     }
-  });
+  }, always);
 
 const sessionSchema = z
   .strictObject({
     idleTimeout: duration({ min: 1000 }).default(30 * 60_000),
     absoluteTimeout: duration({ min: 1000 }).default(12 * 3_600_000),
-    managed: z.union([z.literal('*'), z.array(cookieName).min(1)]).default('*'),
+    managed: z
+      .union([z.literal('*'), z.array(cookieName).min(1, { message: 'list at least one cookie name, or use "*"' })], {
+        error: 'expected "*" or a list of cookie names',
+      })
+      .default('*'),
     passthrough: z.array(cookiePattern).default([]),
   })
-  .superRefine((s, ctx) => {
-    if (s.idleTimeout > s.absoluteTimeout) {
+  .superRefine((s: unknown, ctx) => {
+    if (!isRecord(s)) return;
+    if (typeof s.idleTimeout === 'number' && typeof s.absoluteTimeout === 'number' && s.idleTimeout > s.absoluteTimeout) {
       ctx.addIssue({ code: 'custom', path: ['idleTimeout'], message: 'must not exceed session.absoluteTimeout' });
     }
-    if (Array.isArray(s.managed)) {
-      for (const name of s.managed) {
-        if (s.passthrough.some((p) => patternToRegExp(p).test(name))) {
-          ctx.addIssue({ code: 'custom', path: ['passthrough'], message: `"${name}" is both managed and passthrough` });
+    const { managed, passthrough } = s;
+    if (Array.isArray(managed) && Array.isArray(passthrough)) {
+      passthrough.forEach((p: unknown, i) => {
+        if (typeof p !== 'string') return;
+        const re = patternToRegExp(p);
+        for (const name of managed as unknown[]) {
+          if (typeof name === 'string' && re.test(name)) {
+            ctx.addIssue({ code: 'custom', path: ['passthrough', i], message: `"${name}" is both managed and passthrough` });
+          }
         }
-      }
+      });
     }
-  });
+  }, always);
 
 const invalidSessionSchema = z.strictObject({
   revoked: z.enum(['reject', 'anonymous']).default('reject'),
@@ -221,8 +260,13 @@ export const configSchema = z
     shutdownTimeout: duration().default(10_000),
     trustProxy: z.boolean().default(false),
     store: storeSchema.prefault({}),
+    // A message about a secret names its index (the path) and its length, never its value.
     secrets: z
-      .array(z.string().min(32, { message: 'a secret needs at least 32 characters' }))
+      .array(
+        z.string().superRefine((v, ctx) => {
+          if (v.length < 32) ctx.addIssue({ code: 'custom', message: `a secret needs at least 32 characters, got ${v.length}` });
+        }),
+      )
       .min(1, { message: 'at least one secret is required' }),
     cookie: cookieSchema.prefault({}),
     session: sessionSchema.prefault({}),
@@ -232,15 +276,26 @@ export const configSchema = z
     log: logSchema.prefault({}),
     limits: limitsSchema.prefault({}),
   })
-  .superRefine((c, ctx) => {
+  .superRefine((c: unknown, ctx) => {
+    if (!isRecord(c) || !isRecord(c.cookie) || !isRecord(c.session)) return;
     const ticket = c.cookie.name;
-    if (c.session.managed !== '*' && c.session.managed.includes(ticket)) {
-      ctx.addIssue({ code: 'custom', path: ['session', 'managed'], message: `must not include the ticket cookie "${ticket}"` });
+    if (typeof ticket !== 'string') return;
+    const { managed, passthrough } = c.session;
+    if (Array.isArray(managed)) {
+      managed.forEach((name: unknown, i) => {
+        if (name === ticket) {
+          ctx.addIssue({ code: 'custom', path: ['session', 'managed', i], message: `must not include the ticket cookie "${ticket}"` });
+        }
+      });
     }
-    if (c.session.passthrough.some((p) => patternToRegExp(p).test(ticket))) {
-      ctx.addIssue({ code: 'custom', path: ['session', 'passthrough'], message: `must not match the ticket cookie "${ticket}"` });
+    if (Array.isArray(passthrough)) {
+      passthrough.forEach((p: unknown, i) => {
+        if (typeof p === 'string' && patternToRegExp(p).test(ticket)) {
+          ctx.addIssue({ code: 'custom', path: ['session', 'passthrough', i], message: `must not match the ticket cookie "${ticket}"` });
+        }
+      });
     }
-  });
+  }, always);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

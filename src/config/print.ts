@@ -1,0 +1,75 @@
+// Prints the effective configuration as YAML (for `check-config`): every key, defaults filled
+// in, durations as "30m", the logout key in its mapping form, secrets and passwords redacted.
+// With the redactions replaced by the real values, the output loads back to an equal config.
+import { Document, isScalar, isSeq, visit } from 'yaml';
+import { formatDuration } from './schema.js';
+import type { Config, ListenAddress, Rule } from './schema.js';
+
+/** What a secret or a password is printed as. */
+export const REDACTED = '[redacted]';
+
+export function printConfig(config: Config): string {
+  const effective = {
+    listen: formatListen(config.listen),
+    upstream: config.upstream,
+    upstreamTimeout: formatDuration(config.upstreamTimeout),
+    shutdownTimeout: formatDuration(config.shutdownTimeout),
+    trustProxy: config.trustProxy,
+    store: {
+      kind: config.store.kind,
+      ...(config.store.url !== undefined ? { url: redactUrlPassword(config.store.url) } : {}),
+      prefix: config.store.prefix,
+      timeout: formatDuration(config.store.timeout),
+      connectTimeout: formatDuration(config.store.connectTimeout),
+      maxSessions: config.store.maxSessions,
+    },
+    secrets: config.secrets.map(() => REDACTED),
+    cookie: { ...config.cookie },
+    session: {
+      idleTimeout: formatDuration(config.session.idleTimeout),
+      absoluteTimeout: formatDuration(config.session.absoluteTimeout),
+      managed: config.session.managed === '*' ? '*' : [...config.session.managed],
+      passthrough: [...config.session.passthrough],
+    },
+    logout: {
+      rules: config.logout.rules.map(printRule),
+      onCookieCleared: [...config.logout.onCookieCleared],
+      clearSiteData: config.logout.clearSiteData,
+    },
+    login: config.login.map(printRule),
+    invalidSession: { ...config.invalidSession },
+    log: { ...config.log },
+    limits: { ...config.limits },
+  };
+  const doc = new Document(effective);
+  // Lists of plain values (secrets, methods, cookie names) on one line: `methods: [GET, POST]`.
+  visit(doc, {
+    Seq(_key, node) {
+      if (isSeq(node) && node.items.every((item) => isScalar(item))) node.flow = true;
+    },
+  });
+  doc.commentBefore = ' effective configuration; secrets and passwords are redacted';
+  return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
+}
+
+/** `{path|prefix, methods}`; a rule without methods matches every method. */
+function printRule(rule: Rule): Record<string, unknown> {
+  return {
+    [rule.kind === 'exact' ? 'path' : 'prefix']: rule.path,
+    ...(rule.methods !== null ? { methods: [...rule.methods] } : {}),
+  };
+}
+
+export function formatListen(addr: ListenAddress): string {
+  return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
+}
+
+/** `redis://user:pw@host/0` → `redis://user:[redacted]@host/0`; everything else kept as written. */
+export function redactUrlPassword(url: string): string {
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)([^/?#]*)@/.exec(url);
+  if (!m) return url;
+  const userinfo = m[2] as string;
+  const colon = userinfo.indexOf(':');
+  if (colon === -1) return url;
+  return `${m[1]}${userinfo.slice(0, colon)}:${REDACTED}@${url.slice(m[0].length)}`;
+}
