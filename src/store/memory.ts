@@ -1,0 +1,314 @@
+// The embedded session store: one process, nothing shared, nothing durable.
+//
+// Time comes only from the injected clock: an entry is expired when clock() >= its expiry,
+// and is removed lazily when touched plus by a small incremental sweep on every write (so
+// memory stays bounded without timers). The size bound (live records + tombstones) is kept by
+// evicting the least-recently-used entry, tombstones first, with a rate-limited warning.
+//
+// Every method runs synchronously inside its async body, so each one is atomic: the same
+// guarantees the Redis store gets from its Lua scripts.
+import type { Clock } from '../clock.js';
+import { StoreUnavailableError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { META_FIELD_MARK, type LoadResult, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
+
+export interface MemoryStoreOptions {
+  clock: Clock;
+  /** Most entries (live records + tombstones) kept at once; the least recently used go first. */
+  maxSessions: number;
+  logger: Logger;
+}
+
+interface LiveEntry {
+  meta: SessionMeta;
+  fields: Map<string, string>;
+  expiresAt: number;
+}
+
+interface Tombstone {
+  deadline: number;
+  expiresAt: number;
+}
+
+/** Entries examined per map by the incremental sweep on every write. */
+const SWEEP_STEPS = 4;
+/** At most one eviction warning per this many ms (by the injected clock). */
+const EVICTION_WARN_INTERVAL_MS = 10_000;
+
+export class MemoryStore implements SessionStore {
+  readonly kind = 'memory' as const;
+
+  private readonly clock: Clock;
+  private readonly maxSessions: number;
+  private readonly log: Logger;
+  // Both maps are kept in least-recently-used-first order (re-inserted on every use).
+  private readonly live = new Map<string, LiveEntry>();
+  private readonly tombs = new Map<string, Tombstone>();
+  private liveCursor: Iterator<[string, LiveEntry]> | undefined;
+  private tombCursor: Iterator<[string, Tombstone]> | undefined;
+  private closed = false;
+  private lastEvictionWarn = -Infinity;
+  private evictedSinceWarn = 0;
+
+  constructor(options: MemoryStoreOptions) {
+    if (!Number.isSafeInteger(options.maxSessions) || options.maxSessions < 1) {
+      throw new RangeError(`maxSessions must be a positive integer, got ${options.maxSessions}`);
+    }
+    this.clock = options.clock;
+    this.maxSessions = options.maxSessions;
+    this.log = options.logger.child({ component: 'store', store: 'memory' });
+  }
+
+  /** Entries currently held (live records + tombstones), expired ones not yet swept included. */
+  get size(): number {
+    return this.live.size + this.tombs.size;
+  }
+
+  async start(): Promise<void> {
+    this.assertOpen();
+    this.log.warn(
+      { maxSessions: this.maxSessions },
+      'memory session store: sessions are neither shared between processes nor durable (a restart logs everyone out); use store.kind "redis" for more than one process',
+    );
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.live.clear();
+    this.tombs.clear();
+    this.liveCursor = undefined;
+    this.tombCursor = undefined;
+  }
+
+  async ping(): Promise<void> {
+    this.assertOpen();
+  }
+
+  async load(key: string): Promise<LoadResult> {
+    this.assertOpen();
+    const now = this.clock();
+    const entry = this.getLive(key, now);
+    if (entry) {
+      this.touchLru(this.live, key, entry);
+      return { state: 'live', meta: copyMeta(entry.meta), fields: new Map(entry.fields) };
+    }
+    const tomb = this.getTomb(key, now);
+    if (tomb) {
+      this.touchLru(this.tombs, key, tomb);
+      return { state: 'revoked', deadline: tomb.deadline };
+    }
+    return { state: 'none' };
+  }
+
+  async create(key: string, meta: SessionMeta, fields: ReadonlyMap<string, string>, ttlMs: number): Promise<boolean> {
+    this.assertOpen();
+    checkTtl(ttlMs, 'ttlMs');
+    checkMeta(meta);
+    checkFieldNames(fields.keys());
+    const now = this.clock();
+    if (this.occupied(key, now)) return false;
+    this.makeRoom(now, 1);
+    this.live.set(key, { meta: copyMeta(meta), fields: new Map(fields), expiresAt: now + ttlMs });
+    this.sweep(now);
+    return true;
+  }
+
+  async update(key: string, change: SessionUpdate): Promise<boolean> {
+    this.assertOpen();
+    if (change.ttlMs !== undefined) checkTtl(change.ttlMs, 'ttlMs');
+    if (change.touched !== undefined) checkTime(change.touched, 'touched');
+    if (change.set) checkFieldNames(change.set.keys());
+    if (change.del) checkFieldNames(change.del);
+    const now = this.clock();
+    const entry = this.getLive(key, now);
+    if (!entry) {
+      this.sweep(now);
+      return false;
+    }
+    // Same order as the Redis script: set, then delete, then metadata and TTL.
+    if (change.set) for (const [name, value] of change.set) entry.fields.set(name, value);
+    if (change.del) for (const name of change.del) entry.fields.delete(name);
+    if (change.touched !== undefined) entry.meta.touched = change.touched;
+    if (change.user !== undefined) entry.meta.user = change.user;
+    if (change.ttlMs !== undefined) entry.expiresAt = now + change.ttlMs;
+    this.touchLru(this.live, key, entry);
+    this.sweep(now);
+    return true;
+  }
+
+  async revoke(key: string, tombstoneTtlMs: number): Promise<boolean> {
+    this.assertOpen();
+    checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
+    const now = this.clock();
+    const wasLive = this.getLive(key, now) !== undefined;
+    this.live.delete(key);
+    this.tombs.delete(key);
+    this.makeRoom(now, 1);
+    this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
+    this.sweep(now);
+    return wasLive;
+  }
+
+  async rotate(
+    oldKey: string,
+    oldTombstoneTtlMs: number,
+    newKey: string,
+    meta: SessionMeta,
+    fields: ReadonlyMap<string, string>,
+    ttlMs: number,
+  ): Promise<boolean> {
+    this.assertOpen();
+    checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
+    checkTtl(ttlMs, 'ttlMs');
+    checkMeta(meta);
+    checkFieldNames(fields.keys());
+    const now = this.clock();
+    if (!this.getLive(oldKey, now) || this.occupied(newKey, now)) {
+      this.sweep(now);
+      return false;
+    }
+    // The old record turns into a tombstone (same count); the new record needs one slot.
+    // (With maxSessions 1 that slot is the fresh tombstone's own: it is evicted.)
+    this.live.delete(oldKey);
+    this.tombs.set(oldKey, { deadline: now + oldTombstoneTtlMs, expiresAt: now + oldTombstoneTtlMs });
+    this.makeRoom(now, 1);
+    this.live.set(newKey, { meta: copyMeta(meta), fields: new Map(fields), expiresAt: now + ttlMs });
+    this.sweep(now);
+    return true;
+  }
+
+  // ---- internals ----
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreUnavailableError('memory session store is closed');
+  }
+
+  /** The live entry, removing it first when it has expired. */
+  private getLive(key: string, now: number): LiveEntry | undefined {
+    const entry = this.live.get(key);
+    if (entry && now >= entry.expiresAt) {
+      this.live.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  private getTomb(key: string, now: number): Tombstone | undefined {
+    const tomb = this.tombs.get(key);
+    if (tomb && now >= tomb.expiresAt) {
+      this.tombs.delete(key);
+      return undefined;
+    }
+    return tomb;
+  }
+
+  private occupied(key: string, now: number): boolean {
+    return this.getLive(key, now) !== undefined || this.getTomb(key, now) !== undefined;
+  }
+
+  /** Moves an entry to the most-recently-used end. */
+  private touchLru<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    map.set(key, value);
+  }
+
+  /**
+   * Frees entries until `slots` more fit: expired ones first (no warning), then the least
+   * recently used tombstone, then the least recently used live record (with a warning).
+   */
+  private makeRoom(now: number, slots: number): void {
+    let evicted = 0;
+    while (this.size + slots > this.maxSessions) {
+      const tomb = firstEntry(this.tombs);
+      if (tomb && now >= tomb[1].expiresAt) {
+        this.tombs.delete(tomb[0]);
+        continue;
+      }
+      const live = firstEntry(this.live);
+      if (live && now >= live[1].expiresAt) {
+        this.live.delete(live[0]);
+        continue;
+      }
+      if (tomb) {
+        this.tombs.delete(tomb[0]);
+      } else if (live) {
+        this.live.delete(live[0]);
+      } else {
+        break; // empty: nothing left to free
+      }
+      evicted += 1;
+    }
+    if (evicted > 0) this.noteEvictions(now, evicted);
+  }
+
+  private noteEvictions(now: number, count: number): void {
+    this.evictedSinceWarn += count;
+    if (now - this.lastEvictionWarn < EVICTION_WARN_INTERVAL_MS) return;
+    this.log.warn(
+      { evicted: this.evictedSinceWarn, maxSessions: this.maxSessions },
+      'memory session store is full: evicted the least recently used sessions (raise store.maxSessions or use redis)',
+    );
+    this.lastEvictionWarn = now;
+    this.evictedSinceWarn = 0;
+  }
+
+  /** Examines a few entries of each map from a cursor that survives between writes. */
+  private sweep(now: number): void {
+    this.liveCursor = sweepSome(this.live, this.liveCursor, now);
+    this.tombCursor = sweepSome(this.tombs, this.tombCursor, now);
+  }
+}
+
+function sweepSome<V extends { expiresAt: number }>(
+  map: Map<string, V>,
+  cursor: Iterator<[string, V]> | undefined,
+  now: number,
+): Iterator<[string, V]> | undefined {
+  if (map.size === 0) return undefined;
+  let it = cursor ?? map.entries();
+  for (let i = 0; i < SWEEP_STEPS; i++) {
+    const next = it.next();
+    if (next.done) {
+      // A finished Map iterator stays finished: start the next pass at the front.
+      it = map.entries();
+      continue;
+    }
+    const [key, value] = next.value;
+    // Deleting the entry just returned is safe for a live Map iterator.
+    if (now >= value.expiresAt) map.delete(key);
+  }
+  return it;
+}
+
+function firstEntry<V>(map: Map<string, V>): [string, V] | undefined {
+  for (const entry of map) return entry;
+  return undefined;
+}
+
+function copyMeta(meta: SessionMeta): SessionMeta {
+  const out: SessionMeta = { created: meta.created, deadline: meta.deadline, touched: meta.touched, family: meta.family };
+  if (meta.user !== undefined) out.user = meta.user;
+  return out;
+}
+
+function checkTtl(ms: number, name: string): void {
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`${name} must be a positive integer number of ms, got ${ms}`);
+}
+
+function checkTime(ms: number, name: string): void {
+  if (!Number.isFinite(ms)) throw new RangeError(`${name} must be a finite number of ms, got ${ms}`);
+}
+
+function checkMeta(meta: SessionMeta): void {
+  checkTime(meta.created, 'meta.created');
+  checkTime(meta.deadline, 'meta.deadline');
+  checkTime(meta.touched, 'meta.touched');
+}
+
+function checkFieldNames(names: Iterable<string>): void {
+  for (const name of names) {
+    if (name.startsWith(META_FIELD_MARK)) {
+      throw new TypeError(`jar field names must not start with "${META_FIELD_MARK}": ${JSON.stringify(name.slice(0, 40))}`);
+    }
+  }
+}
