@@ -30,6 +30,10 @@ export function printConfig(config: Config): string {
       absoluteTimeout: formatDuration(config.session.absoluteTimeout),
       managed: config.session.managed === '*' ? '*' : [...config.session.managed],
       passthrough: [...config.session.passthrough],
+      renewAfter: config.session.renewAfter === null ? null : formatDuration(config.session.renewAfter),
+      renewGrace: formatDuration(config.session.renewGrace),
+      bind: [...config.session.bind],
+      bindMismatch: config.session.bindMismatch,
     },
     logout: {
       rules: config.logout.rules.map(printRule),
@@ -40,6 +44,7 @@ export function printConfig(config: Config): string {
     invalidSession: { ...config.invalidSession },
     log: { ...config.log },
     limits: { ...config.limits },
+    admin: { listen: config.admin.listen === null ? null : formatListen(config.admin.listen) },
   };
   const doc = new Document(effective);
   // Lists of plain values (secrets, methods, cookie names) on one line: `methods: [GET, POST]`.

@@ -214,9 +214,19 @@ const sessionSchema = z
       })
       .default('*'),
     passthrough: z.array(cookiePattern).default([]),
+    renewAfter: duration({ min: 1000 }).nullable().default(null),
+    renewGrace: duration().default(30_000),
+    bind: z.array(z.enum(['userAgent', 'ipPrefix'])).default([]),
+    bindMismatch: z.enum(['log', 'reject', 'revoke']).default('reject'),
   })
   .superRefine((s: unknown, ctx) => {
     if (!isRecord(s)) return;
+    if (typeof s.renewAfter === 'number' && typeof s.idleTimeout === 'number' && s.renewAfter >= (s.absoluteTimeout as number)) {
+      ctx.addIssue({ code: 'custom', path: ['renewAfter'], message: 'must be shorter than session.absoluteTimeout' });
+    }
+    if (Array.isArray(s.bind) && new Set(s.bind).size !== s.bind.length) {
+      ctx.addIssue({ code: 'custom', path: ['bind'], message: 'lists a check twice' });
+    }
     if (typeof s.idleTimeout === 'number' && typeof s.absoluteTimeout === 'number' && s.idleTimeout > s.absoluteTimeout) {
       ctx.addIssue({ code: 'custom', path: ['idleTimeout'], message: 'must not exceed session.absoluteTimeout' });
     }
@@ -244,6 +254,10 @@ const invalidSessionSchema = z.strictObject({
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   access: z.boolean().default(true),
+});
+
+const adminSchema = z.strictObject({
+  listen: listen.nullable().default(null),
 });
 
 const limitsSchema = z.strictObject({
@@ -275,6 +289,7 @@ export const configSchema = z
     invalidSession: invalidSessionSchema.prefault({}),
     log: logSchema.prefault({}),
     limits: limitsSchema.prefault({}),
+    admin: adminSchema.prefault({}),
   })
   .superRefine((c: unknown, ctx) => {
     if (!isRecord(c) || !isRecord(c.cookie) || !isRecord(c.session)) return;

@@ -57,12 +57,22 @@ const DEFAULTS: Config = {
   store: { kind: 'memory', prefix: 'coatcheck:', timeout: 250, connectTimeout: 5000, maxSessions: 100_000 },
   secrets: [SECRET],
   cookie: { name: '__Host-coatcheck', secure: true, sameSite: 'lax', domain: null, persistent: false },
-  session: { idleTimeout: 1_800_000, absoluteTimeout: 43_200_000, managed: '*', passthrough: [] },
+  session: {
+    idleTimeout: 1_800_000,
+    absoluteTimeout: 43_200_000,
+    managed: '*',
+    passthrough: [],
+    renewAfter: null,
+    renewGrace: 30_000,
+    bind: [],
+    bindMismatch: 'reject',
+  },
   logout: { rules: [], onCookieCleared: [], clearSiteData: false },
   login: [],
   invalidSession: { revoked: 'reject', expired: 'anonymous', status: 401, redirect: null },
   log: { level: 'info', access: true },
   limits: { maxHeaderSize: 16_384, maxCookiesPerSession: 50, maxJarBytes: 32_768 },
+  admin: { listen: null },
 };
 
 describe('example configurations in config/', () => {

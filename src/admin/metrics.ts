@@ -1,0 +1,45 @@
+// Prometheus metrics, on a registry of our own (no global state).
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+
+export type SecurityEvent =
+  | 'revoked'
+  | 'expired'
+  | 'forged'
+  | 'legacy_cookie_presented'
+  | 'binding_mismatch'
+  | 'write_after_revoke';
+
+export type SessionAction = 'created' | 'rotated' | 'renewed' | 'revoked';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'status'>;
+  readonly duration: Histogram;
+  readonly security: Counter<'event'>;
+  readonly sessions: Counter<'action'>;
+  readonly storeErrors: Counter;
+  readonly upstreamErrors: Counter<'status'>;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'coatcheck_requests_total', help: 'Requests answered, by status code.', labelNames: ['status'], registers });
+    this.duration = new Histogram({
+      name: 'coatcheck_request_duration_seconds',
+      help: 'Time from request to the last byte of the response.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.security = new Counter({
+      name: 'coatcheck_security_events_total',
+      help: 'Rejected or suspicious tickets and cookies, by class (revoked = a replay after logout).',
+      labelNames: ['event'],
+      registers,
+    });
+    this.sessions = new Counter({ name: 'coatcheck_sessions_total', help: 'Session lifecycle events.', labelNames: ['action'], registers });
+    this.storeErrors = new Counter({ name: 'coatcheck_store_errors_total', help: 'Requests failed closed because the store was unavailable.', registers });
+    this.upstreamErrors = new Counter({ name: 'coatcheck_upstream_errors_total', help: 'Requests the app did not answer, by the status sent instead.', labelNames: ['status'], registers });
+    for (const e of ['revoked', 'expired', 'forged', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke'] as const) this.security.inc({ event: e }, 0);
+    for (const a of ['created', 'rotated', 'renewed', 'revoked'] as const) this.sessions.inc({ action: a }, 0);
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'coatcheck_' });
+  }
+}
