@@ -1,6 +1,8 @@
 // createCoatcheck: wires config, store, session service, engine and HTTP server. No I/O at
 // import; start() connects and listens, close() drains and releases everything.
 import { createServer, type Server } from 'node:http';
+import { Metrics } from './admin/metrics.js';
+import { createAdminServer, type AdminServer } from './admin/server.js';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
@@ -23,13 +25,16 @@ export interface CoatcheckDeps {
   /** Defaults to an undici pool to config.upstream. */
   engine?: ForwardEngine;
   random?: (size: number) => Buffer;
+  metrics?: Metrics;
 }
 
 export interface Coatcheck {
-  start(): Promise<{ host: string; port: number }>;
+  /** Connects the store and listens; resolves with the proxy's address (and the admin one, when configured). */
+  start(): Promise<{ host: string; port: number; admin?: { host: string; port: number } }>;
   close(): Promise<void>;
   readonly server: Server;
   readonly store: SessionStore;
+  readonly metrics: Metrics;
 }
 
 export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
@@ -40,13 +45,19 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
   const service = new SessionService({
     store,
     secrets: config.secrets,
-    timeouts: { idleTimeout: config.session.idleTimeout, absoluteTimeout: config.session.absoluteTimeout },
+    timeouts: {
+      idleTimeout: config.session.idleTimeout,
+      absoluteTimeout: config.session.absoluteTimeout,
+      renewAfter: config.session.renewAfter,
+      renewGrace: config.session.renewGrace,
+    },
     limits: { maxCookiesPerSession: config.limits.maxCookiesPerSession, maxJarBytes: config.limits.maxJarBytes },
     clock,
     logger,
     ...(deps.random ? { random: deps.random } : {}),
   });
   const managed = config.session.managed === '*' ? null : new Set(config.session.managed);
+  const metrics = deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null });
   const pipelineDeps: PipelineDeps = {
     config,
     service,
@@ -57,6 +68,8 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     managed,
     appCookieNames: new AppCookieNames(managed ?? []),
     ticketAttributes: ticketAttributesOf(config.cookie),
+    metrics,
+    onCookieCleared: new Set(config.logout.onCookieCleared),
   };
 
   const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, createHandler(pipelineDeps));
@@ -77,10 +90,21 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
 
   let started = false;
   let closing: Promise<void> | undefined;
+  const admin: AdminServer | undefined =
+    config.admin.listen !== null ? createAdminServer({ metrics, store, logger, isDraining: () => closing !== undefined }) : undefined;
+
+  server.on('request', (_req, res) => {
+    const t0 = performance.now();
+    res.once('close', () => {
+      metrics.requests.inc({ status: String(res.statusCode) });
+      metrics.duration.observe((performance.now() - t0) / 1000);
+    });
+  });
 
   return {
     server,
     store,
+    metrics,
     async start() {
       await store.start();
       await new Promise<void>((resolve, reject) => {
@@ -93,6 +117,10 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
       });
       started = true;
       const addr = server.address() as AddressInfo;
+      if (admin && config.admin.listen) {
+        const a = await admin.start(config.admin.listen.host, config.admin.listen.port);
+        return { host: addr.address, port: addr.port, admin: a };
+      }
       return { host: addr.address, port: addr.port };
     },
     close() {
@@ -113,6 +141,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
             await drained;
           }
         }
+        await admin?.close();
         await engine.close().catch(() => undefined);
         await store.close();
       })();

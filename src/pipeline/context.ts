@@ -7,6 +7,7 @@ import type { JarChange, RequestJar, SameSiteContext } from '../cookies/jar.js';
 import type { Logger } from '../log.js';
 import type { ForwardEngine, UpstreamResponse } from '../proxy/engine.js';
 import type { LiveSession, Resolution, SessionService } from '../session/service.js';
+import type { Metrics } from '../admin/metrics.js';
 
 /** Built once at start-up and shared by every request. */
 export interface PipelineDeps {
@@ -23,6 +24,9 @@ export interface PipelineDeps {
   appCookieNames: AppCookieNames;
   /** Precomputed ticket cookie attribute suffix, e.g. "; Path=/; HttpOnly; Secure; SameSite=Lax". */
   ticketAttributes: string;
+  metrics: Metrics;
+  /** App cookie names whose clearing by the app revokes the session (logout.onCookieCleared). */
+  onCookieCleared: ReadonlySet<string>;
 }
 
 /** A bounded set of cookie names the app has been seen to set. */
@@ -57,7 +61,18 @@ export interface RequestContext {
   publicUrl: string;
   secure: boolean;
   host: string;
+  /** The client's address (behind a trusted proxy: the last address it appended). */
   clientIp: string;
+  /** The address of the peer on our socket. */
+  peerIp: string;
+  /** Binding of this request (when session.bind is on). */
+  bind: string | undefined;
+  /** The app asked for a revocation (Coatcheck-Session: revoke, or clearing an onCookieCleared cookie). */
+  appRevoke: boolean;
+  /** The app asked for a new id (Coatcheck-Session: rotate). */
+  appRotate: boolean;
+  /** The app named the session's user (Coatcheck-User). */
+  appUser: string | undefined;
   sameSite: SameSiteContext;
   /** Every cookie the client sent. */
   clientCookies: CookiePair[];

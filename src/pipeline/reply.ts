@@ -56,6 +56,10 @@ export function reject(ctx: RequestContext, deps: PipelineDeps, kind: ErrorKind)
 /** Answer a failure with its mapped status (503 store, 502/504 upstream, 400 bad request, 500). */
 export function replyError(ctx: RequestContext, deps: PipelineDeps, err: unknown): void {
   const { status, code } = statusOf(err);
+  if (err instanceof CoatcheckError) {
+    if (err.kind === 'STORE_UNAVAILABLE') deps.metrics.storeErrors.inc();
+    else if (err.kind.startsWith('UPSTREAM_')) deps.metrics.upstreamErrors.inc({ status: String(status) });
+  }
   const level = status >= 500 ? 'error' : 'info';
   ctx.log[level]({ event: 'request.failed', status, code, err: describe(err) }, 'request failed');
   send(ctx, deps, status, code);

@@ -1,4 +1,5 @@
 // Request stages, in the order they run (see REQUEST_STAGES at the bottom).
+import { timingSafeEqual } from 'node:crypto';
 import { parseCookieHeader, serializeCookiePairs, type CookiePair } from '../cookies/header.js';
 import { RequestJar, sameSiteContextOf } from '../cookies/jar.js';
 import { CoatcheckError } from '../errors.js';
@@ -75,7 +76,11 @@ const identify: RequestStage = (ctx, deps) => {
   const fwdProto = trust ? firstHeader(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
   ctx.secure = fwdProto ? fwdProto === 'https' : (req.socket as { encrypted?: boolean }).encrypted === true;
   ctx.publicUrl = `${ctx.secure ? 'https' : 'http'}://${host}${rawPath.startsWith('/') ? rawPath : '/'}`;
-  ctx.clientIp = req.socket.remoteAddress ?? '';
+  ctx.peerIp = req.socket.remoteAddress ?? '';
+  // Behind a trusted proxy the client is the last address it appended.
+  const xff = trust ? firstHeader(req.headers['x-forwarded-for']) : undefined;
+  const lastHop = xff?.split(',').pop()?.trim();
+  ctx.clientIp = lastHop || ctx.peerIp;
   ctx.sameSite = sameSiteContextOf(firstHeader(req.headers['sec-fetch-site']), firstHeader(req.headers['sec-fetch-mode']), ctx.method);
   return true;
 };
@@ -98,6 +103,8 @@ const resolveSession: RequestStage = async (ctx, deps) => {
     ctx.session = ctx.resolution.session;
     ctx.logId = ctx.session.logId;
     ctx.log = ctx.log.child({ session: ctx.logId });
+    // A renewed id inside its grace window: this is its successor; hand the browser that ticket.
+    if (ctx.session.successorTicket) ctx.newTicket = ctx.session.successorTicket;
   }
   return true;
 };
@@ -110,12 +117,15 @@ const handleInvalid: RequestStage = (ctx, deps) => {
   let policy: 'reject' | 'anonymous';
   if (r.state === 'revoked') {
     ctx.log.warn({ event: 'session.replay', class: 'revoked', session: r.logId, ...who }, 'a revoked ticket was presented (replay after logout)');
+    deps.metrics.security.inc({ event: 'revoked' });
     policy = deps.config.invalidSession.revoked;
   } else if (r.state === 'forged') {
     ctx.log.warn({ event: 'session.forged', class: 'forged', ...who }, 'a ticket with a bad signature or shape was presented');
+    deps.metrics.security.inc({ event: 'forged' });
     policy = deps.config.invalidSession.expired;
   } else {
     ctx.log.info({ event: 'session.expired', class: 'expired', session: r.logId, ...who }, 'an expired or unknown ticket was presented');
+    deps.metrics.security.inc({ event: 'expired' });
     policy = deps.config.invalidSession.expired;
   }
   ctx.clearTicket = true;
@@ -125,6 +135,66 @@ const handleInvalid: RequestStage = (ctx, deps) => {
   }
   return true;
 };
+
+/** 3b. Optional binding: the session must come from the user agent and address prefix that created it. */
+const checkBinding: RequestStage = async (ctx, deps) => {
+  const session = ctx.session;
+  if (!session || deps.config.session.bind.length === 0) return true;
+  ctx.bind = bindingOf(ctx, deps);
+  if (session.meta.bind === undefined || sameBinding(session.meta.bind, ctx.bind)) return true;
+  const action = deps.config.session.bindMismatch;
+  ctx.log.warn(
+    { event: 'session.binding_mismatch', class: 'binding_mismatch', action, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
+    'a ticket was presented from another user agent or network than the one it was bound to',
+  );
+  deps.metrics.security.inc({ event: 'binding_mismatch' });
+  if (action === 'log') return true;
+  if (action === 'revoke') {
+    try {
+      await deps.service.revoke(session);
+      deps.metrics.sessions.inc({ action: 'revoked' });
+    } catch (err) {
+      replyError(ctx, deps, err);
+      return false;
+    }
+    ctx.clearTicket = true;
+  }
+  // reject: the session survives for its rightful holder; this client gets nothing of it.
+  ctx.session = undefined;
+  ctx.newTicket = undefined;
+  reject(ctx, deps, action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
+  return false;
+};
+
+/** The keyed hash of what a session created by this request would be bound to. */
+export function bindingOf(ctx: RequestContext, deps: PipelineDeps): string {
+  let material = '';
+  for (const check of deps.config.session.bind) {
+    material += check === 'userAgent' ? `ua:${ctx.req.headers['user-agent'] ?? ''}\n` : `ip:${ipPrefix(ctx.clientIp)}\n`;
+  }
+  return deps.service.hasher.hash(material);
+}
+
+function sameBinding(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** The /24 of an IPv4 address, the /64 of an IPv6 one. */
+export function ipPrefix(ip: string): string {
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.\d+$/i.exec(ip);
+  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0/24`;
+  if (!ip.includes(':')) return ip;
+  const [head, tail] = ip.split('::') as [string, string | undefined];
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (g || '0').toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
 
 /** 4. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
 const matchRules: RequestStage = async (ctx, deps) => {
@@ -141,8 +211,10 @@ const matchRules: RequestStage = async (ctx, deps) => {
     replyError(ctx, deps, err);
     return false;
   }
-  ctx.log.info({ event: 'session.logout' }, 'session revoked by a logout rule');
+  deps.metrics.sessions.inc({ action: 'revoked' });
+  ctx.log.info({ event: 'session.logout' }, 'session (and its family) revoked by a logout rule');
   ctx.clearTicket = true;
+  ctx.newTicket = undefined;
   return true;
 };
 
@@ -162,6 +234,7 @@ const buildCookieHeader: RequestStage = (ctx, deps) => {
         { event: 'session.legacy_cookie_presented', cookieName: name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
         'the client presented an app cookie directly; it was stripped',
       );
+      deps.metrics.security.inc({ event: 'legacy_cookie_presented' });
     }
   }
   let header = '';
@@ -205,10 +278,18 @@ const forwardHeaders: RequestStage = (ctx, deps) => {
   }
   if (!out.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-request-id')) out.push('x-request-id', ctx.id);
   out.push('host', ctx.req.headers.host ?? ctx.host);
-  out.push('x-forwarded-for', xff ? `${xff}, ${ctx.clientIp}` : ctx.clientIp);
+  out.push('x-forwarded-for', xff ? `${xff}, ${ctx.peerIp}` : ctx.peerIp);
   out.push('x-forwarded-proto', ctx.secure ? 'https' : 'http');
   out.push('x-forwarded-host', ctx.host);
   return true;
 };
 
-export const REQUEST_STAGES: readonly RequestStage[] = [identify, resolveSession, handleInvalid, matchRules, buildCookieHeader, forwardHeaders];
+export const REQUEST_STAGES: readonly RequestStage[] = [
+  identify,
+  resolveSession,
+  handleInvalid,
+  checkBinding,
+  matchRules,
+  buildCookieHeader,
+  forwardHeaders,
+];

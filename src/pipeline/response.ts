@@ -4,7 +4,7 @@ import { setCookieName } from '../cookies/header.js';
 import { RequestJar } from '../cookies/jar.js';
 import type { PipelineDeps, RequestContext, ResponseStage } from './context.js';
 import { clearTicketCookie, replyError, ticketCookie } from './reply.js';
-import { HOP_BY_HOP } from './request.js';
+import { bindingOf, HOP_BY_HOP } from './request.js';
 
 /** Is a cookie the app sets kept in the jar (true) or sent to the browser (false)? */
 function isManaged(name: string, deps: PipelineDeps): boolean {
@@ -32,6 +32,20 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
     const value = raw[i + 1] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || connectionListed.has(lower)) continue;
+    // The app's control headers: acted on, never passed to the browser.
+    if (lower === 'coatcheck-session') {
+      const v = value.trim().toLowerCase();
+      if (v === 'revoke') ctx.appRevoke = true;
+      else if (v === 'rotate') ctx.appRotate = true;
+      else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-Session' }, 'ignored an unknown Coatcheck-Session value from the app');
+      continue;
+    }
+    if (lower === 'coatcheck-user') {
+      const user = value.trim();
+      if (user.length > 0 && user.length <= 256) ctx.appUser = user;
+      else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-User' }, 'ignored an empty or oversized Coatcheck-User value from the app');
+      continue;
+    }
     if (lower !== 'set-cookie') {
       out.push(name, value);
       continue;
@@ -56,8 +70,32 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
       ctx.log.warn({ event: 'upstream.set_cookie_rejected', cookieName, reason: change.reason }, 'dropped a Set-Cookie from the app that a browser would refuse');
       continue;
     }
+    if (change.kind === 'delete' && deps.onCookieCleared.has(change.name)) ctx.appRevoke = true;
     ctx.jarChanges.push(change);
   }
+  return true;
+};
+
+/**
+ * 2a. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
+ * in logout.onCookieCleared): revoke it and its family now, as a logout rule would have.
+ */
+const appRevocation: ResponseStage = async (ctx, deps) => {
+  if (!ctx.appRevoke || ctx.isLogout) return true;
+  ctx.isLogout = true;
+  ctx.clearTicket = true;
+  ctx.newTicket = undefined;
+  const session = ctx.session;
+  if (!session) return true;
+  try {
+    await deps.service.revoke(session);
+  } catch (err) {
+    discardBody(ctx);
+    replyError(ctx, deps, err);
+    return false;
+  }
+  deps.metrics.sessions.inc({ action: 'revoked' });
+  ctx.log.info({ event: 'session.logout', by: 'app' }, 'session (and its family) revoked at the app\'s request');
   return true;
 };
 
@@ -68,11 +106,18 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
 const persist: ResponseStage = async (ctx, deps) => {
   // After logout the old session is gone: whatever the app sets now starts a new, anonymous one.
   const session = ctx.isLogout ? undefined : ctx.session;
-  const rotate = ctx.isLogin && session !== undefined;
+  const rotate = (ctx.isLogin || ctx.appRotate) && session !== undefined;
   if (!session && ctx.jarChanges.length === 0) return true;
+  if (!session && deps.config.session.bind.length > 0) ctx.bind ??= bindingOf(ctx, deps);
   let outcome;
   try {
-    outcome = await deps.service.commit({ session, changes: ctx.jarChanges, rotate });
+    outcome = await deps.service.commit({
+      session,
+      changes: ctx.jarChanges,
+      rotate,
+      ...(ctx.appUser !== undefined ? { user: ctx.appUser } : {}),
+      ...(ctx.bind !== undefined && (rotate || !session) ? { bind: ctx.bind } : {}),
+    });
   } catch (err) {
     // The app's cookies cannot be kept: fail closed, forward nothing of its response.
     discardBody(ctx);
@@ -82,12 +127,17 @@ const persist: ResponseStage = async (ctx, deps) => {
   switch (outcome.kind) {
     case 'created':
       ctx.newTicket = outcome.ticket;
-      if (outcome.rotatedFrom) ctx.log.info({ event: 'session.rotated', newSession: outcome.logId }, 'session id rotated by a login rule');
-      else ctx.log.info({ event: 'session.created', newSession: outcome.logId }, 'session created');
+      deps.metrics.sessions.inc({ action: outcome.cause });
+      ctx.log.info({ event: `session.${outcome.cause}`, newSession: outcome.logId }, `session ${outcome.cause}`);
       break;
     case 'gone':
-      ctx.log.warn({ event: 'session.write_after_revoke', dropped: ctx.jarChanges.length }, 'the session was revoked or expired while the request was in flight; its cookie changes were dropped');
+      ctx.log.warn(
+        { event: 'session.write_after_revoke', dropped: ctx.jarChanges.length },
+        'the session was revoked or expired while the request was in flight; its cookie changes were dropped',
+      );
+      deps.metrics.security.inc({ event: 'write_after_revoke' });
       ctx.clearTicket = true;
+      ctx.newTicket = undefined;
       break;
     default:
       break;
@@ -107,6 +157,10 @@ const emitTicket: ResponseStage = (ctx, deps) => {
     else i += 2;
   }
   out.push('set-cookie', setCookie, 'cache-control', 'no-store');
+  if (ctx.isLogout && deps.config.logout.clearSiteData) {
+    // "cookies" would also remove a ticket this same response sets: leave it out then.
+    out.push('clear-site-data', ctx.newTicket ? '"cache", "storage"' : '"cache", "cookies", "storage"');
+  }
   return true;
 };
 
@@ -117,4 +171,4 @@ export function discardBody(ctx: RequestContext): void {
   else body.destroy();
 }
 
-export const RESPONSE_STAGES: readonly ResponseStage[] = [collectSetCookies, persist, emitTicket];
+export const RESPONSE_STAGES: readonly ResponseStage[] = [collectSetCookies, appRevocation, persist, emitTicket];

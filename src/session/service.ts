@@ -4,14 +4,18 @@ import { randomBytes } from 'node:crypto';
 import type { Cookie } from 'tough-cookie';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { SessionMeta, SessionStore } from '../store/types.js';
+import type { RenewalAlias, SessionMeta, SessionStore } from '../store/types.js';
 import { decodeCookie, encodeCookie, type JarChange } from '../cookies/jar.js';
 import { jarKeyOf, LogHasher, open, seal, storeKeyOf } from './crypto.js';
-import { TicketCodec } from './ticket.js';
+import { SID_BYTES, TicketCodec } from './ticket.js';
 
 export interface SessionTimeouts {
   idleTimeout: number;
   absoluteTimeout: number;
+  /** Periodic renewal: a new id once the current one is this old (null: off). */
+  renewAfter: number | null;
+  /** How long a renewed id stays usable as an alias of its successor. */
+  renewGrace: number;
 }
 
 export interface SessionLimits {
@@ -31,28 +35,38 @@ export interface LiveSession {
   cookies: Map<string, Cookie>;
   /** field → sealed value size, for the jar size limit. */
   sizes: Map<string, number>;
+  /**
+   * Set when the client presented a renewed id inside its grace window: this is the successor
+   * session, and the browser should be given its ticket.
+   */
+  successorTicket?: string;
 }
 
 export type Resolution =
   | { state: 'none' }
   | { state: 'forged' }
   | { state: 'expired'; logId: string }
-  | { state: 'revoked'; logId: string }
+  | { state: 'revoked'; logId: string; family?: string }
   | { state: 'live'; session: LiveSession };
 
 export type CommitOutcome =
   /** Nothing to write, or written to the request's session. */
   | { kind: 'unchanged' }
   | { kind: 'updated' }
-  /** A new session (first managed cookie, or rotation at login): give the browser this ticket. */
-  | { kind: 'created'; ticket: string; logId: string; rotatedFrom?: string }
+  /** A new id (first managed cookie, rotation at login, renewal): give the browser this ticket. */
+  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | 'rotated' | 'renewed' }
   /** The session was revoked or expired while the request was in flight: the changes are dropped. */
   | { kind: 'gone' };
 
 export interface CommitInput {
   session: LiveSession | undefined;
   changes: readonly JarChange[];
+  /** A login (or the app asked for it): a new id and a new family; the old id dies at once. */
   rotate: boolean;
+  /** The app's user id (Coatcheck-User), when it named one. */
+  user?: string;
+  /** Binding of the request, for a session created now. */
+  bind?: string;
 }
 
 export interface SessionServiceDeps {
@@ -64,6 +78,11 @@ export interface SessionServiceDeps {
   logger: Logger;
   random?: (size: number) => Buffer;
 }
+
+type SetChange = Extract<JarChange, { kind: 'set' }>;
+
+/** Additional data that binds a sealed successor id to its purpose. */
+const SUCCESSOR_FIELD = '@n';
 
 export class SessionService {
   readonly codec: TicketCodec;
@@ -101,18 +120,50 @@ export class SessionService {
       if (sid) break;
     }
     if (!sid) return { state: 'forged' };
+    return this.resolveSid(sid);
+  }
+
+  /** What the store holds for a verified id, following a renewal alias inside its grace window. */
+  private async resolveSid(sid: Buffer): Promise<Resolution> {
     const key = storeKeyOf(sid);
     const logId = this.hasher.hash(sid);
     const found = await this.store.load(key);
-    if (found.state === 'none') return { state: 'expired', logId };
-    if (found.state === 'revoked') return { state: 'revoked', logId };
     const now = this.clock();
-    const meta = found.meta;
+    switch (found.state) {
+      case 'none':
+        return { state: 'expired', logId };
+      case 'revoked':
+        return { state: 'revoked', logId };
+      case 'renewed': {
+        // Past its grace window a renewed id is as dead as a revoked one: presenting it is a replay.
+        if (now >= found.graceUntil) return { state: 'revoked', logId, family: found.family };
+        const successor = this.openSuccessor(sid, found.successor);
+        if (!successor) return { state: 'revoked', logId, family: found.family };
+        const next = await this.loadLive(successor, now);
+        if (next.state !== 'live') return next.state === 'revoked' ? { state: 'revoked', logId, family: found.family } : { state: 'expired', logId };
+        next.session.successorTicket = this.codec.sign(successor);
+        return next;
+      }
+      case 'live':
+        return this.live(sid, key, logId, found.meta, found.fields, now);
+    }
+  }
+
+  private async loadLive(sid: Buffer, now: number): Promise<Resolution> {
+    const key = storeKeyOf(sid);
+    const logId = this.hasher.hash(sid);
+    const found = await this.store.load(key);
+    if (found.state === 'live') return this.live(sid, key, logId, found.meta, found.fields, now);
+    if (found.state === 'none') return { state: 'expired', logId };
+    return { state: 'revoked', logId };
+  }
+
+  private live(sid: Buffer, key: string, logId: string, meta: SessionMeta, fields: Map<string, string>, now: number): Resolution {
     if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
     const jarKey = jarKeyOf(sid);
     const cookies = new Map<string, Cookie>();
     const sizes = new Map<string, number>();
-    for (const [field, sealed] of found.fields) {
+    for (const [field, sealed] of fields) {
       const plain = open(jarKey, field, sealed);
       const cookie = plain === undefined ? undefined : decodeCookie(field, plain);
       if (!cookie) {
@@ -126,32 +177,51 @@ export class SessionService {
     return { state: 'live', session: { sid, key, logId, meta, jarKey, cookies, sizes } };
   }
 
-  /** Revokes a session now: the record goes, a tombstone stays until its absolute deadline. */
-  async revoke(session: LiveSession): Promise<boolean> {
-    const ttl = Math.max(1000, session.meta.deadline - this.clock());
-    return this.store.revoke(session.key, ttl);
+  private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
+    const text = open(jarKeyOf(sid), SUCCESSOR_FIELD, sealed);
+    if (text === undefined) return undefined;
+    const next = Buffer.from(text, 'base64url');
+    return next.length === SID_BYTES ? next : undefined;
   }
 
-  /** Applies the app's cookie changes: updates, creates or rotates a session. */
+  /**
+   * Revokes a session now, with every id of its family (earlier and later renewals): records
+   * go, tombstones stay until the absolute deadline.
+   */
+  async revoke(session: LiveSession): Promise<void> {
+    const ttl = Math.max(1000, session.meta.deadline - this.clock());
+    const revoked = await this.store.revokeFamily(session.meta.family, ttl);
+    // The family index is only an index: make sure this id is dead whatever it holds.
+    if (revoked === 0) await this.store.revoke(session.key, ttl);
+  }
+
+  /** Applies the app's cookie changes: updates, creates, renews or rotates a session. */
   async commit(input: CommitInput): Promise<CommitOutcome> {
     const now = this.clock();
     const { session } = input;
-    if (session && input.rotate) return this.rotate(session, input.changes, now);
-    if (session) return this.update(session, input.changes, now);
-    const sets = input.changes.filter((c): c is Extract<JarChange, { kind: 'set' }> => c.kind === 'set');
+    if (session && input.rotate) return this.rotate(session, input, now, false);
+    if (session && this.renewDue(session, now)) return this.rotate(session, input, now, true);
+    if (session) return this.update(session, input, now);
+    const sets = input.changes.filter((c): c is SetChange => c.kind === 'set');
     if (sets.length === 0) return { kind: 'unchanged' };
-    return this.create(new Map(), sets, now);
+    return this.create(sets, input, now);
+  }
+
+  private renewDue(session: LiveSession, now: number): boolean {
+    const after = this.timeouts.renewAfter;
+    // An id reached through its predecessor's alias was just minted: never renew it again here.
+    return after !== null && session.successorTicket === undefined && now - session.meta.issued >= after;
   }
 
   private ttlAt(meta: SessionMeta, now: number): number {
     return Math.min(this.timeouts.idleTimeout, meta.deadline - now);
   }
 
-  private async update(session: LiveSession, changes: readonly JarChange[], now: number): Promise<CommitOutcome> {
+  private async update(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
     const set = new Map<string, string>();
     const del: string[] = [];
     const sizes = new Map(session.sizes);
-    for (const change of changes) {
+    for (const change of input.changes) {
       if (change.kind === 'set') {
         const sealed = seal(session.jarKey, change.field, encodeCookie(change.cookie));
         if (!this.fits(sizes, change.field, sealed, session.logId, change.name)) continue;
@@ -165,41 +235,53 @@ export class SessionService {
         if (session.cookies.has(change.field) && !del.includes(change.field)) del.push(change.field);
       }
     }
+    const userChanged = input.user !== undefined && input.user !== session.meta.user;
     const touchDue = now - session.meta.touched >= this.touchInterval;
-    if (set.size === 0 && del.length === 0 && !touchDue) return { kind: 'unchanged' };
+    if (set.size === 0 && del.length === 0 && !touchDue && !userChanged) return { kind: 'unchanged' };
     const ttlMs = this.ttlAt(session.meta, now);
     if (ttlMs <= 0) return { kind: 'gone' };
-    const ok = await this.store.update(session.key, { set, del, touched: now, ttlMs });
+    const ok = await this.store.update(session.key, { set, del, touched: now, ttlMs, ...(userChanged ? { user: input.user as string } : {}) });
     return ok ? { kind: 'updated' } : { kind: 'gone' };
   }
 
-  private async create(
-    base: Map<string, Cookie>,
-    sets: readonly Extract<JarChange, { kind: 'set' }>[],
-    now: number,
-  ): Promise<CommitOutcome> {
+  private async create(sets: readonly SetChange[], input: CommitInput, now: number): Promise<CommitOutcome> {
     const minted = this.codec.mint();
-    const jarKey = jarKeyOf(minted.sid);
     const logId = this.hasher.hash(minted.sid);
-    const fields = this.sealAll(jarKey, base, sets, logId);
+    const fields = this.sealAll(jarKeyOf(minted.sid), new Map(), sets, logId);
+    const meta = this.newMeta(now, input);
+    const ok = await this.store.create(storeKeyOf(minted.sid), meta, fields, this.ttlAt(meta, now));
+    // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
+    if (!ok) throw new Error('session id collision in the store');
+    return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
+  }
+
+  private newMeta(now: number, input: CommitInput): SessionMeta {
     const meta: SessionMeta = {
       created: now,
       deadline: now + this.timeouts.absoluteTimeout,
       touched: now,
+      issued: now,
       family: this.random(16).toString('base64url'),
     };
-    const ok = await this.store.create(storeKeyOf(minted.sid), meta, fields, this.ttlAt(meta, now));
-    // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
-    if (!ok) throw new Error('session id collision in the store');
-    return { kind: 'created', ticket: minted.ticket, logId };
+    if (input.user !== undefined) meta.user = input.user;
+    if (input.bind !== undefined) meta.bind = input.bind;
+    return meta;
   }
 
-  private async rotate(session: LiveSession, changes: readonly JarChange[], now: number): Promise<CommitOutcome> {
+  /**
+   * A new id for a live session, its jar (with this response's changes) moved over.
+   * Login (`renew` false): a new family and deadline; the old id becomes a tombstone.
+   * Renewal (`renew` true): same family and deadline; the old id becomes an alias for the
+   * grace window, so requests already in flight with it still work.
+   */
+  private async rotate(session: LiveSession, input: CommitInput, now: number, renew: boolean): Promise<CommitOutcome> {
     const base = new Map(session.cookies);
-    const sets: Extract<JarChange, { kind: 'set' }>[] = [];
-    for (const change of changes) {
+    const sets: SetChange[] = [];
+    for (const change of input.changes) {
       if (change.kind === 'set') {
         base.delete(change.field);
+        const i = sets.findIndex((s) => s.field === change.field);
+        if (i !== -1) sets.splice(i, 1);
         sets.push(change);
       } else if (change.kind === 'delete') {
         base.delete(change.field);
@@ -208,28 +290,36 @@ export class SessionService {
       }
     }
     const minted = this.codec.mint();
-    const jarKey = jarKeyOf(minted.sid);
     const logId = this.hasher.hash(minted.sid);
-    const fields = this.sealAll(jarKey, base, sets, logId);
-    // A login is a new authentication: a new family, a new absolute deadline.
-    const meta: SessionMeta = {
-      created: now,
-      deadline: now + this.timeouts.absoluteTimeout,
-      touched: now,
-      family: this.random(16).toString('base64url'),
-    };
+    const fields = this.sealAll(jarKeyOf(minted.sid), base, sets, logId);
+    let meta: SessionMeta;
+    let alias: RenewalAlias | undefined;
+    if (renew) {
+      meta = { ...session.meta, touched: now, issued: now };
+      if (input.user !== undefined) meta.user = input.user;
+      alias = {
+        successor: seal(session.jarKey, SUCCESSOR_FIELD, minted.sid.toString('base64url')),
+        graceUntil: now + this.timeouts.renewGrace,
+      };
+    } else {
+      meta = this.newMeta(now, { ...input, ...(input.user === undefined && session.meta.user !== undefined ? { user: session.meta.user } : {}) });
+      if (input.bind === undefined && session.meta.bind !== undefined) meta.bind = session.meta.bind;
+    }
+    const ttlMs = this.ttlAt(meta, now);
+    if (ttlMs <= 0) return { kind: 'gone' };
     const oldTtl = Math.max(1000, session.meta.deadline - now);
-    const ok = await this.store.rotate(session.key, oldTtl, storeKeyOf(minted.sid), meta, fields, this.ttlAt(meta, now));
-    if (!ok) return { kind: 'gone' };
-    return { kind: 'created', ticket: minted.ticket, logId, rotatedFrom: session.logId };
+    const ok = await this.store.rotate(session.key, oldTtl, storeKeyOf(minted.sid), meta, fields, ttlMs, alias);
+    if (ok) return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
+    if (!renew) return { kind: 'gone' };
+    // A concurrent request renewed this id first: follow its alias and write there instead.
+    const again = await this.resolveSid(session.sid);
+    if (again.state !== 'live' || !again.session.successorTicket) return { kind: 'gone' };
+    const outcome = await this.update(again.session, input, now);
+    if (outcome.kind === 'gone') return outcome;
+    return { kind: 'created', ticket: again.session.successorTicket, logId: again.session.logId, cause: 'renewed' };
   }
 
-  private sealAll(
-    jarKey: Buffer,
-    base: Map<string, Cookie>,
-    sets: readonly Extract<JarChange, { kind: 'set' }>[],
-    logId: string,
-  ): Map<string, string> {
+  private sealAll(jarKey: Buffer, base: Map<string, Cookie>, sets: readonly SetChange[], logId: string): Map<string, string> {
     const fields = new Map<string, string>();
     const sizes = new Map<string, number>();
     const put = (field: string, cookie: Cookie, name: string) => {
@@ -251,7 +341,15 @@ export class SessionService {
     for (const [f, n] of sizes) if (f !== field) bytes += n;
     if (count > this.limits.maxCookiesPerSession || bytes > this.limits.maxJarBytes) {
       this.logger.warn(
-        { event: 'session.jar_limit', session: logId, cookieName: name, count, bytes, maxCookies: this.limits.maxCookiesPerSession, maxBytes: this.limits.maxJarBytes },
+        {
+          event: 'session.jar_limit',
+          session: logId,
+          cookieName: name,
+          count,
+          bytes,
+          maxCookies: this.limits.maxCookiesPerSession,
+          maxBytes: this.limits.maxJarBytes,
+        },
         'cookie dropped: the session jar is over its limit',
       );
       return false;

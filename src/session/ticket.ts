@@ -24,8 +24,13 @@ export class TicketCodec {
   mint(): { ticket: string; sid: Buffer } {
     const sid = this.random(SID_BYTES);
     if (sid.length !== SID_BYTES) throw new Error('random source returned the wrong size');
+    return { ticket: this.sign(sid), sid };
+  }
+
+  /** The ticket of a known session id, signed with the first secret. */
+  sign(sid: Buffer): string {
     const body = PREFIX + sid.toString('base64url');
-    return { ticket: `${body}.${this.mac(this.keys[0] as KeyObject, body).toString('base64url')}`, sid };
+    return `${body}.${this.mac(this.keys[0] as KeyObject, body).toString('base64url')}`;
   }
 
   /**

@@ -10,7 +10,7 @@
 import type { Clock } from '../clock.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { META_FIELD_MARK, type LoadResult, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
+import { META_FIELD_MARK, type LoadResult, type RenewalAlias, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
 
 export interface MemoryStoreOptions {
   clock: Clock;
@@ -28,6 +28,13 @@ interface LiveEntry {
 interface Tombstone {
   deadline: number;
   expiresAt: number;
+  /** Set when the id was renewed rather than revoked. */
+  alias?: { successor: string; graceUntil: number; family: string };
+}
+
+interface Family {
+  keys: Set<string>;
+  expiresAt: number;
 }
 
 /** Entries examined per map by the incremental sweep on every write. */
@@ -44,8 +51,10 @@ export class MemoryStore implements SessionStore {
   // Both maps are kept in least-recently-used-first order (re-inserted on every use).
   private readonly live = new Map<string, LiveEntry>();
   private readonly tombs = new Map<string, Tombstone>();
+  private readonly families = new Map<string, Family>();
   private liveCursor: Iterator<[string, LiveEntry]> | undefined;
   private tombCursor: Iterator<[string, Tombstone]> | undefined;
+  private familyCursor: Iterator<[string, Family]> | undefined;
   private closed = false;
   private lastEvictionWarn = -Infinity;
   private evictedSinceWarn = 0;
@@ -76,8 +85,10 @@ export class MemoryStore implements SessionStore {
     this.closed = true;
     this.live.clear();
     this.tombs.clear();
+    this.families.clear();
     this.liveCursor = undefined;
     this.tombCursor = undefined;
+    this.familyCursor = undefined;
   }
 
   async ping(): Promise<void> {
@@ -95,6 +106,10 @@ export class MemoryStore implements SessionStore {
     const tomb = this.getTomb(key, now);
     if (tomb) {
       this.touchLru(this.tombs, key, tomb);
+      if (tomb.alias) {
+        const { successor, graceUntil, family } = tomb.alias;
+        return { state: 'renewed', successor, graceUntil, deadline: tomb.deadline, family };
+      }
       return { state: 'revoked', deadline: tomb.deadline };
     }
     return { state: 'none' };
@@ -109,6 +124,7 @@ export class MemoryStore implements SessionStore {
     if (this.occupied(key, now)) return false;
     this.makeRoom(now, 1);
     this.live.set(key, { meta: copyMeta(meta), fields: new Map(fields), expiresAt: now + ttlMs });
+    this.join(meta, key);
     this.sweep(now);
     return true;
   }
@@ -156,6 +172,7 @@ export class MemoryStore implements SessionStore {
     meta: SessionMeta,
     fields: ReadonlyMap<string, string>,
     ttlMs: number,
+    alias?: RenewalAlias,
   ): Promise<boolean> {
     this.assertOpen();
     checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
@@ -170,14 +187,49 @@ export class MemoryStore implements SessionStore {
     // The old record turns into a tombstone (same count); the new record needs one slot.
     // (With maxSessions 1 that slot is the fresh tombstone's own: it is evicted.)
     this.live.delete(oldKey);
-    this.tombs.set(oldKey, { deadline: now + oldTombstoneTtlMs, expiresAt: now + oldTombstoneTtlMs });
+    const tomb: Tombstone = { deadline: now + oldTombstoneTtlMs, expiresAt: now + oldTombstoneTtlMs };
+    if (alias) tomb.alias = { successor: alias.successor, graceUntil: alias.graceUntil, family: meta.family };
+    this.tombs.set(oldKey, tomb);
     this.makeRoom(now, 1);
     this.live.set(newKey, { meta: copyMeta(meta), fields: new Map(fields), expiresAt: now + ttlMs });
+    this.join(meta, newKey);
     this.sweep(now);
     return true;
   }
 
+  async revokeFamily(family: string, tombstoneTtlMs: number): Promise<number> {
+    this.assertOpen();
+    checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
+    const now = this.clock();
+    const fam = this.families.get(family);
+    this.families.delete(family);
+    let revoked = 0;
+    if (fam && now < fam.expiresAt) {
+      for (const key of fam.keys) {
+        const wasLive = this.getLive(key, now) !== undefined;
+        const tomb = this.getTomb(key, now);
+        if (!wasLive && !tomb?.alias) continue;
+        if (wasLive) revoked += 1;
+        this.live.delete(key);
+        this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
+      }
+    }
+    this.sweep(now);
+    return revoked;
+  }
+
   // ---- internals ----
+
+  /** Adds a key to its family; the family lives until the session's absolute deadline. */
+  private join(meta: SessionMeta, key: string): void {
+    const fam = this.families.get(meta.family);
+    if (fam) {
+      fam.keys.add(key);
+      fam.expiresAt = Math.max(fam.expiresAt, meta.deadline);
+    } else {
+      this.families.set(meta.family, { keys: new Set([key]), expiresAt: meta.deadline });
+    }
+  }
 
   private assertOpen(): void {
     if (this.closed) throw new StoreUnavailableError('memory session store is closed');
@@ -256,6 +308,7 @@ export class MemoryStore implements SessionStore {
   private sweep(now: number): void {
     this.liveCursor = sweepSome(this.live, this.liveCursor, now);
     this.tombCursor = sweepSome(this.tombs, this.tombCursor, now);
+    this.familyCursor = sweepSome(this.families, this.familyCursor, now);
   }
 }
 
@@ -286,8 +339,9 @@ function firstEntry<V>(map: Map<string, V>): [string, V] | undefined {
 }
 
 function copyMeta(meta: SessionMeta): SessionMeta {
-  const out: SessionMeta = { created: meta.created, deadline: meta.deadline, touched: meta.touched, family: meta.family };
+  const out: SessionMeta = { created: meta.created, deadline: meta.deadline, touched: meta.touched, family: meta.family, issued: meta.issued };
   if (meta.user !== undefined) out.user = meta.user;
+  if (meta.bind !== undefined) out.bind = meta.bind;
   return out;
 }
 
@@ -303,6 +357,7 @@ function checkMeta(meta: SessionMeta): void {
   checkTime(meta.created, 'meta.created');
   checkTime(meta.deadline, 'meta.deadline');
   checkTime(meta.touched, 'meta.touched');
+  checkTime(meta.issued, 'meta.issued');
 }
 
 function checkFieldNames(names: Iterable<string>): void {

@@ -1,9 +1,14 @@
 // The shared session store on Redis (ioredis).
 //
 // Data model: one hash per session at `${prefix}s:${key}`.
-//   live record: `@c` created, `@d` deadline, `@t` touched, `@f` family, `@u` user (optional),
-//                plus one field per jar cookie under its own name (never starting with '@').
+//   live record: `@c` created, `@d` deadline, `@t` touched, `@f` family, `@i` issued,
+//                `@u` user and `@b` binding (optional), plus one field per jar cookie under its
+//                own name (never starting with '@').
 //   tombstone:   only `@r` = its deadline (ms since the epoch, by the Redis server's clock).
+//   alias:       a renewed id: `@n` successor (opaque), `@g` grace deadline, `@d`, `@f`.
+// Families: a set at `${prefix}f:${family}` of the session keys minted from one login; it
+// expires at the family's absolute deadline. (Its members are read inside a script, so this
+// layout needs a single Redis, not Redis Cluster.)
 // Numbers are decimal strings. Every conditional write is one Lua script (atomic, one round
 // trip); a load is one HGETALL.
 //
@@ -13,7 +18,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { META_FIELD_MARK, type LoadResult, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
+import { META_FIELD_MARK, type LoadResult, type RenewalAlias, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
 
 export interface RedisStoreOptions {
   /** redis:// or rediss:// URL (credentials and db allowed). */
@@ -28,7 +33,18 @@ export interface RedisStoreOptions {
 }
 
 /** Meta field names. */
-const F = { created: '@c', deadline: '@d', touched: '@t', family: '@f', user: '@u', revoked: '@r' } as const;
+const F = {
+  created: '@c',
+  deadline: '@d',
+  touched: '@t',
+  family: '@f',
+  issued: '@i',
+  user: '@u',
+  bind: '@b',
+  revoked: '@r',
+  successor: '@n',
+  grace: '@g',
+} as const;
 
 /** Longest pause between reconnect attempts. */
 const MAX_RECONNECT_DELAY_MS = 1000;
@@ -66,11 +82,13 @@ local function tombstone(key, ttl)
 end
 `;
 
-/** KEYS[1] key; ARGV[1] ttl; ARGV[2..] field/value pairs (meta included). */
+/** KEYS[1] key, KEYS[2] family set; ARGV[1] ttl; ARGV[2] family deadline; ARGV[3..] field/value pairs (meta included). */
 const LUA_CREATE = `${LUA_HELPERS}
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-hset_range(KEYS[1], 2, #ARGV)
+hset_range(KEYS[1], 3, #ARGV)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 1
 `;
 
@@ -97,14 +115,42 @@ tombstone(KEYS[1], ARGV[1])
 return live
 `;
 
-/** KEYS[1] old, KEYS[2] new; ARGV[1] old tombstone ttl; ARGV[2] new ttl; ARGV[3..] pairs. */
+/**
+ * KEYS[1] old, KEYS[2] new, KEYS[3] new family set; ARGV[1] old ttl; ARGV[2] new ttl;
+ * ARGV[3] family deadline; ARGV[4] successor ('' for a tombstone); ARGV[5] grace deadline;
+ * ARGV[6] family; ARGV[7..] pairs.
+ */
 const LUA_ROTATE = `${LUA_HELPERS}
 if redis.call('HEXISTS', KEYS[1], '@c') == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-tombstone(KEYS[1], ARGV[1])
-hset_range(KEYS[2], 3, #ARGV)
+if ARGV[4] == '' then
+  tombstone(KEYS[1], ARGV[1])
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], '@n', ARGV[4], '@g', ARGV[5], '@d', ARGV[3], '@f', ARGV[6])
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+hset_range(KEYS[2], 7, #ARGV)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('PEXPIREAT', KEYS[3], ARGV[3])
 return 1
+`;
+
+/** KEYS[1] family set; ARGV[1] tombstone ttl. Returns how many live records were revoked. */
+const LUA_REVOKE_FAMILY = `${LUA_HELPERS}
+local revoked = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('TYPE', key).ok == 'hash' then
+    local live = redis.call('HEXISTS', key, '@c')
+    if live == 1 or redis.call('HEXISTS', key, '@n') == 1 then
+      tombstone(key, ARGV[1])
+      revoked = revoked + live
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return revoked
 `;
 
 type Arg = string | number;
@@ -112,7 +158,8 @@ interface ScriptedRedis extends Redis {
   ccCreate(key: string, ...args: Arg[]): Promise<number>;
   ccUpdate(key: string, ...args: Arg[]): Promise<number>;
   ccRevoke(key: string, ...args: Arg[]): Promise<number>;
-  ccRotate(oldKey: string, newKey: string, ...args: Arg[]): Promise<number>;
+  ccRotate(oldKey: string, newKey: string, familyKey: string, ...args: Arg[]): Promise<number>;
+  ccRevokeFamily(familyKey: string, ...args: Arg[]): Promise<number>;
 }
 
 export class RedisStore implements SessionStore {
@@ -186,10 +233,10 @@ export class RedisStore implements SessionStore {
 
   async create(key: string, meta: SessionMeta, fields: ReadonlyMap<string, string>, ttlMs: number): Promise<boolean> {
     checkTtl(ttlMs, 'ttlMs');
-    const args: Arg[] = [ttlMs];
+    const args: Arg[] = [ttlMs, num(meta.deadline)];
     pushRecord(args, meta, fields);
     const client = this.ready();
-    return (await this.run('create', () => client.ccCreate(this.keyOf(key), ...args))) === 1;
+    return (await this.run('create', () => client.ccCreate(this.keyOf(key), this.familyKeyOf(meta.family), ...args))) === 1;
   }
 
   async update(key: string, change: SessionUpdate): Promise<boolean> {
@@ -230,19 +277,33 @@ export class RedisStore implements SessionStore {
     meta: SessionMeta,
     fields: ReadonlyMap<string, string>,
     ttlMs: number,
+    alias?: RenewalAlias,
   ): Promise<boolean> {
     checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
     checkTtl(ttlMs, 'ttlMs');
-    const args: Arg[] = [oldTombstoneTtlMs, ttlMs];
+    if (alias) checkTime(alias.graceUntil, 'alias.graceUntil');
+    const args: Arg[] = [oldTombstoneTtlMs, ttlMs, num(meta.deadline), alias?.successor ?? '', alias ? num(alias.graceUntil) : '', meta.family];
     pushRecord(args, meta, fields);
     const client = this.ready();
-    return (await this.run('rotate', () => client.ccRotate(this.keyOf(oldKey), this.keyOf(newKey), ...args))) === 1;
+    return (
+      (await this.run('rotate', () => client.ccRotate(this.keyOf(oldKey), this.keyOf(newKey), this.familyKeyOf(meta.family), ...args))) === 1
+    );
+  }
+
+  async revokeFamily(family: string, tombstoneTtlMs: number): Promise<number> {
+    checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
+    const client = this.ready();
+    return this.run('revokeFamily', () => client.ccRevokeFamily(this.familyKeyOf(family), tombstoneTtlMs));
   }
 
   // ---- internals ----
 
   private keyOf(key: string): string {
     return `${this.prefix}s:${key}`;
+  }
+
+  private familyKeyOf(family: string): string {
+    return `${this.prefix}f:${family}`;
   }
 
   private createClient(): ScriptedRedis {
@@ -264,10 +325,11 @@ export class RedisStore implements SessionStore {
       disableClientInfo: true,
     };
     const client = new Redis(this.url, options) as ScriptedRedis;
-    client.defineCommand('ccCreate', { numberOfKeys: 1, lua: LUA_CREATE });
+    client.defineCommand('ccCreate', { numberOfKeys: 2, lua: LUA_CREATE });
     client.defineCommand('ccUpdate', { numberOfKeys: 1, lua: LUA_UPDATE });
     client.defineCommand('ccRevoke', { numberOfKeys: 1, lua: LUA_REVOKE });
-    client.defineCommand('ccRotate', { numberOfKeys: 2, lua: LUA_ROTATE });
+    client.defineCommand('ccRotate', { numberOfKeys: 3, lua: LUA_ROTATE });
+    client.defineCommand('ccRevokeFamily', { numberOfKeys: 1, lua: LUA_REVOKE_FAMILY });
     client.on('error', (err: unknown) => this.onError(err));
     client.on('ready', () => {
       if (this.wasReady) this.log.info({ redis: this.address }, 'redis connection restored');
@@ -356,18 +418,32 @@ export class RedisStore implements SessionStore {
       const created = Number(hash[F.created]);
       const deadline = Number(hash[F.deadline]);
       const touched = Number(hash[F.touched]);
+      const issued = Number(hash[F.issued]);
       const family = hash[F.family];
-      if (!Number.isFinite(created) || !Number.isFinite(deadline) || !Number.isFinite(touched) || family === undefined) {
+      if (!Number.isFinite(created) || !Number.isFinite(deadline) || !Number.isFinite(touched) || !Number.isFinite(issued) || family === undefined) {
         return this.corrupt(key, 'a live record with missing or malformed metadata');
       }
-      const meta: SessionMeta = { created, deadline, touched, family };
+      const meta: SessionMeta = { created, deadline, touched, family, issued };
       const user = hash[F.user];
       if (user !== undefined) meta.user = user;
+      const bind = hash[F.bind];
+      if (bind !== undefined) meta.bind = bind;
       const fields = new Map<string, string>();
       for (const name of names) {
         if (!name.startsWith(META_FIELD_MARK)) fields.set(name, hash[name] as string);
       }
       return { state: 'live', meta, fields };
+    }
+    if (hash[F.successor] !== undefined && hash[F.revoked] === undefined) {
+      const graceUntil = Number(hash[F.grace]);
+      const deadline = Number(hash[F.deadline]);
+      const family = hash[F.family];
+      if (!Number.isFinite(graceUntil) || !Number.isFinite(deadline) || family === undefined) {
+        // A damaged alias is treated as dead, never as live.
+        this.log.warn({ key: shortKey(key) }, 'redis session store: malformed renewal alias; treating the session as revoked');
+        return { state: 'revoked', deadline: Number.isFinite(deadline) ? deadline : 0 };
+      }
+      return { state: 'renewed', successor: hash[F.successor] as string, graceUntil, deadline, family };
     }
     if (hash[F.revoked] !== undefined) {
       const deadline = Number(hash[F.revoked]);
@@ -427,8 +503,10 @@ function pushRecord(args: Arg[], meta: SessionMeta, fields: ReadonlyMap<string, 
   checkTime(meta.created, 'meta.created');
   checkTime(meta.deadline, 'meta.deadline');
   checkTime(meta.touched, 'meta.touched');
-  args.push(F.created, num(meta.created), F.deadline, num(meta.deadline), F.touched, num(meta.touched), F.family, meta.family);
+  checkTime(meta.issued, 'meta.issued');
+  args.push(F.created, num(meta.created), F.deadline, num(meta.deadline), F.touched, num(meta.touched), F.family, meta.family, F.issued, num(meta.issued));
   if (meta.user !== undefined) args.push(F.user, meta.user);
+  if (meta.bind !== undefined) args.push(F.bind, meta.bind);
   for (const [name, value] of fields) {
     checkFieldName(name);
     args.push(name, value);

@@ -11,8 +11,12 @@ export interface SessionMeta {
   touched: number;
   /** Family id: every id minted from one login shares it. */
   family: string;
+  /** When this id was issued (a renewal issues a new id; created stays). */
+  issued: number;
   /** The app's user id, when known. */
   user?: string;
+  /** Keyed hash of what the session is bound to (user agent, address prefix), when binding is on. */
+  bind?: string;
 }
 
 /**
@@ -22,7 +26,21 @@ export interface SessionMeta {
 export type LoadResult =
   | { state: 'none' }
   | { state: 'revoked'; deadline: number }
+  /**
+   * The id was renewed: `successor` (opaque, sealed by the caller) names the new id. Until
+   * `graceUntil` the old id may still be used as an alias of its successor; after that it is as
+   * dead as a revoked one. Family revocation turns it into a tombstone.
+   */
+  | { state: 'renewed'; successor: string; graceUntil: number; deadline: number; family: string }
   | { state: 'live'; meta: SessionMeta; fields: Map<string, string> };
+
+/** With rotate(): leave the old id as an alias of the new one instead of a tombstone. */
+export interface RenewalAlias {
+  /** Opaque (sealed by the caller); returned by load() as `successor`. */
+  successor: string;
+  /** Until when the alias may be used (ms since the epoch). */
+  graceUntil: number;
+}
 
 /** Field changes for one live session. */
 export interface SessionUpdate {
@@ -50,8 +68,9 @@ export interface SessionStore {
   load(key: string): Promise<LoadResult>;
 
   /**
-   * Creates a session record with its TTL. Returns false and writes nothing when the key
-   * holds anything already (a live record or a tombstone).
+   * Creates a session record with its TTL, and adds it to its family (`meta.family`), which
+   * lives until `meta.deadline`. Returns false and writes nothing when the key holds anything
+   * already (a live record, an alias or a tombstone).
    */
   create(key: string, meta: SessionMeta, fields: ReadonlyMap<string, string>, ttlMs: number): Promise<boolean>;
 
@@ -69,9 +88,9 @@ export interface SessionStore {
   revoke(key: string, tombstoneTtlMs: number): Promise<boolean>;
 
   /**
-   * In one atomic step: creates `newKey` (meta, fields, ttlMs) and revokes `oldKey` with a
-   * tombstone of `oldTombstoneTtlMs`. Returns false and changes nothing when `oldKey` is not
-   * live or `newKey` holds anything.
+   * In one atomic step: creates `newKey` (meta, fields, ttlMs; added to `meta.family`) and ends
+   * `oldKey` for `oldTombstoneTtlMs`: as a tombstone, or, with `alias`, as an alias of the new
+   * id. Returns false and changes nothing when `oldKey` is not live or `newKey` holds anything.
    */
   rotate(
     oldKey: string,
@@ -80,7 +99,14 @@ export interface SessionStore {
     meta: SessionMeta,
     fields: ReadonlyMap<string, string>,
     ttlMs: number,
+    alias?: RenewalAlias,
   ): Promise<boolean>;
+
+  /**
+   * Revokes every id of a family (live records and aliases) in one atomic step, leaving
+   * tombstones of `tombstoneTtlMs`. Returns how many live records it revoked.
+   */
+  revokeFamily(family: string, tombstoneTtlMs: number): Promise<number>;
 }
 
 /** Names of jar fields never start with this character; store-internal fields do. */

@@ -33,7 +33,7 @@ const HOUR = 3_600_000;
 
 function meta(clock: FakeClock): SessionMeta {
   const now = clock.now();
-  return { created: now, deadline: now + 12 * HOUR, touched: now, family: 'f' };
+  return { created: now, deadline: now + 12 * HOUR, touched: now, family: 'f', issued: now };
 }
 
 function setup(maxSessions: number) {

@@ -84,7 +84,14 @@ describe('RedisStore specifics', () => {
     return { prefix, store, raw, ...log, rawKey: (k: string) => `${prefix}s:${k}` };
   }
 
-  const meta: SessionMeta = { created: 1_700_000_000_000, deadline: 1_700_043_200_000, touched: 1_700_000_000_500, family: 'fam', user: 'alice' };
+  const meta: SessionMeta = {
+    created: 1_700_000_000_000,
+    deadline: 1_700_043_200_000,
+    touched: 1_700_000_000_500,
+    family: 'fam',
+    issued: 1_700_000_000_000,
+    user: 'alice',
+  };
 
   test('one hash per session: meta under "@" fields as decimal strings, jar fields under their own names', async (t) => {
     const { prefix, store, raw, rawKey } = await setup(t);
@@ -94,6 +101,7 @@ describe('RedisStore specifics', () => {
       '@d': '1700043200000',
       '@t': '1700000000500',
       '@f': 'fam',
+      '@i': '1700000000000',
       '@u': 'alice',
       'sid;example.com;/': 'enc-1',
     });
@@ -178,7 +186,7 @@ describe('RedisStore specifics', () => {
     assert.equal(store.kind, 'redis');
     await store.start();
     assert.equal(await store.create('k', meta, new Map([['a', '1']]), HOUR), true);
-    assert.deepEqual(Object.keys(await redis().client().hgetall(`${prefix}s:k`)).sort(), ['@c', '@d', '@f', '@t', '@u', 'a']);
+    assert.deepEqual(Object.keys(await redis().client().hgetall(`${prefix}s:k`)).sort(), ['@c', '@d', '@f', '@i', '@t', '@u', 'a']);
   });
 
   test('prefixes keep stores apart', async (t) => {

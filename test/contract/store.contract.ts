@@ -54,7 +54,7 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
 
     function metaAt(clock: FakeClock, over: Partial<SessionMeta> = {}): SessionMeta {
       const now = clock.now();
-      return { created: now, deadline: now + 12 * HOUR, touched: now, family: 'fam-1', user: 'alice', ...over };
+      return { created: now, deadline: now + 12 * HOUR, touched: now, family: 'fam-1', issued: now, user: 'alice', ...over };
     }
 
     function live(r: LoadResult): Extract<LoadResult, { state: 'live' }> {

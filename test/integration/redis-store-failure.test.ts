@@ -28,7 +28,7 @@ function captureLogger(): { logger: Logger; lines: LogLine[] } {
 
 const HOUR = 3_600_000;
 const MARGIN_MS = 1500;
-const meta: SessionMeta = { created: 1, deadline: 2, touched: 1, family: 'f' };
+const meta: SessionMeta = { created: 1, deadline: 2, touched: 1, family: 'f', issued: 1 };
 
 /** Retries `fn` until it resolves, polling; fails with the last error after `timeoutMs`. */
 async function eventually<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {

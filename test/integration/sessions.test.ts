@@ -285,8 +285,9 @@ describe('with a real redis-server', () => {
       assert.deepEqual(await raw.keys('anon:*'), []);
       const b = new Browser(h.port);
       await b.send('/login', { method: 'POST' });
-      const keys = await raw.keys('anon:*');
+      const keys = await raw.keys('anon:s:*');
       assert.equal(keys.length, 1);
+      assert.equal((await raw.keys('anon:f:*')).length, 1, 'and its family index');
       const pttl = await raw.pttl(keys[0] as string);
       assert.ok(pttl > 9 * 60_000 && pttl <= 10 * 60_000, `TTL ${pttl} follows idleTimeout`);
     });
@@ -351,8 +352,9 @@ describe('with a real redis-server', () => {
       await b.send('/login', { method: 'POST' });
       await b.send('/logout');
       const raw = redis.client();
-      const keys = await raw.keys('tomb:*');
+      const keys = await raw.keys('tomb:s:*');
       assert.equal(keys.length, 1);
+      assert.deepEqual(await raw.keys('tomb:f:*'), [], 'the family index goes with the family');
       const record = await raw.hgetall(keys[0] as string);
       assert.deepEqual(Object.keys(record), ['@r']);
       const pttl = await raw.pttl(keys[0] as string);
