@@ -63,6 +63,8 @@ export class FakeClock {
 
 export interface Harness {
   readonly port: number;
+  /** The admin listener's port, when `admin.listen` is set. */
+  readonly adminPort: number | undefined;
   readonly app: Coatcheck;
   readonly config: Config;
   readonly logs: LogCapture;
@@ -103,14 +105,14 @@ export async function startCoatcheck(
   const logs = new LogCapture();
   const logger = createLogger(config.log.level, logs);
   const app = createCoatcheck({ config, logger, ...(opts.clock ? { clock: opts.clock.now } : {}) });
-  let port: number;
+  let addr: Awaited<ReturnType<typeof app.start>>;
   try {
-    ({ port } = await app.start());
+    addr = await app.start();
   } catch (err) {
     await app.close();
     throw err;
   }
-  return { port, app, config, logs, close: () => app.close() };
+  return { port: addr.port, adminPort: addr.admin?.port, app, config, logs, close: () => app.close() };
 }
 
 /** Store settings for a suite: the memory store, or a real redis-server's URL. */
