@@ -107,8 +107,10 @@ async function main(): Promise<number> {
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
-      logger.info({ event: 'shutdown', signal }, 'shutting down');
-      app.close().then(
+      // close() stops accepting at once; the line is logged after that, so it can be relied on.
+      const closed = app.close();
+      logger.info({ event: 'shutdown', signal }, 'shutting down: no new connections, in-flight requests finishing');
+      closed.then(
         () => {
           logger.info({ event: 'stopped' }, 'stopped');
           resolve(0);

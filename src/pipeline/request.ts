@@ -47,22 +47,34 @@ function normalizePath(rawPath: string): string {
 const identify: RequestStage = (ctx, deps) => {
   const { req } = ctx;
   const rawUrl = req.url ?? '/';
+  // Two Host lines are ambiguous (RFC 9112 §3.2): refuse rather than guess.
+  let hostLines = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if ((req.rawHeaders[i] as string).toLowerCase() === 'host') hostLines++;
+  if (hostLines > 1) {
+    replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'more than one Host header'));
+    return false;
+  }
   let target: string;
   if (rawUrl.startsWith('/')) target = rawUrl;
-  else if (rawUrl === '*') target = '*';
   else {
-    // absolute-form: keep only path and query; the upstream is fixed by configuration
+    // absolute-form: keep only path and query (the upstream is fixed by configuration), and
+    // refuse one that names another host than Host, where the two readings would differ.
+    // asterisk-form (OPTIONS *) cannot be forwarded to one app: refused too.
+    let u: URL | undefined;
     try {
-      const u = new URL(rawUrl);
-      target = u.pathname + u.search;
+      u = rawUrl === '*' ? undefined : new URL(rawUrl);
     } catch {
-      replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'malformed request target'));
+      u = undefined;
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || (req.headers.host !== undefined && u.host !== req.headers.host.toLowerCase())) {
+      replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'unsupported request target'));
       return false;
     }
+    target = u.pathname + u.search;
   }
   ctx.target = target;
   const q = target.indexOf('?');
-  const rawPath = target === '*' ? '/' : q === -1 ? target : target.slice(0, q);
+  const rawPath = q === -1 ? target : target.slice(0, q);
   ctx.pathname = normalizePath(rawPath);
 
   const trust = deps.config.trustProxy;
@@ -75,7 +87,7 @@ const identify: RequestStage = (ctx, deps) => {
   ctx.host = host;
   const fwdProto = trust ? firstHeader(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
   ctx.secure = fwdProto ? fwdProto === 'https' : (req.socket as { encrypted?: boolean }).encrypted === true;
-  ctx.publicUrl = `${ctx.secure ? 'https' : 'http'}://${host}${rawPath.startsWith('/') ? rawPath : '/'}`;
+  ctx.publicUrl = `${ctx.secure ? 'https' : 'http'}://${host}${rawPath}`;
   ctx.peerIp = req.socket.remoteAddress ?? '';
   // Behind a trusted proxy the client is the last address it appended.
   const xff = trust ? firstHeader(req.headers['x-forwarded-for']) : undefined;

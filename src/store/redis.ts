@@ -5,10 +5,11 @@
 //                `@u` user and `@b` binding (optional), plus one field per jar cookie under its
 //                own name (never starting with '@').
 //   tombstone:   only `@r` = its deadline (ms since the epoch, by the Redis server's clock).
-//   alias:       a renewed id: `@n` successor (opaque), `@g` grace deadline, `@d`, `@f`.
+//   alias:       a renewed id: `@n` successor (opaque), `@g` grace deadline, `@d` the alias's
+//                own end of life (like `@r`), `@f` family.
 // Families: a set at `${prefix}f:${family}` of the session keys minted from one login; it
-// expires at the family's absolute deadline. (Its members are read inside a script, so this
-// layout needs a single Redis, not Redis Cluster.)
+// expires at the latest absolute deadline of its members (a later member never shortens it).
+// (Its members are read inside a script, so this layout needs a single Redis, not Redis Cluster.)
 // Numbers are decimal strings. Every conditional write is one Lua script (atomic, one round
 // trip); a load is one HGETALL.
 //
@@ -80,6 +81,11 @@ local function tombstone(key, ttl)
   redis.call('HSET', key, '@r', string.format('%.0f', now_ms() + tonumber(ttl)))
   redis.call('PEXPIRE', key, ttl)
 end
+local function family_join(fkey, member, deadline)
+  local left = redis.call('PTTL', fkey)
+  redis.call('SADD', fkey, member)
+  if left < 0 or now_ms() + left < tonumber(deadline) then redis.call('PEXPIREAT', fkey, deadline) end
+end
 `;
 
 /** KEYS[1] key, KEYS[2] family set; ARGV[1] ttl; ARGV[2] family deadline; ARGV[3..] field/value pairs (meta included). */
@@ -87,8 +93,7 @@ const LUA_CREATE = `${LUA_HELPERS}
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 hset_range(KEYS[1], 3, #ARGV)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], KEYS[1])
-redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+family_join(KEYS[2], KEYS[1], ARGV[2])
 return 1
 `;
 
@@ -117,23 +122,22 @@ return live
 
 /**
  * KEYS[1] old, KEYS[2] new, KEYS[3] new family set; ARGV[1] old ttl; ARGV[2] new ttl;
- * ARGV[3] family deadline; ARGV[4] successor ('' for a tombstone); ARGV[5] grace deadline;
+ * ARGV[3] family deadline; ARGV[4] successor; ARGV[5] grace deadline ('' for a tombstone);
  * ARGV[6] family; ARGV[7..] pairs.
  */
 const LUA_ROTATE = `${LUA_HELPERS}
 if redis.call('HEXISTS', KEYS[1], '@c') == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if ARGV[4] == '' then
+if ARGV[5] == '' then
   tombstone(KEYS[1], ARGV[1])
 else
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], '@n', ARGV[4], '@g', ARGV[5], '@d', ARGV[3], '@f', ARGV[6])
+  redis.call('HSET', KEYS[1], '@n', ARGV[4], '@g', ARGV[5], '@d', string.format('%.0f', now_ms() + tonumber(ARGV[1])), '@f', ARGV[6])
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 hset_range(KEYS[2], 7, #ARGV)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], KEYS[2])
-redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+family_join(KEYS[3], KEYS[2], ARGV[3])
 return 1
 `;
 
@@ -406,7 +410,12 @@ export class RedisStore implements SessionStore {
     }
     this.lastErrorLog = now;
     const fields: Record<string, unknown> = { redis: this.address, suppressed: this.suppressedErrors };
-    if (err !== undefined) fields.err = sanitize(err);
+    if (err !== undefined) {
+      // Message and code only: a stack trace is noise in an operator's log, and ioredis errors
+      // may carry command arguments.
+      const e = sanitize(err);
+      fields.err = { message: e.message, ...((e as { code?: string }).code ? { code: (e as { code?: string }).code } : {}) };
+    }
     this.suppressedErrors = 0;
     this.log.warn(fields, msg);
   }
