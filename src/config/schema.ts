@@ -221,7 +221,7 @@ const sessionSchema = z
   })
   .superRefine((s: unknown, ctx) => {
     if (!isRecord(s)) return;
-    if (typeof s.renewAfter === 'number' && typeof s.idleTimeout === 'number' && s.renewAfter >= (s.absoluteTimeout as number)) {
+    if (typeof s.renewAfter === 'number' && typeof s.absoluteTimeout === 'number' && s.renewAfter >= s.absoluteTimeout) {
       ctx.addIssue({ code: 'custom', path: ['renewAfter'], message: 'must be shorter than session.absoluteTimeout' });
     }
     if (Array.isArray(s.bind) && new Set(s.bind).size !== s.bind.length) {

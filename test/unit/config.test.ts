@@ -875,6 +875,41 @@ describe('managed and passthrough', () => {
   });
 });
 
+describe('renewal, binding and the admin listener', () => {
+  it('renewal, grace, binding and admin.listen parse', () => {
+    const { config } = load([
+      ...BASE,
+      'session:',
+      '  renewAfter: 15m',
+      '  renewGrace: 10s',
+      '  bind: [userAgent, ipPrefix]',
+      '  bindMismatch: revoke',
+      'admin:',
+      '  listen: "127.0.0.1:9090"',
+    ]);
+    assert.equal(config.session.renewAfter, 15 * 60_000);
+    assert.equal(config.session.renewGrace, 10_000);
+    assert.deepEqual(config.session.bind, ['userAgent', 'ipPrefix']);
+    assert.equal(config.session.bindMismatch, 'revoke');
+    assert.deepEqual(config.admin.listen, { host: '127.0.0.1', port: 9090 });
+  });
+
+  it('reports a renewal no shorter than the session, unknown checks, a check listed twice and a bad action', () => {
+    assert.deepEqual(
+      problems([...BASE, 'session:', '  absoluteTimeout: 1h', '  renewAfter: 2h', '  bind: [userAgent, userAgent]', '  bindMismatch: ban']).map((p) => p.path),
+      ['session.renewAfter', 'session.bind', 'session.bindMismatch'],
+    );
+    assert.deepEqual(
+      problems([...BASE, 'session:', '  bind: [cookie]']).map((p) => p.path),
+      ['session.bind[0]'],
+    );
+    assert.deepEqual(
+      problems([...BASE, 'admin:', '  listen: "nowhere"']).map((p) => [p.path, p.message]),
+      [['admin.listen', 'expected "host:port" or ":port", got "nowhere"']],
+    );
+  });
+});
+
 describe('cookie prefixes', () => {
   it('__Host- with secure and no domain is fine', () => {
     assert.equal(load([...BASE, 'cookie:', '  name: __Host-x', '  secure: true']).config.cookie.name, '__Host-x');
