@@ -179,6 +179,7 @@ export class MemoryStore implements SessionStore {
     checkTtl(ttlMs, 'ttlMs');
     checkMeta(meta);
     checkFieldNames(fields.keys());
+    if (alias) checkTime(alias.graceUntil, 'alias.graceUntil');
     const now = this.clock();
     if (!this.getLive(oldKey, now) || this.occupied(newKey, now)) {
       this.sweep(now);

@@ -65,6 +65,11 @@ runStoreContract('redis', async (clock) => {
     peer,
     advance: (ms) => clock.advance(ms),
     pttl: (key) => redis().client().pttl(`${prefix}s:${key}`),
+    familyPttl: (family) => redis().client().pttl(`${prefix}f:${family}`),
+    expireNow: async (key) => {
+      // A non-positive PEXPIRE removes the key at once, as its TTL running out would.
+      await redis().client().pexpire(`${prefix}s:${key}`, 0);
+    },
     cleanup: async () => {
       await Promise.all([store.close(), peer.close()]);
     },
@@ -116,6 +121,47 @@ describe('RedisStore specifics', () => {
     assert.ok(deadline >= before + 60_000 - 1000 && deadline <= after + 60_000 + 1000, `@r ${deadline}`);
     const pttl = await raw.pttl(rawKey('k1'));
     assert.ok(pttl > 0 && pttl <= 60_000, `PTTL ${pttl}`);
+  });
+
+  test('families and aliases in Redis: a set per family until meta.deadline, an alias hash of @n @g @d @f with its PTTL; revokeFamily leaves no family key', async (t) => {
+    const { prefix, store, raw, rawKey } = await setup(t);
+    const familyKey = `${prefix}f:famR`;
+    const deadline = Date.now() + 12 * HOUR;
+    const m: SessionMeta = { created: Date.now(), deadline, touched: Date.now(), family: 'famR', issued: Date.now() };
+    const assertFamilyTtl = async () => {
+      const most = deadline - Date.now(); // the server reads its clock later than this
+      const left = await raw.pttl(familyKey);
+      assert.ok(left <= most && left > most - 10_000, `family PTTL ${left}, expected about ${most}`);
+    };
+    assert.equal(await store.create('k1', m, new Map([['a', '1']]), HOUR), true);
+    assert.equal(await store.create('k2', m, new Map(), HOUR), true);
+    assert.deepEqual((await raw.smembers(familyKey)).sort(), [rawKey('k1'), rawKey('k2')]);
+    await assertFamilyTtl();
+
+    const graceUntil = Date.now() + 30_000;
+    const before = Date.now();
+    assert.equal(await store.rotate('k1', 60_000, 'k3', { ...m, issued: Date.now() }, new Map([['a', '1']]), HOUR, { successor: 'sealed-succ', graceUntil }), true);
+    const after = Date.now();
+    const alias = await raw.hgetall(rawKey('k1'));
+    assert.deepEqual(Object.keys(alias).sort(), ['@d', '@f', '@g', '@n']);
+    assert.equal(alias['@n'], 'sealed-succ');
+    assert.equal(alias['@g'], String(graceUntil));
+    assert.equal(alias['@f'], 'famR');
+    const aliasEnd = Number(alias['@d']);
+    assert.ok(aliasEnd >= before + 60_000 - 1000 && aliasEnd <= after + 60_000 + 1000, `@d ${aliasEnd}`);
+    const aliasTtl = await raw.pttl(rawKey('k1'));
+    assert.ok(aliasTtl > 0 && aliasTtl <= 60_000, `alias PTTL ${aliasTtl}`);
+    assert.deepEqual((await raw.smembers(familyKey)).sort(), [rawKey('k1'), rawKey('k2'), rawKey('k3')]);
+    await assertFamilyTtl();
+
+    assert.equal(await store.revokeFamily('famR', 90_000), 2); // k2, k3
+    assert.deepEqual(await raw.keys(`${prefix}f:*`), []);
+    for (const k of ['k1', 'k2', 'k3']) {
+      assert.deepEqual(Object.keys(await raw.hgetall(rawKey(k))), ['@r'], k);
+      const pttl = await raw.pttl(rawKey(k));
+      assert.ok(pttl > 0 && pttl <= 90_000, `${k}: PTTL ${pttl}`);
+    }
+    assert.deepEqual((await raw.keys(`${prefix}*`)).sort(), [rawKey('k1'), rawKey('k2'), rawKey('k3')]);
   });
 
   test('a racing update never leaves anything but the tombstone (checked in Redis itself)', async (t) => {
