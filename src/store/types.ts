@@ -29,7 +29,8 @@ export type LoadResult =
   /**
    * The id was renewed: `successor` (opaque, sealed by the caller) names the new id. Until
    * `graceUntil` the old id may still be used as an alias of its successor; after that it is as
-   * dead as a revoked one. Family revocation turns it into a tombstone.
+   * dead as a revoked one. `deadline` is the alias's own end of life (as for a tombstone: when
+   * it was written plus the ttl rotate() was given). Family revocation turns it into a tombstone.
    */
   | { state: 'renewed'; successor: string; graceUntil: number; deadline: number; family: string }
   | { state: 'live'; meta: SessionMeta; fields: Map<string, string> };
