@@ -78,6 +78,10 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
+  // coatcheck proxies one app, never tunnels: CONNECT gets a clear 405 instead of a dropped socket.
+  server.on('connect', (_req, socket: Socket) => {
+    socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     logger.debug({ event: 'client.error', code: err.code }, 'malformed request from a client');
     if (!socket.writable || (err as { bytesParsed?: number }).bytesParsed === undefined) {

@@ -79,7 +79,9 @@ const identify: RequestStage = (ctx, deps) => {
 
   const trust = deps.config.trustProxy;
   const fwdHost = trust ? firstHeader(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() : undefined;
-  const host = fwdHost || req.headers.host || `${deps.config.listen.host}:${deps.config.listen.port}`;
+  // Without a Host (HTTP/1.0), the address the client reached us on.
+  const local = req.socket.localAddress ?? '127.0.0.1';
+  const host = fwdHost || req.headers.host || `${local.includes(':') ? `[${local}]` : local}:${req.socket.localPort ?? 80}`;
   if (!HOST_RE.test(host)) {
     replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'malformed Host header'));
     return false;

@@ -157,6 +157,21 @@ describe('bad input', () => {
       assert.deepEqual(Buffer.from(got, 'latin1'), Buffer.concat([Buffer.from('pt_raw=', 'latin1'), bytes]));
     });
 
+    test('a request without Host (HTTP/1.0) is forwarded with the address the client reached', async () => {
+      const seen = up.nextRequest('/echo');
+      const r = await new Promise<string>((resolve) => {
+        const chunks: Buffer[] = [];
+        const s = new Socket();
+        s.on('data', (c: Buffer) => chunks.push(c));
+        s.on('error', () => undefined);
+        s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+        s.connect(cc.port, '127.0.0.1', () => s.write('GET /echo HTTP/1.0\r\n\r\n'));
+      });
+      assert.match(r, /^HTTP\/1\.1 200 /);
+      const got = await seen;
+      assert.equal(got.headers['x-forwarded-host'], `127.0.0.1:${cc.port}`);
+    });
+
     test('the process still serves a normal request', async () => {
       assert.equal((await send(cc.port, '/echo')).status, 200);
     });
@@ -351,7 +366,7 @@ describe('bad input', () => {
         s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
         s.connect(cc.port, '127.0.0.1', () => s.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'));
       });
-      assert.ok(!/^HTTP\/1\.1 2/.test(r), `CONNECT was accepted: ${JSON.stringify(r)}`);
+      assert.match(r, /^HTTP\/1\.1 405 /, `CONNECT gets a 405: ${JSON.stringify(r)}`);
       assert.equal(up.received.length, received);
       assert.equal((await send(cc.port, '/echo')).status, 200);
     });
