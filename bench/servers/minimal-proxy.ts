@@ -1,0 +1,121 @@
+// The minimal reference: the least a session proxy must do, and nothing more.
+//   - read the ticket cookie (`mref=<sid>`, a random id, unsigned);
+//   - one Redis GET of the jar (the app cookies as one "a=1; b=2" string, ~500 bytes);
+//   - replace the upstream Cookie header with the jar;
+//   - take the upstream Set-Cookies out of the response; if there are any, merge their
+//     name=value pairs into the jar (one SET) and, for a new session, answer one ticket cookie;
+//   - on /logout, DEL the jar before forwarding and clear the ticket.
+// No signing, no encryption, no RFC 6265 matching (path, domain, expiry, Secure), no idle or
+// absolute timeouts, no rotation, no tombstones, no logging. Same undici Pool as coatcheck,
+// and ioredis with its defaults (as coatcheck: one command per round trip, no auto-pipelining).
+//   node minimal-proxy.js <upstream origin> <redis url>
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream';
+import { Redis } from 'ioredis';
+import { badGateway, createPool, createServer, hasBody, HOP_BY_HOP, requestHeaders, serve } from './forward.js';
+
+const [origin, redisUrl] = process.argv.slice(2);
+if (!origin || !redisUrl) throw new Error('usage: minimal-proxy.js <upstream origin> <redis url>');
+const pool = createPool(origin);
+const redis = new Redis(redisUrl);
+redis.on('error', () => undefined);
+
+const TICKET = 'mref';
+const KEY = 'minimal:';
+const DROP_REQUEST = new Set(['cookie']);
+
+function ticketOf(cookie: string | undefined): string | undefined {
+  if (cookie === undefined) return undefined;
+  for (const part of cookie.split(';')) {
+    const p = part.trim();
+    if (p.startsWith(`${TICKET}=`)) return p.slice(TICKET.length + 1) || undefined;
+  }
+  return undefined;
+}
+
+function applySetCookies(jar: string | null, setCookies: readonly string[]): string {
+  const pairs = new Map<string, string>();
+  if (jar) {
+    for (const p of jar.split('; ')) {
+      const eq = p.indexOf('=');
+      if (eq > 0) pairs.set(p.slice(0, eq), p.slice(eq + 1));
+    }
+  }
+  for (const sc of setCookies) {
+    const semi = sc.indexOf(';');
+    const pair = semi === -1 ? sc : sc.slice(0, semi);
+    const eq = pair.indexOf('=');
+    if (eq <= 0) continue;
+    const name = pair.slice(0, eq).trim();
+    const value = pair.slice(eq + 1).trim();
+    if (value === '' || /max-age=0/i.test(sc)) pairs.delete(name);
+    else pairs.set(name, value);
+  }
+  return [...pairs].map(([n, v]) => `${n}=${v}`).join('; ');
+}
+
+function unavailable(res: import('node:http').ServerResponse): void {
+  res.writeHead(503, { 'content-type': 'text/plain', 'content-length': 12 });
+  res.end('unavailable\n');
+}
+
+const server = createServer((req, res) => {
+  void handle(req, res).catch(() => (res.headersSent ? res.destroy() : unavailable(res)));
+});
+
+async function handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): Promise<void> {
+  const url = req.url ?? '/';
+  const sid = ticketOf(req.headers.cookie);
+  const jar = sid === undefined ? null : await redis.get(KEY + sid);
+  const live = jar !== null;
+  const logout = url === '/logout' || url.startsWith('/logout?');
+  if (logout && live) await redis.del(KEY + (sid as string));
+
+  const headers = requestHeaders(req, DROP_REQUEST);
+  if (jar) headers.push('cookie', jar);
+  let r;
+  try {
+    r = await pool.request({
+      method: (req.method ?? 'GET') as 'GET',
+      path: url,
+      headers,
+      body: hasBody(req) ? req : null,
+      responseHeaders: 'raw',
+    });
+  } catch {
+    badGateway(res);
+    return;
+  }
+  const raw = r.headers as unknown as string[];
+  const out: string[] = [];
+  const setCookies: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = (raw[i] as string).toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    if (lower === 'set-cookie') setCookies.push(raw[i + 1] as string);
+    else out.push(raw[i] as string, raw[i + 1] as string);
+  }
+  if (setCookies.length > 0) {
+    if (live && !logout) {
+      await redis.set(KEY + (sid as string), applySetCookies(jar, setCookies));
+    } else {
+      const next = applySetCookies(null, setCookies);
+      if (next !== '') {
+        const newSid = randomBytes(32).toString('base64url');
+        await redis.set(KEY + newSid, next);
+        out.push('set-cookie', `${TICKET}=${newSid}; Path=/; HttpOnly; SameSite=Lax`);
+      } else if (logout && sid !== undefined) {
+        out.push('set-cookie', `${TICKET}=; Path=/; Max-Age=0`);
+      }
+    }
+  } else if (logout && sid !== undefined) {
+    out.push('set-cookie', `${TICKET}=; Path=/; Max-Age=0`);
+  }
+  res.writeHead(r.statusCode, out);
+  pipeline(r.body, res, () => undefined);
+}
+
+serve(server, async () => {
+  await pool.close();
+  redis.disconnect();
+});
