@@ -1,5 +1,4 @@
 // Request stages, in the order they run (see REQUEST_STAGES at the bottom).
-import { timingSafeEqual } from 'node:crypto';
 import { parseCookieHeader, serializeCookiePairs, type CookiePair } from '../cookies/header.js';
 import { RequestJar, sameSiteContextOf } from '../cookies/jar.js';
 import { CoatcheckError } from '../errors.js';
@@ -142,7 +141,9 @@ const handleInvalid: RequestStage = (ctx, deps) => {
     deps.metrics.security.inc({ event: 'expired' });
     policy = deps.config.invalidSession.expired;
   }
-  ctx.clearTicket = true;
+  // A revoked id is not cleared: the browser may already hold its successor (a login or logout
+  // racing a background request), and a Set-Cookie would remove that one. Dead tickets are.
+  ctx.clearTicket = r.state !== 'revoked';
   if (policy === 'reject') {
     reject(ctx, deps, r.state === 'revoked' ? 'SESSION_REVOKED' : 'SESSION_EXPIRED');
     return false;
@@ -155,7 +156,7 @@ const checkBinding: RequestStage = async (ctx, deps) => {
   const session = ctx.session;
   if (!session || deps.config.session.bind.length === 0) return true;
   ctx.bind = bindingOf(ctx, deps);
-  if (session.meta.bind === undefined || sameBinding(session.meta.bind, ctx.bind)) return true;
+  if (deps.service.bindingMatches(session, ctx.bind)) return true;
   const action = deps.config.session.bindMismatch;
   ctx.log.warn(
     { event: 'session.binding_mismatch', class: 'binding_mismatch', action, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
@@ -171,28 +172,23 @@ const checkBinding: RequestStage = async (ctx, deps) => {
       replyError(ctx, deps, err);
       return false;
     }
-    ctx.clearTicket = true;
   }
-  // reject: the session survives for its rightful holder; this client gets nothing of it.
+  // reject: the session survives for its rightful holder; this client gets nothing of it, and
+  // its copy of the ticket is cleared (a user whose agent or network changed can log in again).
+  ctx.clearTicket = true;
   ctx.session = undefined;
   ctx.newTicket = undefined;
   reject(ctx, deps, action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
   return false;
 };
 
-/** The keyed hash of what a session created by this request would be bound to. */
+/** What this request binds a session to: its user agent and/or address prefix (hashed by the service). */
 export function bindingOf(ctx: RequestContext, deps: PipelineDeps): string {
   let material = '';
   for (const check of deps.config.session.bind) {
     material += check === 'userAgent' ? `ua:${ctx.req.headers['user-agent'] ?? ''}\n` : `ip:${ipPrefix(ctx.clientIp)}\n`;
   }
-  return deps.service.hasher.hash(material);
-}
-
-function sameBinding(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
+  return material;
 }
 
 /** The /24 of an IPv4 address, the /64 of an IPv6 one. */

@@ -106,9 +106,12 @@ const appRevocation: ResponseStage = async (ctx, deps) => {
 const persist: ResponseStage = async (ctx, deps) => {
   // After logout the old session is gone: whatever the app sets now starts a new, anonymous one.
   const session = ctx.isLogout ? undefined : ctx.session;
-  const rotate = (ctx.isLogin || ctx.appRotate) && session !== undefined;
+  // A login rule rotates only when the login went through: a failed attempt changes no privilege
+  // and must not buy the session a new absolute deadline.
+  const status = (ctx.upstream as NonNullable<RequestContext['upstream']>).status;
+  const rotate = ((ctx.isLogin && status < 400) || ctx.appRotate) && session !== undefined;
   if (!session && ctx.jarChanges.length === 0) return true;
-  if (!session && deps.config.session.bind.length > 0) ctx.bind ??= bindingOf(ctx, deps);
+  if (deps.config.session.bind.length > 0) ctx.bind ??= bindingOf(ctx, deps);
   let outcome;
   try {
     outcome = await deps.service.commit({
@@ -116,7 +119,7 @@ const persist: ResponseStage = async (ctx, deps) => {
       changes: ctx.jarChanges,
       rotate,
       ...(ctx.appUser !== undefined ? { user: ctx.appUser } : {}),
-      ...(ctx.bind !== undefined && (rotate || !session) ? { bind: ctx.bind } : {}),
+      ...(ctx.bind !== undefined ? { bind: ctx.bind } : {}),
     });
   } catch (err) {
     // The app's cookies cannot be kept: fail closed, forward nothing of its response.
@@ -136,7 +139,8 @@ const persist: ResponseStage = async (ctx, deps) => {
         'the session was revoked or expired while the request was in flight; its cookie changes were dropped',
       );
       deps.metrics.security.inc({ event: 'write_after_revoke' });
-      ctx.clearTicket = true;
+      // The ticket is not cleared here: this response may reach the browser after one that
+      // gave it a newer ticket (a login racing a background request), which it would remove.
       ctx.newTicket = undefined;
       break;
     default:

@@ -1,6 +1,6 @@
 // The session service: tickets in, jars out. HTTP-agnostic; every store failure surfaces as
 // StoreUnavailableError and is never mistaken for "no session".
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Cookie } from 'tough-cookie';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -65,7 +65,10 @@ export interface CommitInput {
   rotate: boolean;
   /** The app's user id (Coatcheck-User), when it named one. */
   user?: string;
-  /** Binding of the request, for a session created now. */
+  /**
+   * What the request is bound to (user agent, address prefix), when binding is on. Sessions
+   * keep only a hash of it, keyed by their own id, so secret rotation never breaks a binding.
+   */
   bind?: string;
 }
 
@@ -244,18 +247,27 @@ export class SessionService {
     return ok ? { kind: 'updated' } : { kind: 'gone' };
   }
 
+  /** Does a request's binding material match what the session was bound to? */
+  bindingMatches(session: LiveSession, material: string): boolean {
+    if (session.meta.bind === undefined) return true;
+    const a = Buffer.from(session.meta.bind);
+    const b = Buffer.from(bindHash(session.jarKey, material));
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
   private async create(sets: readonly SetChange[], input: CommitInput, now: number): Promise<CommitOutcome> {
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
-    const fields = this.sealAll(jarKeyOf(minted.sid), new Map(), sets, logId);
-    const meta = this.newMeta(now, input);
+    const jarKey = jarKeyOf(minted.sid);
+    const fields = this.sealAll(jarKey, new Map(), sets, logId);
+    const meta = this.newMeta(now, input, jarKey);
     const ok = await this.store.create(storeKeyOf(minted.sid), meta, fields, this.ttlAt(meta, now));
     // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
     if (!ok) throw new Error('session id collision in the store');
     return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
   }
 
-  private newMeta(now: number, input: CommitInput): SessionMeta {
+  private newMeta(now: number, input: CommitInput, jarKey: Buffer): SessionMeta {
     const meta: SessionMeta = {
       created: now,
       deadline: now + this.timeouts.absoluteTimeout,
@@ -264,7 +276,7 @@ export class SessionService {
       family: this.random(16).toString('base64url'),
     };
     if (input.user !== undefined) meta.user = input.user;
-    if (input.bind !== undefined) meta.bind = input.bind;
+    if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
     return meta;
   }
 
@@ -291,19 +303,21 @@ export class SessionService {
     }
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
-    const fields = this.sealAll(jarKeyOf(minted.sid), base, sets, logId);
+    const jarKey = jarKeyOf(minted.sid);
+    const fields = this.sealAll(jarKey, base, sets, logId);
     let meta: SessionMeta;
     let alias: RenewalAlias | undefined;
     if (renew) {
       meta = { ...session.meta, touched: now, issued: now };
+      delete meta.bind;
+      if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
       if (input.user !== undefined) meta.user = input.user;
       alias = {
         successor: seal(session.jarKey, SUCCESSOR_FIELD, minted.sid.toString('base64url')),
         graceUntil: now + this.timeouts.renewGrace,
       };
     } else {
-      meta = this.newMeta(now, { ...input, ...(input.user === undefined && session.meta.user !== undefined ? { user: session.meta.user } : {}) });
-      if (input.bind === undefined && session.meta.bind !== undefined) meta.bind = session.meta.bind;
+      meta = this.newMeta(now, { ...input, ...(input.user === undefined && session.meta.user !== undefined ? { user: session.meta.user } : {}) }, jarKey);
     }
     const ttlMs = this.ttlAt(meta, now);
     if (ttlMs <= 0) return { kind: 'gone' };
@@ -356,4 +370,9 @@ export class SessionService {
     }
     return true;
   }
+}
+
+/** The stored form of a binding: keyed by the session's own key, so it needs no server secret. */
+function bindHash(jarKey: Buffer, material: string): string {
+  return createHmac('sha256', jarKey).update('coatcheck/v1/bind\0').update(material).digest('base64url').slice(0, 22);
 }

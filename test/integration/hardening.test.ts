@@ -182,6 +182,7 @@ describe('binding', () => {
     const thief = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${b.ticket}`, 'user-agent': 'curl/8' } });
     assert.equal(thief.status, 401);
     assert.match(thief.body, /COATCHECK_ERR_SESSION_BINDING/);
+    assert.ok(thief.setCookies.some((c) => /^coatcheck=; .*Max-Age=0/.test(c)), 'the mismatching copy is cleared, so a changed browser can log in again');
     assert.equal(h.logs.events('session.binding_mismatch').length, 1);
     const owner = await b.send('/echo', { headers: { 'user-agent': 'Browser/1.0' } });
     assert.equal(echoCookie(owner), 'app_session=alice-secret-value; prefs=dark-secret-pref');
@@ -191,6 +192,28 @@ describe('binding', () => {
     const c = await login(h2, { 'user-agent': 'Browser/1.0' });
     assert.equal((await send(h2.port, '/echo', { headers: { cookie: `coatcheck=${c.ticket}`, 'user-agent': 'curl/8' } })).status, 401);
     assert.equal((await send(h2.port, '/echo', { headers: { cookie: `coatcheck=${c.ticket}`, 'user-agent': 'Browser/1.0' } })).status, 401, 'revoked for the owner too');
+  });
+
+  test('a binding survives secret rotation, and follows renewals', async (t) => {
+    const prefix = `h${++prefixes}:`;
+    const clock = new FakeClock(Date.now());
+    const base = { ...storeOverrides(redisChoice(), prefix), session: { bind: ['userAgent' as const], renewAfter: '15m' } };
+    const h1 = await startCoatcheck(upstream.origin, base, { clock });
+    const b = await login(h1, { 'user-agent': 'Browser/1.0' });
+    await h1.close();
+    const newSecret = 'n'.repeat(40);
+    const h2 = await startCoatcheck(upstream.origin, { ...base, secrets: [newSecret, TEST_SECRET] }, { clock });
+    t.after(() => h2.close());
+    const b2 = new Browser(h2.port);
+    b2.ticket = b.ticket;
+    const r = await b2.send('/echo', { headers: { 'user-agent': 'Browser/1.0' } });
+    assert.equal(r.status, 200, 'the binding does not depend on the signing secret');
+    assert.equal(echoCookie(r), 'app_session=alice-secret-value; prefs=dark-secret-pref');
+    clock.advance(16 * MIN);
+    await b2.send('/echo', { headers: { 'user-agent': 'Browser/1.0' } });
+    assert.notEqual(b2.ticket, b.ticket, 'renewed');
+    assert.equal((await b2.send('/echo', { headers: { 'user-agent': 'Browser/1.0' } })).status, 200, 'the renewed id keeps the binding');
+    assert.equal((await b2.send('/echo', { headers: { 'user-agent': 'Other/2.0' } })).status, 401, 'and still enforces it');
   });
 
   test('ipPrefix binding: same /24 passes, another /24 is only logged with bindMismatch: log', async (t) => {
