@@ -141,15 +141,26 @@ const handleInvalid: RequestStage = (ctx, deps) => {
     deps.metrics.security.inc({ event: 'expired' });
     policy = deps.config.invalidSession.expired;
   }
-  // A revoked id is not cleared: the browser may already hold its successor (a login or logout
-  // racing a background request), and a Set-Cookie would remove that one. Dead tickets are.
-  ctx.clearTicket = r.state !== 'revoked';
+  // A revoked id is cleared only on a navigation: a background request (fetch, XHR) that raced a
+  // login or logout may answer after the browser got a newer ticket, which the Set-Cookie would
+  // remove. A browser left holding a revoked ticket still gets it cleared on its next page load.
+  ctx.clearTicket = r.state !== 'revoked' || mayClearTicket(ctx);
   if (policy === 'reject') {
     reject(ctx, deps, r.state === 'revoked' ? 'SESSION_REVOKED' : 'SESSION_EXPIRED');
     return false;
   }
   return true;
 };
+
+/**
+ * May a response to this request clear the ticket cookie although the browser could hold a newer
+ * one? Yes for navigations and for clients without Fetch Metadata (no background requests to
+ * race with); no for a browser's background requests.
+ */
+export function mayClearTicket(ctx: RequestContext): boolean {
+  const mode = firstHeader(ctx.req.headers['sec-fetch-mode']);
+  return mode === undefined || mode === 'navigate';
+}
 
 /** 3b. Optional binding: the session must come from the user agent and address prefix that created it. */
 const checkBinding: RequestStage = async (ctx, deps) => {

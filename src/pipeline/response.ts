@@ -4,7 +4,7 @@ import { setCookieName } from '../cookies/header.js';
 import { RequestJar } from '../cookies/jar.js';
 import type { PipelineDeps, RequestContext, ResponseStage } from './context.js';
 import { clearTicketCookie, replyError, ticketCookie } from './reply.js';
-import { bindingOf, HOP_BY_HOP } from './request.js';
+import { bindingOf, HOP_BY_HOP, mayClearTicket } from './request.js';
 
 /** Is a cookie the app sets kept in the jar (true) or sent to the browser (false)? */
 function isManaged(name: string, deps: PipelineDeps): boolean {
@@ -139,8 +139,9 @@ const persist: ResponseStage = async (ctx, deps) => {
         'the session was revoked or expired while the request was in flight; its cookie changes were dropped',
       );
       deps.metrics.security.inc({ event: 'write_after_revoke' });
-      // The ticket is not cleared here: this response may reach the browser after one that
-      // gave it a newer ticket (a login racing a background request), which it would remove.
+      // Cleared only on a navigation: a background request may answer after a response that gave
+      // the browser a newer ticket (a login racing it), which the Set-Cookie would remove.
+      ctx.clearTicket = mayClearTicket(ctx);
       ctx.newTicket = undefined;
       break;
     default:

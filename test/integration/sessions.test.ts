@@ -160,10 +160,12 @@ function suite(name: string, choose: () => StoreChoice) {
       const b = await login(h);
       const stolen = b.ticket as string;
       await b.send('/logout');
-      const r = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen}` } });
+      const r = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen}`, 'sec-fetch-mode': 'cors' } });
       assert.equal(r.status, 200);
       assert.equal(echoOf(r.body).headers.cookie, undefined, 'goes on as anonymous, without the jar');
-      assert.deepEqual(r.setCookies, [], 'a revoked ticket is not cleared: the browser may hold a newer one');
+      assert.deepEqual(r.setCookies, [], 'a background request does not clear a revoked ticket: the browser may hold a newer one');
+      const nav = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen}`, 'sec-fetch-mode': 'navigate' } });
+      assert.ok(nav.setCookies.some((c) => /^coatcheck=; .*Max-Age=0/.test(c)), 'a page load clears it, so nobody stays stuck with it');
 
       const h2 = await fresh({ invalidSession: { redirect: '/signed-out' } });
       t.after(() => h2.close());
@@ -257,7 +259,7 @@ function suite(name: string, choose: () => StoreChoice) {
         res.setHeader('set-cookie', 'seen=1; Path=/');
         res.end('poll');
       });
-      const poll = send(h.port, '/poll', { headers: { cookie: `coatcheck=${old}` } });
+      const poll = send(h.port, '/poll', { headers: { cookie: `coatcheck=${old}`, 'sec-fetch-mode': 'cors' } });
       await held.promise;
       await b.send('/login', { method: 'POST' });
       const fresh2 = b.ticket as string;
@@ -265,7 +267,7 @@ function suite(name: string, choose: () => StoreChoice) {
       release.resolve();
       const late = await poll;
       assert.deepEqual(late.setCookies, [], 'the late response does not touch the ticket cookie');
-      const after = await send(h.port, '/poll-after', { headers: { cookie: `coatcheck=${old}` } });
+      const after = await send(h.port, '/poll-after', { headers: { cookie: `coatcheck=${old}`, 'sec-fetch-mode': 'cors' } });
       assert.equal(after.status, 401);
       assert.deepEqual(after.setCookies, [], 'nor does a rejected old ticket');
       assert.equal((await b.send('/echo')).status, 200, 'the browser keeps its new session');
@@ -284,7 +286,7 @@ function suite(name: string, choose: () => StoreChoice) {
         res.setHeader('set-cookie', 'late=1; Path=/');
         res.end('late');
       });
-      const slow = send(h.port, '/slow-set', { headers: { cookie: `coatcheck=${ticket}` } });
+      const slow = send(h.port, '/slow-set', { headers: { cookie: `coatcheck=${ticket}`, 'sec-fetch-mode': 'cors' } });
       await held.promise;
       await b.send('/logout');
       release.resolve();
