@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { Browser, cookieValue, send, type Reply } from '../helpers/client.js';
 import { FakeClock, startCoatcheck, storeOverrides, TEST_SECRET, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { storeKeyOf } from '../../src/session/crypto.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const echoCookie = (r: Reply): string | undefined => (JSON.parse(r.body) as { headers: { cookie?: string } }).headers.cookie;
@@ -54,10 +55,17 @@ describe('data at rest', () => {
     await b.send('/more');
     const raw = redis.client();
     let dump = '';
+    let decoded = '';
     for (const key of await raw.keys(`${prefix}*`)) {
       dump += `${key}\n`;
       const type = await raw.type(key);
-      if (type === 'hash') for (const [f, v] of Object.entries(await raw.hgetall(key))) dump += `${f}=${v}\n`;
+      if (type === 'hash') {
+        for (const [f, v] of Object.entries(await raw.hgetall(key))) {
+          dump += `${f}=${v}\n`;
+          // a merely encoded value is still a value in clear
+          for (const enc of ['base64url', 'base64', 'hex'] as const) decoded += `${Buffer.from(v, enc).toString('latin1')}\n`;
+        }
+      }
       else if (type === 'set') dump += (await raw.smembers(key)).join('\n');
     }
     assert.ok(dump.includes(prefix), 'the dump is not empty');
@@ -66,7 +74,10 @@ describe('data at rest', () => {
       const sid = Buffer.from(sidText, 'base64url');
       for (const form of [sidText, sid.toString('hex'), sid.toString('base64'), ticket]) assert.ok(!dump.includes(form), 'no form of the id is stored');
     }
-    for (const value of ['alice-secret-value', 'dark-secret-pref', 'cart-secret-42']) assert.ok(!dump.includes(value), `${value} is not stored in clear`);
+    for (const value of ['alice-secret-value', 'dark-secret-pref', 'cart-secret-42']) {
+      assert.ok(!dump.includes(value), `${value} is not stored in clear`);
+      assert.ok(!decoded.includes(value), `${value} is not stored merely encoded`);
+    }
   });
 
   test('a forged ticket sends no command to Redis', async (t) => {
@@ -141,6 +152,9 @@ for (const [name, choice] of [
       for (const old of seen) {
         const r = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${old}` } });
         assert.equal(r.status, 401, 'dead: the whole family was revoked');
+        // and in the store every id of the family is a tombstone, not a lingering renewal alias
+        const sid = Buffer.from(old.split('.')[1] as string, 'base64url');
+        assert.equal((await h.app.store.load(storeKeyOf(sid))).state, 'revoked', 'each family member is tombstoned');
       }
       assert.equal(h.logs.events('session.replay').length, seen.length);
     });
