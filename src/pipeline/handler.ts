@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream';
+import type { Logger } from '../log.js';
 import type { PipelineDeps, RequestContext } from './context.js';
 import { mapUpstreamError, isAbort } from '../proxy/error-map.js';
 import { replyError } from './reply.js';
@@ -25,12 +26,19 @@ function hasBody(req: IncomingMessage): boolean {
 export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const id = requestIdOf(req);
+    // The request's child logger is made on first use: most requests never log.
+    let log: Logger | undefined;
     const ctx: RequestContext = {
       id,
       req,
       res,
       started: performance.now(),
-      log: deps.logger.child({ reqId: id }),
+      get log(): Logger {
+        return (log ??= deps.logger.child(ctx.logId ? { reqId: id, session: ctx.logId } : { reqId: id }));
+      },
+      set log(value: Logger) {
+        log = value;
+      },
       method: req.method ?? 'GET',
       target: '/',
       pathname: '/',

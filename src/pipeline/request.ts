@@ -115,7 +115,6 @@ const resolveSession: RequestStage = async (ctx, deps) => {
   if (ctx.resolution.state === 'live') {
     ctx.session = ctx.resolution.session;
     ctx.logId = ctx.session.logId;
-    ctx.log = ctx.log.child({ session: ctx.logId });
     // A renewed id inside its grace window: this is its successor; hand the browser that ticket.
     if (ctx.session.successorTicket) ctx.newTicket = ctx.session.successorTicket;
   }

@@ -8,6 +8,18 @@ import type { RenewalAlias, SessionMeta, SessionStore } from '../store/types.js'
 import { decodeCookie, encodeCookie, type JarChange } from '../cookies/jar.js';
 import { jarKeyOf, LogHasher, open, seal, storeKeyOf } from './crypto.js';
 import { SID_BYTES, TicketCodec } from './ticket.js';
+import { Lru } from '../util/lru.js';
+
+/** A verified ticket, remembered so a busy session does not pay for HMACs and hashes on every request. */
+interface KnownTicket {
+  sid: Buffer;
+  key: string;
+  logId: string;
+}
+
+/** Bounds of the per-process caches (entries). */
+const TICKET_CACHE = 20_000;
+const COOKIE_CACHE = 100_000;
 
 export interface SessionTimeouts {
   idleTimeout: number;
@@ -98,6 +110,18 @@ export class SessionService {
   private readonly random: (size: number) => Buffer;
   /** A sliding touch is written at most this often per session. */
   readonly touchInterval: number;
+  /**
+   * Verified tickets (ticket → id, store key, log id) and their jar keys. Only tickets whose
+   * signature verified are kept, so garbage cannot fill the cache with anything useful.
+   */
+  private readonly tickets = new Lru<string, KnownTicket>(TICKET_CACHE);
+  private readonly jarKeys = new Lru<string, Buffer>(TICKET_CACHE);
+  /**
+   * Opened jar cookies by (store key, field, sealed value): a value that did not change since
+   * the last request is not decrypted and parsed again. Keyed by the session too, so a sealed
+   * value copied into another session's record is never taken from here.
+   */
+  private readonly opened = new Lru<string, Cookie>(COOKIE_CACHE);
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -117,19 +141,40 @@ export class SessionService {
    */
   async resolve(ticketValues: readonly string[]): Promise<Resolution> {
     if (ticketValues.length === 0) return { state: 'none' };
-    let sid: Buffer | undefined;
     for (const v of ticketValues) {
-      sid = this.codec.verify(v);
-      if (sid) break;
+      const known = this.tickets.get(v);
+      if (known) return this.resolveKnown(known);
     }
-    if (!sid) return { state: 'forged' };
-    return this.resolveSid(sid);
+    for (const v of ticketValues) {
+      const sid = this.codec.verify(v);
+      if (!sid) continue;
+      const known = this.know(sid);
+      this.tickets.set(v, known);
+      return this.resolveKnown(known);
+    }
+    return { state: 'forged' };
+  }
+
+  private know(sid: Buffer): KnownTicket {
+    return { sid, key: storeKeyOf(sid), logId: this.hasher.hash(sid) };
+  }
+
+  private jarKey(known: { sid: Buffer; key: string }): Buffer {
+    let k = this.jarKeys.get(known.key);
+    if (!k) {
+      k = jarKeyOf(known.sid);
+      this.jarKeys.set(known.key, k);
+    }
+    return k;
   }
 
   /** What the store holds for a verified id, following a renewal alias inside its grace window. */
-  private async resolveSid(sid: Buffer): Promise<Resolution> {
-    const key = storeKeyOf(sid);
-    const logId = this.hasher.hash(sid);
+  private resolveSid(sid: Buffer): Promise<Resolution> {
+    return this.resolveKnown(this.know(sid));
+  }
+
+  private async resolveKnown(known: KnownTicket): Promise<Resolution> {
+    const { sid, key, logId } = known;
     const found = await this.store.load(key);
     const now = this.clock();
     switch (found.state) {
@@ -153,8 +198,7 @@ export class SessionService {
   }
 
   private async loadLive(sid: Buffer, now: number): Promise<Resolution> {
-    const key = storeKeyOf(sid);
-    const logId = this.hasher.hash(sid);
+    const { key, logId } = this.know(sid);
     const found = await this.store.load(key);
     if (found.state === 'live') return this.live(sid, key, logId, found.meta, found.fields, now);
     if (found.state === 'none') return { state: 'expired', logId };
@@ -163,15 +207,20 @@ export class SessionService {
 
   private live(sid: Buffer, key: string, logId: string, meta: SessionMeta, fields: Map<string, string>, now: number): Resolution {
     if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
-    const jarKey = jarKeyOf(sid);
+    const jarKey = this.jarKey({ sid, key });
     const cookies = new Map<string, Cookie>();
     const sizes = new Map<string, number>();
     for (const [field, sealed] of fields) {
-      const plain = open(jarKey, field, sealed);
-      const cookie = plain === undefined ? undefined : decodeCookie(field, plain);
+      const cacheKey = `${key}\n${field}\n${sealed}`;
+      let cookie = this.opened.get(cacheKey);
       if (!cookie) {
-        this.logger.warn({ event: 'session.jar_field_unreadable', session: logId }, 'a jar field could not be opened; it is ignored');
-        continue;
+        const plain = open(jarKey, field, sealed);
+        cookie = plain === undefined ? undefined : decodeCookie(field, plain);
+        if (!cookie) {
+          this.logger.warn({ event: 'session.jar_field_unreadable', session: logId }, 'a jar field could not be opened; it is ignored');
+          continue;
+        }
+        this.opened.set(cacheKey, cookie);
       }
       if (cookie.expires instanceof Date && cookie.expires.getTime() <= now) continue;
       cookies.set(field, cookie);
@@ -181,7 +230,7 @@ export class SessionService {
   }
 
   private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
-    const text = open(jarKeyOf(sid), SUCCESSOR_FIELD, sealed);
+    const text = open(this.jarKey({ sid, key: storeKeyOf(sid) }), SUCCESSOR_FIELD, sealed);
     if (text === undefined) return undefined;
     const next = Buffer.from(text, 'base64url');
     return next.length === SID_BYTES ? next : undefined;
