@@ -77,7 +77,7 @@ export async function settledStats(origin: string, maxWaitMs = 3000): Promise<Up
   const deadline = Date.now() + maxWaitMs;
   let prev = await upstreamStats(origin);
   for (;;) {
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 30));
     const next = await upstreamStats(origin);
     if (JSON.stringify(next) === JSON.stringify(prev) || Date.now() > deadline) return next;
     prev = next;

@@ -79,7 +79,7 @@ export function serve(server: Server, onClose: () => Promise<unknown>): void {
       () => process.exit(0),
       () => process.exit(0),
     );
-    setTimeout(() => process.exit(0), 2000).unref();
+    setTimeout(() => process.exit(0), 2000);
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -95,6 +95,20 @@ async function handle(req: import('node:http').IncomingMessage, res: import('nod
     if (lower === 'set-cookie') setCookies.push(raw[i + 1] as string);
     else out.push(raw[i] as string, raw[i + 1] as string);
   }
+  if (setCookies.length > 0 || logout) {
+    try {
+      await persist(sid, jar, live, logout, setCookies, out);
+    } catch (err) {
+      r.body.destroy();
+      throw err;
+    }
+  }
+  res.writeHead(r.statusCode, out);
+  pipeline(r.body, res, () => undefined);
+}
+
+/** The response side: the jar update (or a new session) and the one ticket cookie. */
+async function persist(sid: string | undefined, jar: string | null, live: boolean, logout: boolean, setCookies: string[], out: string[]): Promise<void> {
   if (setCookies.length > 0) {
     if (live && !logout) {
       await redis.set(KEY + (sid as string), applySetCookies(jar, setCookies));
@@ -111,8 +125,6 @@ async function handle(req: import('node:http').IncomingMessage, res: import('nod
   } else if (logout && sid !== undefined) {
     out.push('set-cookie', `${TICKET}=; Path=/; Max-Age=0`);
   }
-  res.writeHead(r.statusCode, out);
-  pipeline(r.body, res, () => undefined);
 }
 
 serve(server, async () => {

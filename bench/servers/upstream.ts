@@ -114,7 +114,7 @@ server.listen(0, '127.0.0.1', () => {
 function stop(): void {
   server.close(() => process.exit(0));
   for (const s of sockets) s.destroy();
-  setTimeout(() => process.exit(0), 1000).unref();
+  setTimeout(() => process.exit(0), 1000);
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
