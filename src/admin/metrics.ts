@@ -5,6 +5,7 @@ export type SecurityEvent =
   | 'revoked'
   | 'expired'
   | 'forged'
+  | 'unknown'
   | 'legacy_cookie_presented'
   | 'binding_mismatch'
   | 'write_after_revoke';
@@ -38,7 +39,7 @@ export class Metrics {
     this.sessions = new Counter({ name: 'coatcheck_sessions_total', help: 'Session lifecycle events.', labelNames: ['action'], registers });
     this.storeErrors = new Counter({ name: 'coatcheck_store_errors_total', help: 'Requests failed closed because the store was unavailable.', registers });
     this.upstreamErrors = new Counter({ name: 'coatcheck_upstream_errors_total', help: 'Requests the app did not answer, by the status sent instead.', labelNames: ['status'], registers });
-    for (const e of ['revoked', 'expired', 'forged', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke'] as const) this.security.inc({ event: e }, 0);
+    for (const e of ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke'] as const) this.security.inc({ event: e }, 0);
     for (const a of ['created', 'rotated', 'renewed', 'revoked'] as const) this.sessions.inc({ action: a }, 0);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'coatcheck_' });
   }

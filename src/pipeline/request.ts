@@ -132,8 +132,12 @@ const handleInvalid: RequestStage = (ctx, deps) => {
     deps.metrics.security.inc({ event: 'revoked' });
     policy = deps.config.invalidSession.revoked;
   } else if (r.state === 'forged') {
-    ctx.log.warn({ event: 'session.forged', class: 'forged', ...who }, 'a ticket with a bad signature or shape was presented');
+    ctx.log.warn({ event: 'session.forged', class: 'forged', ...who }, 'a ticket whose signature does not verify was presented');
     deps.metrics.security.inc({ event: 'forged' });
+    policy = deps.config.invalidSession.expired;
+  } else if (r.state === 'unknown') {
+    ctx.log.warn({ event: 'session.unknown', class: 'unknown', ...who }, 'a ticket cookie that is not a ticket was presented');
+    deps.metrics.security.inc({ event: 'unknown' });
     policy = deps.config.invalidSession.expired;
   } else {
     ctx.log.info({ event: 'session.expired', class: 'expired', session: r.logId, ...who }, 'an expired or unknown ticket was presented');

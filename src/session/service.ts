@@ -56,7 +56,10 @@ export interface LiveSession {
 
 export type Resolution =
   | { state: 'none' }
+  /** A value with a ticket's shape whose signature does not verify (crafted or tampered with). */
   | { state: 'forged' }
+  /** A value that is not a ticket at all (garbage, truncated, another version). */
+  | { state: 'unknown' }
   | { state: 'expired'; logId: string }
   | { state: 'revoked'; logId: string; family?: string }
   | { state: 'live'; session: LiveSession };
@@ -152,7 +155,7 @@ export class SessionService {
       this.tickets.set(v, known);
       return this.resolveKnown(known);
     }
-    return { state: 'forged' };
+    return ticketValues.some((v) => TicketCodec.hasTicketShape(v)) ? { state: 'forged' } : { state: 'unknown' };
   }
 
   private know(sid: Buffer): KnownTicket {

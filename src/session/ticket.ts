@@ -56,9 +56,12 @@ export class TicketCodec {
     return ok ? sid : undefined;
   }
 
-  /** Does the value look like a ticket at all (shape only, no signature check)? */
-  static looksLikeTicket(value: string): boolean {
-    return value.startsWith(PREFIX);
+  /**
+   * Has the value the exact shape of a v1 ticket (signature not checked)? One that has the shape
+   * but does not verify was crafted or tampered with; one without it is not a ticket at all.
+   */
+  static hasTicketShape(value: string): boolean {
+    return value.length === PREFIX.length + B64_LEN * 2 + 1 && TICKET_RE.test(value);
   }
 
   private mac(key: KeyObject, body: string): Buffer {

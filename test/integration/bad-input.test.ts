@@ -240,12 +240,20 @@ describe('bad input', () => {
         assert.notEqual(forged, real.ticket);
         if (forged.length >= 12) secrets.add(forged);
         const loadsBefore = loads;
-        const forgedBefore = cc.logs.events('session.forged').length;
+        const rejected = () => cc.logs.events('session.forged').length + cc.logs.events('session.unknown').length;
+        const forgedBefore = rejected();
+        const shaped = /^v1\.[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}$/.test(forged);
+        const classBefore = cc.logs.events(shaped ? 'session.forged' : 'session.unknown').length;
         const seen = up.nextRequest('/echo');
         const r = await send(cc.port, '/echo', { headers: { cookie: `${TICKET}=${forged}` } });
         assert.equal(r.status, 200, 'a forged ticket is answered as anonymous (invalidSession.expired: anonymous)');
         assert.equal(loads, loadsBefore, 'a forged ticket reached the store');
-        assert.equal(cc.logs.events('session.forged').length, forgedBefore + 1);
+        assert.equal(rejected(), forgedBefore + 1, 'one security event per rejected ticket');
+        assert.equal(
+          cc.logs.events(shaped ? 'session.forged' : 'session.unknown').length,
+          classBefore + 1,
+          shaped ? 'a ticket-shaped value that does not verify is "forged"' : 'anything else is "unknown"',
+        );
         assert.equal((await seen).headers.cookie, undefined, 'the app got cookies for a forged ticket');
         assert.ok(clears(r.setCookies, TICKET), 'the forged ticket was not cleared');
         assert.equal(cookieValue(r.setCookies, TICKET), '', 'a forged ticket was answered with a new ticket');

@@ -97,7 +97,7 @@ describe('data at rest', () => {
     assert.ok((await stats()) > base, 'a real ticket is looked up');
     const [, sid, mac] = real.split('.') as [string, string, string];
     const forged = [
-      `v1.${sid}.${mac.slice(0, -2)}AA`,
+      `v1.${sid}.${mac.slice(0, -1)}${mac.endsWith('A') ? 'E' : 'A'}`,
       `v1.${'A'.repeat(43)}.${mac}`,
       'v1.garbage',
       'not-a-ticket',
@@ -110,7 +110,8 @@ describe('data at rest', () => {
       assert.equal(echoCookie(r), undefined);
     }
     assert.equal(await stats(), before, 'no store command for forged tickets');
-    assert.equal(h.logs.events('session.forged').length, forged.length);
+    assert.equal(h.logs.events('session.forged').length, 2, 'ticket-shaped values with a bad signature');
+    assert.equal(h.logs.events('session.unknown').length, 3, 'values that are no ticket at all');
   });
 
   test('the jar limits drop what exceeds them, with a warning that names the cookie', async (t) => {
@@ -325,9 +326,11 @@ describe('alarms and metrics', () => {
     await b.send('/logout');
     await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen}` } });
     await send(h.port, '/echo', { headers: { cookie: 'coatcheck=v1.forged' } });
+    await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen.slice(0, -1)}${stolen.endsWith('A') ? 'E' : 'A'}` } });
     const metrics = (await send(adminPort, '/metrics')).body;
     assert.match(metrics, /coatcheck_security_events_total\{event="revoked"\} 1\b/);
     assert.match(metrics, /coatcheck_security_events_total\{event="forged"\} 1\b/);
+    assert.match(metrics, /coatcheck_security_events_total\{event="unknown"\} 1\b/);
     assert.match(metrics, /coatcheck_sessions_total\{action="created"\} 1\b/);
     assert.match(metrics, /coatcheck_sessions_total\{action="revoked"\} 1\b/);
     assert.match(metrics, /coatcheck_requests_total\{status="401"\} 1\b/);
