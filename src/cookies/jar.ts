@@ -2,7 +2,7 @@
 // matching, host-only cookies, expiry, Secure, SameSite, cookie prefixes, public suffixes,
 // ordering) are tough-cookie's; this file only moves cookies between tough-cookie and the
 // compact form kept in the store. Pure: every function takes `now`, none does I/O.
-import { Cookie, CookieJar, MemoryCookieStore } from 'tough-cookie';
+import { canonicalDomain, Cookie, cookieCompare, CookieJar, domainMatch, MemoryCookieStore, pathMatch } from 'tough-cookie';
 
 export type SameSiteContext = 'strict' | 'lax' | 'none' | undefined;
 
@@ -85,36 +85,88 @@ const JAR_OPTIONS = {
   prefixSecurity: 'strict',
 } as const;
 
+const SAME_SITE_LEVEL: Record<string, number> = { strict: 3, lax: 2, none: 1 };
+
+/** Where a request goes, as cookie matching needs it. */
+export interface CookieTarget {
+  /** Canonical host name: lower case, no port, IPv6 without brackets. */
+  host: string;
+  path: string;
+  /** https, or a loopback host (a "potentially trustworthy" origin, as browsers and tough-cookie treat it). */
+  secure: boolean;
+}
+
+/** Splits a public URL into what cookie matching needs. */
+export function cookieTargetOf(url: string): CookieTarget {
+  const u = new URL(url);
+  const host = canonicalDomain(u.hostname.replace(/^\[|\]$/g, '')) ?? '';
+  return { host, path: u.pathname || '/', secure: u.protocol === 'https:' || isLoopbackHost(host) };
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
+}
+
 /**
- * A tough-cookie jar filled with one session's cookies for the span of one request.
- * `cookieHeader` answers what a browser would send; `apply` takes the app's `Set-Cookie`s.
+ * The `Cookie` header value a browser would send to `target` at `now` ('' when none): the
+ * matching of tough-cookie's `getCookies` (host-only and domain match, path match, Secure,
+ * SameSite, expiry, ordering), with tough-cookie's own rule functions, over a plain list, so
+ * the hot path builds no jar.
+ */
+export function cookieHeaderFor(cookies: Iterable<Cookie>, target: CookieTarget, now: number, sameSiteContext: SameSiteContext): string {
+  const sameSiteLevel = sameSiteContext ? (SAME_SITE_LEVEL[sameSiteContext] ?? 0) : 0;
+  const matched: Cookie[] = [];
+  for (const c of cookies) {
+    if (c.hostOnly ? c.domain !== target.host : !domainMatch(target.host, c.domain ?? undefined, false)) continue;
+    if (typeof c.path === 'string' && !pathMatch(target.path, c.path)) continue;
+    if (c.secure && !target.secure) continue;
+    if (sameSiteLevel && (SAME_SITE_LEVEL[c.sameSite ?? ''] ?? 1) > sameSiteLevel) continue;
+    const exp = c.expiryTime();
+    if (exp !== undefined && exp <= now) continue;
+    matched.push(c);
+  }
+  if (matched.length > 1) matched.sort(cookieCompare);
+  let s = '';
+  for (const c of matched) s += (s === '' ? '' : '; ') + c.cookieString();
+  return s;
+}
+
+/**
+ * One session's cookies for the span of one request. `cookieHeader` answers what a browser
+ * would send; `apply` takes the app's `Set-Cookie`s through a tough-cookie jar (made only
+ * when a response sets cookies).
  */
 export class RequestJar {
-  private readonly jar: CookieJar;
-  private readonly store: MemoryCookieStore;
+  private readonly initial: Cookie[];
+  private jar: CookieJar | undefined;
+  private store: MemoryCookieStore | undefined;
 
   constructor(cookies: Iterable<Cookie> = []) {
-    this.store = new MemoryCookieStore();
-    this.jar = new CookieJar(this.store, JAR_OPTIONS);
-    for (const c of cookies) void this.store.putCookie(c);
+    this.initial = [...cookies];
   }
 
   /** The `Cookie` header value a browser would send for `url` at `now` ('' when none). */
-  cookieHeader(url: string, now: number, sameSiteContext: SameSiteContext): string {
-    // Expiry is checked here against the injected clock; tough-cookie would use the wall clock.
-    const cookies = this.jar.getCookiesSync(url, {
-      http: true,
-      expire: false,
-      sort: true,
-      ...(sameSiteContext ? { sameSiteContext } : {}),
+  cookieHeader(url: string | CookieTarget, now: number, sameSiteContext: SameSiteContext): string {
+    const target = typeof url === 'string' ? cookieTargetOf(url) : url;
+    return cookieHeaderFor(this.store ? this.current() : this.initial, target, now, sameSiteContext);
+  }
+
+  /** The cookies after this request's changes (the memory store answers synchronously). */
+  private current(): Cookie[] {
+    let out: Cookie[] = this.initial;
+    (this.store as MemoryCookieStore).getAllCookies((err, cookies) => {
+      if (!err && cookies) out = cookies;
     });
-    let s = '';
-    for (const c of cookies) {
-      const exp = c.expiryTime();
-      if (exp !== undefined && exp <= now) continue;
-      s += (s === '' ? '' : '; ') + c.cookieString();
+    return out;
+  }
+
+  private tough(): CookieJar {
+    if (!this.jar) {
+      this.store = new MemoryCookieStore();
+      this.jar = new CookieJar(this.store, JAR_OPTIONS);
+      for (const c of this.initial) void this.store.putCookie(c);
     }
-    return s;
+    return this.jar;
   }
 
   /**
@@ -138,7 +190,7 @@ export class RequestJar {
     const expired = parsed.expires instanceof Date && parsed.expires.getTime() <= now;
     let stored: Cookie | undefined;
     try {
-      stored = this.jar.setCookieSync(parsed, url, {
+      stored = this.tough().setCookieSync(parsed, url, {
         http: true,
         now: new Date(now),
         ...(sameSiteContext ? { sameSiteContext } : {}),

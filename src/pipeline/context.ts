@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../clock.js';
 import type { Config, Rule } from '../config/schema.js';
 import type { CookiePair, NameMatcher } from '../cookies/header.js';
-import type { JarChange, RequestJar, SameSiteContext } from '../cookies/jar.js';
+import type { CookieTarget, JarChange, RequestJar, SameSiteContext } from '../cookies/jar.js';
 import type { Logger } from '../log.js';
 import type { ForwardEngine, UpstreamResponse } from '../proxy/engine.js';
 import type { LiveSession, Resolution, SessionService } from '../session/service.js';
@@ -59,6 +59,8 @@ export interface RequestContext {
   pathname: string;
   /** Scheme, host and path the browser used: what cookie rules are matched against. */
   publicUrl: string;
+  /** The public URL as cookie matching needs it. */
+  cookieTarget: CookieTarget;
   secure: boolean;
   host: string;
   /** The client's address (behind a trusted proxy: the last address it appended). */

@@ -1,6 +1,6 @@
 // Request stages, in the order they run (see REQUEST_STAGES at the bottom).
 import { parseCookieHeader, serializeCookiePairs, type CookiePair } from '../cookies/header.js';
-import { RequestJar, sameSiteContextOf } from '../cookies/jar.js';
+import { isLoopbackHost, RequestJar, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
 import { CoatcheckError } from '../errors.js';
 import { ruleMatches, type PipelineDeps, type RequestContext, type RequestStage } from './context.js';
 import { reject, replyError } from './reply.js';
@@ -27,7 +27,18 @@ function firstHeader(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The cookie-matching view of the public URL, without parsing it again. */
+function cookieTargetOfHost(host: string, path: string, secure: boolean): CookieTarget {
+  let name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  name = name.toLowerCase().replace(/\.$/, '');
+  return { host: name, path, secure: secure || isLoopbackHost(name) };
+}
+
+const PLAIN_PATH_RE = /^\/(?:[A-Za-z0-9\-_~!$&'()*+,;=:@]+\/?)*$/;
+
 function normalizePath(rawPath: string): string {
+  // Fast path: nothing to resolve or decode (no dot segments, no %, no //).
+  if (PLAIN_PATH_RE.test(rawPath) && !/(?:^|\/)\.\.?(?:\/|$)/.test(rawPath)) return rawPath;
   let p: string;
   try {
     p = new URL(rawPath, 'http://x').pathname;
@@ -89,6 +100,7 @@ const identify: RequestStage = (ctx, deps) => {
   const fwdProto = trust ? firstHeader(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
   ctx.secure = fwdProto ? fwdProto === 'https' : (req.socket as { encrypted?: boolean }).encrypted === true;
   ctx.publicUrl = `${ctx.secure ? 'https' : 'http'}://${host}${rawPath}`;
+  ctx.cookieTarget = cookieTargetOfHost(host, rawPath, ctx.secure);
   ctx.peerIp = req.socket.remoteAddress ?? '';
   // Behind a trusted proxy the client is the last address it appended.
   const xff = trust ? firstHeader(req.headers['x-forwarded-for']) : undefined;
@@ -266,7 +278,7 @@ const buildCookieHeader: RequestStage = (ctx, deps) => {
   if (session && session.cookies.size > 0) {
     // A logged-out session still sends its cookies this once, so the app's own logout code runs.
     ctx.jar = new RequestJar(session.cookies.values());
-    header = ctx.jar.cookieHeader(ctx.publicUrl, deps.clock(), ctx.sameSite);
+    header = ctx.jar.cookieHeader(ctx.cookieTarget, deps.clock(), ctx.sameSite);
   }
   const passed = serializeCookiePairs(kept);
   if (passed) header = header ? `${header}; ${passed}` : passed;

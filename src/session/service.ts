@@ -19,7 +19,7 @@ interface KnownTicket {
 
 /** Bounds of the per-process caches (entries). */
 const TICKET_CACHE = 20_000;
-const COOKIE_CACHE = 100_000;
+const COOKIE_CACHE = 20_000;
 
 export interface SessionTimeouts {
   idleTimeout: number;
@@ -124,7 +124,7 @@ export class SessionService {
    * the last request is not decrypted and parsed again. Keyed by the session too, so a sealed
    * value copied into another session's record is never taken from here.
    */
-  private readonly opened = new Lru<string, Cookie>(COOKIE_CACHE);
+  private readonly opened = new Lru<string, { sealed: string; cookie: Cookie }>(COOKIE_CACHE);
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -214,8 +214,9 @@ export class SessionService {
     const cookies = new Map<string, Cookie>();
     const sizes = new Map<string, number>();
     for (const [field, sealed] of fields) {
-      const cacheKey = `${key}\n${field}\n${sealed}`;
-      let cookie = this.opened.get(cacheKey);
+      const cacheKey = `${key}\n${field}`;
+      const hit = this.opened.get(cacheKey);
+      let cookie = hit !== undefined && hit.sealed === sealed ? hit.cookie : undefined;
       if (!cookie) {
         const plain = open(jarKey, field, sealed);
         cookie = plain === undefined ? undefined : decodeCookie(field, plain);
@@ -223,7 +224,7 @@ export class SessionService {
           this.logger.warn({ event: 'session.jar_field_unreadable', session: logId }, 'a jar field could not be opened; it is ignored');
           continue;
         }
-        this.opened.set(cacheKey, cookie);
+        this.opened.set(cacheKey, { sealed, cookie });
       }
       if (cookie.expires instanceof Date && cookie.expires.getTime() <= now) continue;
       cookies.set(field, cookie);
