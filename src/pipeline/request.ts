@@ -4,6 +4,8 @@ import { isLoopbackHost, RequestJar, sameSiteContextOf, type CookieTarget } from
 import { CoatcheckError } from '../errors.js';
 import { ruleMatches, type PipelineDeps, type RequestContext, type RequestStage } from './context.js';
 import { reject, replyError } from './reply.js';
+import { discardBody } from './response.js';
+import type { LiveSession } from '../session/service.js';
 
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
@@ -178,11 +180,15 @@ export function mayClearTicket(ctx: RequestContext): boolean {
 }
 
 /** 3b. Optional binding: the session must come from the user agent and address prefix that created it. */
-const checkBinding: RequestStage = async (ctx, deps) => {
+const checkBinding: RequestStage = (ctx, deps) => {
   const session = ctx.session;
   if (!session || deps.config.session.bind.length === 0) return true;
   ctx.bind = bindingOf(ctx, deps);
   if (deps.service.bindingMatches(session, ctx.bind)) return true;
+  return bindingMismatch(ctx, deps, session);
+};
+
+async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session: LiveSession): Promise<boolean> {
   const action = deps.config.session.bindMismatch;
   ctx.log.warn(
     { event: 'session.binding_mismatch', class: 'binding_mismatch', action, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
@@ -190,15 +196,7 @@ const checkBinding: RequestStage = async (ctx, deps) => {
   );
   deps.metrics.security.inc({ event: 'binding_mismatch' });
   if (action === 'log') return true;
-  if (action === 'revoke') {
-    try {
-      await deps.service.revoke(session);
-      deps.metrics.sessions.inc({ action: 'revoked' });
-    } catch (err) {
-      replyError(ctx, deps, err);
-      return false;
-    }
-  }
+  if (action === 'revoke' && !(await revokeNow(ctx, deps, session, 'binding'))) return false;
   // reject: the session survives for its rightful holder; this client gets nothing of it, and
   // its copy of the ticket is cleared (a user whose agent or network changed can log in again).
   ctx.clearTicket = true;
@@ -206,7 +204,24 @@ const checkBinding: RequestStage = async (ctx, deps) => {
   ctx.newTicket = undefined;
   reject(ctx, deps, action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
   return false;
-};
+}
+
+/**
+ * Revokes a session and its family now. When the store fails, answers the request (503: not
+ * revoked means not logged out, so say so rather than pretend) and returns false.
+ */
+export async function revokeNow(ctx: RequestContext, deps: PipelineDeps, session: LiveSession, by: 'rule' | 'app' | 'binding'): Promise<boolean> {
+  try {
+    await deps.service.revoke(session);
+  } catch (err) {
+    discardBody(ctx);
+    replyError(ctx, deps, err);
+    return false;
+  }
+  deps.metrics.sessions.inc({ action: 'revoked' });
+  ctx.log.info({ event: 'session.logout', by }, 'session and its family revoked');
+  return true;
+}
 
 /** What this request binds a session to: its user agent and/or address prefix (hashed by the service). */
 export function bindingOf(ctx: RequestContext, deps: PipelineDeps): string {
@@ -233,25 +248,16 @@ export function ipPrefix(ip: string): string {
 }
 
 /** 4. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
-const matchRules: RequestStage = async (ctx, deps) => {
+const matchRules: RequestStage = (ctx, deps) => {
   const { logout, login } = deps.config;
   ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
   if (!ruleMatches(logout.rules, ctx.method, ctx.pathname)) return true;
   ctx.isLogout = true;
-  const session = ctx.session;
-  if (!session) return true;
-  try {
-    await deps.service.revoke(session);
-  } catch (err) {
-    // Not revoked means not logged out: say so rather than pretend.
-    replyError(ctx, deps, err);
-    return false;
-  }
-  deps.metrics.sessions.inc({ action: 'revoked' });
-  ctx.log.info({ event: 'session.logout' }, 'session (and its family) revoked by a logout rule');
   ctx.clearTicket = true;
   ctx.newTicket = undefined;
-  return true;
+  const session = ctx.session;
+  if (!session) return true;
+  return revokeNow(ctx, deps, session, 'rule');
 };
 
 /** 5. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */

@@ -4,7 +4,7 @@ import { setCookieName } from '../cookies/header.js';
 import { RequestJar } from '../cookies/jar.js';
 import type { PipelineDeps, RequestContext, ResponseStage } from './context.js';
 import { clearTicketCookie, replyError, ticketCookie } from './reply.js';
-import { bindingOf, HOP_BY_HOP, mayClearTicket } from './request.js';
+import { bindingOf, HOP_BY_HOP, mayClearTicket, revokeNow } from './request.js';
 
 /** Is a cookie the app sets kept in the jar (true) or sent to the browser (false)? */
 function isManaged(name: string, deps: PipelineDeps): boolean {
@@ -80,23 +80,14 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
  * 2a. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
  * in logout.onCookieCleared): revoke it and its family now, as a logout rule would have.
  */
-const appRevocation: ResponseStage = async (ctx, deps) => {
+const appRevocation: ResponseStage = (ctx, deps) => {
   if (!ctx.appRevoke || ctx.isLogout) return true;
   ctx.isLogout = true;
   ctx.clearTicket = true;
   ctx.newTicket = undefined;
   const session = ctx.session;
   if (!session) return true;
-  try {
-    await deps.service.revoke(session);
-  } catch (err) {
-    discardBody(ctx);
-    replyError(ctx, deps, err);
-    return false;
-  }
-  deps.metrics.sessions.inc({ action: 'revoked' });
-  ctx.log.info({ event: 'session.logout', by: 'app' }, 'session (and its family) revoked at the app\'s request');
-  return true;
+  return revokeNow(ctx, deps, session, 'app');
 };
 
 /**
