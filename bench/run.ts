@@ -23,7 +23,6 @@ import {
   snapshot,
   statsDelta,
   ticketOf,
-  upstreamStats,
   usedMemory,
   type UpstreamStats,
 } from './lib/session.js';

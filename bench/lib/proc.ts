@@ -6,7 +6,7 @@
 // for error messages.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, Socket } from 'node:net';
+import { Socket } from 'node:net';
 
 export interface Child {
   readonly name: string;
@@ -213,17 +213,7 @@ export function onPath(command: string): boolean {
 }
 
 /** A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
-}
+export { freePort } from '../../test/helpers/redis-server.js';
 
 /** Resolves once a TCP connection to 127.0.0.1:port succeeds; polls until the deadline. */
 export async function waitForPort(port: number, timeoutMs: number, alive: () => boolean): Promise<void> {
