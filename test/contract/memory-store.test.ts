@@ -1,26 +1,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLogger, type Logger } from '../../src/log.js';
 import { createStore } from '../../src/store/index.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { SessionMeta } from '../../src/store/types.js';
 import { fakeClock, runStoreContract, type FakeClock } from './store.contract.js';
+import { captureLogger } from '../helpers/logs.js';
 
-interface LogLine {
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-function captureLogger(): { logger: Logger; lines: LogLine[]; warnings: () => LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = createLogger('debug', {
-    write(s: string) {
-      lines.push(JSON.parse(s) as LogLine);
-    },
-  });
-  return { logger, lines, warnings: () => lines.filter((l) => l.level === 'warn') };
-}
 
 runStoreContract('memory', async (clock) => {
   const { logger } = captureLogger();

@@ -3,28 +3,14 @@
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { StoreUnavailableError } from '../../src/errors.js';
-import { createLogger, type Logger } from '../../src/log.js';
+import type { Logger } from '../../src/log.js';
 import { createStore } from '../../src/store/index.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { SessionMeta } from '../../src/store/types.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { runStoreContract } from './store.contract.js';
+import { captureLogger } from '../helpers/logs.js';
 
-interface LogLine {
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-function captureLogger(): { logger: Logger; lines: LogLine[]; warnings: () => LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = createLogger('debug', {
-    write(s: string) {
-      lines.push(JSON.parse(s) as LogLine);
-    },
-  });
-  return { logger, lines, warnings: () => lines.filter((l) => l.level === 'warn') };
-}
 
 let server: RedisServer | undefined;
 before(async () => {

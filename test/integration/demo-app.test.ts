@@ -3,10 +3,10 @@
 // coatcheck is there to fix: the app's own cookie keeps working after logout.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { request, type IncomingMessage, type Server } from 'node:http';
+import { REPO_ROOT } from '../helpers/coatcheck.js';
 
 interface DemoApp {
   server: Server;
@@ -18,23 +18,10 @@ interface DemoAppModule {
   startDemoApp(options?: { host?: string; port?: number; secret?: string | Buffer }): Promise<DemoApp>;
 }
 
-/** The repo root: the nearest ancestor holding coatcheck's package.json (works from src or build). */
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'coatcheck') {
-      return dir;
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the coatcheck repo root above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
 
 // The app is plain JS outside the TypeScript build, so it is loaded from the repo at run time.
 const { startDemoApp } = (await import(
-  pathToFileURL(join(repoRoot(), 'examples', 'demo-app.mjs')).href
+  pathToFileURL(join(REPO_ROOT.replace(/\/$/, ''), 'examples', 'demo-app.mjs')).href
 )) as DemoAppModule;
 
 async function start(t: { after(fn: () => Promise<void>): void }): Promise<DemoApp> {

@@ -7,24 +7,11 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, posix } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, posix } from 'node:path';
+import { REPO_ROOT } from '../helpers/coatcheck.js';
 
-/** The repo root: the nearest ancestor holding coatcheck's package.json (works from src or build). */
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'coatcheck') {
-      return dir;
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the coatcheck repo root above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
 
-const ROOT = repoRoot();
+const ROOT = REPO_ROOT.replace(/\/$/, '');
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   version: string;
   scripts: Record<string, string>;

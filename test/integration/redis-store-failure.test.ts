@@ -5,26 +5,11 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { StoreUnavailableError } from '../../src/errors.js';
-import { createLogger, type Logger } from '../../src/log.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { SessionMeta } from '../../src/store/types.js';
 import { freePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { captureLogger } from '../helpers/logs.js';
 
-interface LogLine {
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-function captureLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = createLogger('debug', {
-    write(s: string) {
-      lines.push(JSON.parse(s) as LogLine);
-    },
-  });
-  return { logger, lines };
-}
 
 const HOUR = 3_600_000;
 const MARGIN_MS = 1500;
