@@ -1,27 +1,18 @@
 // The store contract against a real redis-server (one per suite), plus checks of the data
 // layout in Redis itself through a raw client.
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { StoreUnavailableError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { createStore } from '../../src/store/index.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { SessionMeta } from '../../src/store/types.js';
-import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { redisForSuite } from '../helpers/redis-server.js';
 import { runStoreContract } from './store.contract.js';
 import { captureLogger } from '../helpers/logs.js';
 
 
-let server: RedisServer | undefined;
-before(async () => {
-  server = await startRedis();
-});
-after(() => server?.stop());
-
-function redis(): RedisServer {
-  if (!server) throw new Error('redis-server not started');
-  return server;
-}
+const redis = redisForSuite();
 
 let prefixes = 0;
 function nextPrefix(): string {

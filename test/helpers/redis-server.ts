@@ -6,6 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { Redis } from 'ioredis';
 
 export interface RedisServer {
@@ -213,4 +214,20 @@ export async function startRedis(): Promise<RedisServer> {
     },
   };
   return server;
+}
+
+/**
+ * Starts one redis-server for the enclosing suite (node:test `before`/`after`) and returns an
+ * accessor for it.
+ */
+export function redisForSuite(): () => RedisServer {
+  let server: RedisServer | undefined;
+  before(async () => {
+    server = await startRedis();
+  });
+  after(() => server?.stop());
+  return () => {
+    if (!server) throw new Error('redis-server not started');
+    return server;
+  };
 }

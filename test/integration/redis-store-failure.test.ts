@@ -1,13 +1,13 @@
 // RedisStore when Redis is away, frozen or crashes: failures are fast, typed, quiet, and the
 // store recovers by itself. Bounds are generous correctness bounds, not speed benchmarks.
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { StoreUnavailableError } from '../../src/errors.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { SessionMeta } from '../../src/store/types.js';
-import { freePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { freePort, redisForSuite } from '../helpers/redis-server.js';
 import { captureLogger } from '../helpers/logs.js';
 
 
@@ -84,16 +84,7 @@ function resetConnections(port: number, count: number, timeoutMs: number): Promi
 }
 
 describe('RedisStore failure handling', () => {
-  let server: RedisServer | undefined;
-  before(async () => {
-    server = await startRedis();
-  });
-  after(() => server?.stop());
-
-  function redis(): RedisServer {
-    if (!server) throw new Error('redis-server not started');
-    return server;
-  }
+  const redis = redisForSuite();
 
   function newStore(t: TestContext, over: { url?: string; timeout?: number; connectTimeout?: number } = {}) {
     const log = captureLogger();
