@@ -80,6 +80,29 @@ describe('data at rest', () => {
     }
   });
 
+  test('a tampered or transplanted jar value is dropped with a warning, never sent to the app', async (t) => {
+    const { h, prefix } = await start(redisChoice());
+    t.after(() => h.close());
+    const a = await login(h);
+    const b = await login(h);
+    const raw = redis.client();
+    const keys = await raw.keys(`${prefix}s:*`);
+    assert.equal(keys.length, 2);
+    const [ka, kb] = keys as [string, string];
+    const field = 'app_session;127.0.0.1;/';
+    // b's sealed value moved into a's record: valid ciphertext, wrong session
+    await raw.hset(ka, field, (await raw.hget(kb, field)) as string);
+    // one byte of b's prefs flipped
+    const prefsField = 'prefs;127.0.0.1;/';
+    const v = (await raw.hget(kb, prefsField)) as string;
+    await raw.hset(kb, prefsField, `${v.slice(0, 20)}${v[20] === 'A' ? 'B' : 'A'}${v.slice(21)}`);
+    const ra = await a.send('/echo');
+    const rb = await b.send('/echo');
+    const both = [echoCookie(ra), echoCookie(rb)].sort();
+    assert.deepEqual(both, ['app_session=alice-secret-value', 'prefs=dark-secret-pref'], 'each request lost exactly the damaged cookie');
+    assert.equal(h.logs.events('session.jar_field_unreadable').length, 2);
+  });
+
   test('a forged ticket sends no command to Redis', async (t) => {
     const { h } = await start(redisChoice());
     t.after(() => h.close());
