@@ -423,31 +423,28 @@ async function runCell(env: Env, s: Settings, targets: Target[], sessions: Map<T
 interface RedisMemory {
   /** MEMORY USAGE of a real 3-cookie session (SAMPLES 0), in bytes. */
   memoryUsage3: number;
+  /** Its type and encoding (`string/raw` for coatcheck's one-string records). */
   encoding3: string;
-  fields3: number;
-  /** Bytes of field names and values of that session (what coatcheck writes). */
-  payloadBytes3: number;
+  /** Bytes of the stored value (header and sealed record). */
+  valueBytes3: number;
   /** name=value bytes of its three app cookies, as the app set them. */
   appCookieBytes3: number;
+  /** Keys other than session records that sessions made (family indexes: only after a renewal). */
+  otherKeys: number;
   /** The same for a session of the hot path (4 cookies, ~500 bytes of name=value). */
   memoryUsageHot: number;
   encodingHot: string;
-  /** MEMORY USAGE of a 3-cookie session created with hash-max-listpack-value 1024 (informative). */
-  memoryUsage3Listpack1024: number | null;
-  encoding3Listpack1024: string | null;
   /** INFO used_memory growth per preloaded copy of the 3-cookie session. */
   infoBytesPerSession: number | null;
   preloaded: number;
 }
 
-async function hashFacts(redis: BenchRedis, key: string): Promise<{ usage: number; encoding: string; fields: number; payload: number }> {
+async function keyFacts(redis: BenchRedis, key: string): Promise<{ usage: number; encoding: string; bytes: number }> {
   const c = redis.client;
   const usage = Number(await c.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
-  const encoding = String(await c.call('OBJECT', 'ENCODING', key));
-  const all = await c.hgetall(key);
-  let payload = 0;
-  for (const [k, v] of Object.entries(all)) payload += Buffer.byteLength(k) + Buffer.byteLength(v);
-  return { usage, encoding, fields: Object.keys(all).length, payload };
+  const encoding = `${await c.type(key)}/${String(await c.call('OBJECT', 'ENCODING', key))}`;
+  const bytes = encoding.startsWith('string') ? await c.strlen(key) : 0;
+  return { usage, encoding, bytes };
 }
 
 async function measureRedisMemory(
@@ -456,42 +453,27 @@ async function measureRedisMemory(
   cc: Target,
   hotTicketCookie: string,
 ): Promise<{ mem: RedisMemory; sampleKey: string; storeKey: string }> {
-  // A 3-cookie session created through coatcheck: a real record (hashed key, sealed values).
+  // A 3-cookie session created through coatcheck: a real record (hashed key, sealed value).
   const [small] = await login(cc.origin, 'small3', 1);
   const { key, storeKey } = await sessionKeyOf(redis.client, ticketOf(small as string, 'coatcheck'), COATCHECK_SECRET, COATCHECK_PREFIX);
-  const f3 = await hashFacts(redis, key);
+  const f3 = await keyFacts(redis, key);
   // The app's own name=value bytes for such a login (asked directly, not through coatcheck).
   const [direct] = await login(upstream.origin, 'small3', 1);
   const appCookieBytes3 = (direct as string).split('; ').reduce((n, pair) => n + pair.length, 0);
   const hot = await sessionKeyOf(redis.client, ticketOf(hotTicketCookie, 'coatcheck'), COATCHECK_SECRET, COATCHECK_PREFIX);
-  const fh = await hashFacts(redis, hot.key);
-
-  let lp: { usage: number; encoding: string } | null = null;
-  const orig = (await redis.client.config('GET', 'hash-max-listpack-value')) as string[];
-  const origValue = orig[1];
-  if (origValue !== undefined) {
-    await redis.client.config('SET', 'hash-max-listpack-value', '1024');
-    try {
-      const [other] = await login(cc.origin, 'small3', 1);
-      const k = await sessionKeyOf(redis.client, ticketOf(other as string, 'coatcheck'), COATCHECK_SECRET, COATCHECK_PREFIX);
-      lp = await hashFacts(redis, k.key);
-    } finally {
-      await redis.client.config('SET', 'hash-max-listpack-value', origValue);
-    }
-  }
+  const fh = await keyFacts(redis, hot.key);
+  const otherKeys = (await redis.client.keys(`${COATCHECK_PREFIX}*`)).filter((k) => !k.startsWith(`${COATCHECK_PREFIX}s:`)).length;
   return {
     sampleKey: key,
     storeKey,
     mem: {
       memoryUsage3: f3.usage,
       encoding3: f3.encoding,
-      fields3: f3.fields,
-      payloadBytes3: f3.payload,
+      valueBytes3: f3.bytes,
       appCookieBytes3,
+      otherKeys,
       memoryUsageHot: fh.usage,
       encodingHot: fh.encoding,
-      memoryUsage3Listpack1024: lp?.usage ?? null,
-      encoding3Listpack1024: lp?.encoding ?? null,
       infoBytesPerSession: null,
       preloaded: 0,
     },
@@ -655,7 +637,7 @@ function verdicts(rows: Row[], scale: ScaleResult | null, mem: RedisMemory | nul
     target: 'Redis memory ≤ 600 bytes per 3-cookie session',
     met: mem ? mem.memoryUsage3 <= 600 && (mem.infoBytesPerSession === null || mem.infoBytesPerSession <= 600) : null,
     detail: mem
-      ? `MEMORY USAGE ${mem.memoryUsage3} bytes (${mem.encoding3}, ${mem.fields3} fields, ${mem.payloadBytes3} bytes of fields and values for ${mem.appCookieBytes3} bytes of app cookies)` +
+      ? `MEMORY USAGE ${mem.memoryUsage3} bytes (${mem.encoding3}, a ${mem.valueBytes3}-byte value for ${mem.appCookieBytes3} bytes of app cookies; ${mem.otherKeys} other keys)` +
         (mem.infoBytesPerSession !== null ? `; INFO used_memory ${fmt(mem.infoBytesPerSession)} bytes per session over ${fmt(mem.preloaded)} copies` : '')
       : 'not measured (no redis-server)',
   });
@@ -713,8 +695,7 @@ export function renderReport(r: BenchResult): string {
     out.push(
       `Redis memory, 3-cookie session: MEMORY USAGE ${mem.memoryUsage3} bytes (${mem.encoding3})` +
         (mem.infoBytesPerSession !== null ? `, INFO used_memory ${fmt(mem.infoBytesPerSession)} bytes/session over ${fmt(mem.preloaded)} copies` : '') +
-        `; hot-path 4-cookie session ${mem.memoryUsageHot} bytes (${mem.encodingHot})` +
-        (mem.memoryUsage3Listpack1024 !== null ? `; 3-cookie with hash-max-listpack-value 1024: ${mem.memoryUsage3Listpack1024} bytes (${mem.encoding3Listpack1024})` : ''),
+        `; hot-path 4-cookie session ${mem.memoryUsageHot} bytes (${mem.encodingHot}); keys other than session records: ${mem.otherKeys}`,
     );
   }
   out.push('\nTargets:');

@@ -1,5 +1,5 @@
 // A throwaway redis-server for the bench: 127.0.0.1, a free port, no persistence, its own
-// directory; default settings otherwise (hash-max-listpack-value 64, no maxmemory), as a
+// directory; default settings otherwise (no maxmemory), as a
 // user's fresh install would have.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -18,43 +18,39 @@ const SAME_SITE_CODE: Record<string, number> = { strict: 1, lax: 2, none: 3 };
 const SAME_SITE_NAME = ['', 'strict', 'lax', 'none'] as const;
 
 /**
- * Compact stored form: a JSON array [value, flags, expiresMs (0 = session), creationMs, sameSite, order].
- * `order` is tough-cookie's creation index: it breaks ties between cookies created in the same
- * millisecond (one response setting several), so they keep the order a browser sends them in.
- * Name, domain and path live in the field name. Max-Age is turned into an absolute expiry when
+ * Compact stored form: [value, flags, expires, creation, sameSite], times in ms relative to
+ * `base` (the record's creation time; expires 0 = a session cookie). Name, domain and path
+ * live in the field name; the order of cookies created in the same millisecond (tough-cookie's
+ * creation index: one response setting several) is kept by the order of the records' entries,
+ * so it is given back to cookieFromTuple(). Max-Age is turned into an absolute expiry when
  * the cookie is received, as a browser does.
  */
-export function encodeCookie(cookie: Cookie): string {
+export type CookieTuple = [value: string, flags: number, expires: number, creation: number, sameSite: number];
+
+export function cookieTuple(cookie: Cookie, base: number): CookieTuple {
   const flags = (cookie.secure ? F_SECURE : 0) | (cookie.httpOnly ? F_HTTP_ONLY : 0) | (cookie.hostOnly ? F_HOST_ONLY : 0);
-  const expires = cookie.expires instanceof Date ? cookie.expires.getTime() : 0;
-  const creation = cookie.creation instanceof Date ? cookie.creation.getTime() : 0;
+  // A stored cookie has not expired, so its expiry is after the record's creation: never 0.
+  const expires = cookie.expires instanceof Date ? Math.max(1, cookie.expires.getTime() - base) : 0;
+  const creation = cookie.creation instanceof Date ? cookie.creation.getTime() - base : 0;
   const sameSite = SAME_SITE_CODE[(cookie.sameSite ?? '').toLowerCase()] ?? 0;
-  return JSON.stringify([cookie.value, flags, expires, creation, sameSite, cookie.creationIndex]);
+  return [cookie.value, flags, expires, creation, sameSite];
 }
 
-/** Rebuilds a cookie from its field and stored form; undefined when either is malformed. */
-export function decodeCookie(field: string, payload: string): Cookie | undefined {
+/**
+ * Rebuilds a cookie from its field and stored form (`data` is untrusted: anything JSON.parse
+ * returns, read from `offset` on); undefined when either is malformed.
+ */
+export function cookieFromTuple(field: string, data: readonly unknown[], offset: number, base: number, order: number): Cookie | undefined {
   const first = field.indexOf(';');
   const second = first === -1 ? -1 : field.indexOf(';', first + 1);
   if (first <= 0 || second === -1) return undefined;
-  let data: unknown;
-  try {
-    data = JSON.parse(payload);
-  } catch {
-    return undefined;
-  }
-  if (!Array.isArray(data) || data.length !== 6) return undefined;
-  const [value, flags, expires, creation, sameSite, order] = data as unknown[];
-  if (
-    typeof value !== 'string' ||
-    typeof flags !== 'number' ||
-    typeof expires !== 'number' ||
-    typeof creation !== 'number' ||
-    typeof sameSite !== 'number' ||
-    typeof order !== 'number'
-  ) {
-    return undefined;
-  }
+  if (data.length - offset < 5) return undefined;
+  const value = data[offset];
+  const flags = data[offset + 1];
+  const expires = data[offset + 2];
+  const creation = data[offset + 3];
+  const sameSite = data[offset + 4];
+  if (typeof value !== 'string' || !isInt(flags) || !isInt(expires) || !isInt(creation) || !isInt(sameSite)) return undefined;
   const ss = SAME_SITE_NAME[sameSite];
   const cookie = new Cookie({
     key: field.slice(0, first),
@@ -64,12 +60,23 @@ export function decodeCookie(field: string, payload: string): Cookie | undefined
     secure: (flags & F_SECURE) !== 0,
     httpOnly: (flags & F_HTTP_ONLY) !== 0,
     hostOnly: (flags & F_HOST_ONLY) !== 0,
-    expires: expires > 0 ? new Date(expires) : 'Infinity',
-    creation: creation > 0 ? new Date(creation) : null,
+    expires: expires !== 0 ? new Date(base + expires) : 'Infinity',
+    creation: new Date(base + creation),
     ...(ss ? { sameSite: ss } : {}),
   });
   cookie.creationIndex = order;
   return cookie;
+}
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+/** Orders cookies as they were created (creation time, then creation index): the order a record keeps. */
+export function byCreation(a: Cookie, b: Cookie): number {
+  const ta = a.creation instanceof Date ? a.creation.getTime() : 0;
+  const tb = b.creation instanceof Date ? b.creation.getTime() : 0;
+  return ta - tb || a.creationIndex - b.creationIndex;
 }
 
 /** What one `Set-Cookie` from the app does to the jar. */

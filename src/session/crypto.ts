@@ -1,6 +1,6 @@
 // Keys and encryption for data at rest. The store key is a hash of the session id (never the
-// id itself), and jar values are sealed with AES-256-GCM under a key derived from the id, so a
-// copy of the store can neither be replayed as a ticket nor read.
+// id itself), and each session's record (jar and metadata) is sealed with AES-256-GCM under a
+// key derived from the id, so a copy of the store can neither be replayed as a ticket nor read.
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 
 const IV_BYTES = 12;
@@ -39,6 +39,42 @@ export function open(key: Buffer, field: string, sealed: string): string | undef
   } catch {
     return undefined;
   }
+}
+
+/** Additional data of a sealed session record. */
+const RECORD_AAD = Buffer.from('coatcheck/v2/record');
+
+/** Seals a session record (its jar and metadata) as bytes: IV, ciphertext, tag. */
+export function sealRecord(key: Buffer, plaintext: string): Buffer {
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(RECORD_AAD);
+  return Buffer.concat([iv, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+}
+
+/** Opens a sealed record; undefined when it was tampered with, moved from another session or is not ours. */
+export function openRecord(key: Buffer, sealed: Buffer): string | undefined {
+  if (sealed.length < IV_BYTES + TAG_BYTES) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES));
+    decipher.setAAD(RECORD_AAD);
+    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    const head = decipher.update(sealed.subarray(IV_BYTES, sealed.length - TAG_BYTES));
+    const tail = decipher.final();
+    return (tail.length === 0 ? head : Buffer.concat([head, tail])).toString('utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Does `sealed` end with this authentication tag? (A cheap identity check of a sealed record.) */
+export function hasTag(sealed: Buffer, tag: Buffer): boolean {
+  return sealed.length >= TAG_BYTES && sealed.compare(tag, 0, TAG_BYTES, sealed.length - TAG_BYTES, sealed.length) === 0;
+}
+
+/** A copy of a sealed record's authentication tag. */
+export function tagOf(sealed: Buffer): Buffer {
+  return Buffer.from(sealed.subarray(sealed.length - TAG_BYTES));
 }
 
 /** Short keyed hashes of ids for logs: stable per process secret, useless to an attacker. */

@@ -4,9 +4,11 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Cookie } from 'tough-cookie';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { RenewalAlias, SessionMeta, SessionStore } from '../store/types.js';
-import { decodeCookie, encodeCookie, type JarChange } from '../cookies/jar.js';
-import { jarKeyOf, LogHasher, open, seal, storeKeyOf } from './crypto.js';
+import { StoreUnavailableError } from '../errors.js';
+import type { RenewalAlias, SessionStore } from '../store/types.js';
+import type { JarChange } from '../cookies/jar.js';
+import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
+import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
 import { SID_BYTES, TicketCodec } from './ticket.js';
 import { Lru } from '../util/lru.js';
 
@@ -19,7 +21,11 @@ interface KnownTicket {
 
 /** Bounds of the per-process caches (entries). */
 const TICKET_CACHE = 20_000;
-const COOKIE_CACHE = 20_000;
+const RECORD_CACHE = 20_000;
+/** Compare-and-set attempts of one write before giving up (each lost attempt means another write landed). */
+const MAX_WRITE_ATTEMPTS = 8;
+
+export type { SessionMeta } from './record.js';
 
 export interface SessionTimeouts {
   idleTimeout: number;
@@ -41,12 +47,13 @@ export interface LiveSession {
   key: string;
   /** Short keyed hash of the id, for logs. */
   logId: string;
-  meta: SessionMeta;
+  /** Shared with other requests of this session: never mutate it. */
+  meta: Readonly<SessionMeta>;
   jarKey: Buffer;
-  /** field → cookie, decrypted; cookies already expired at load time are left out. */
-  cookies: Map<string, Cookie>;
-  /** field → sealed value size, for the jar size limit. */
-  sizes: Map<string, number>;
+  /** field → cookie, decrypted; cookies already expired at load time are left out. Shared: never mutate it. */
+  cookies: ReadonlyMap<string, Cookie>;
+  /** The record's version in the store: the compare-and-set token of the next write. */
+  version: number;
   /**
    * Set when the client presented a renewed id inside its grace window: this is the successor
    * session, and the browser should be given its ticket.
@@ -97,7 +104,8 @@ export interface SessionServiceDeps {
   random?: (size: number) => Buffer;
 }
 
-type SetChange = Extract<JarChange, { kind: 'set' }>;
+/** Random bytes of a family id (an index key, not a secret: 96 bits keep ids of different logins apart). */
+const FAMILY_BYTES = 12;
 
 /** Additional data that binds a sealed successor id to its purpose. */
 const SUCCESSOR_FIELD = '@n';
@@ -120,11 +128,12 @@ export class SessionService {
   private readonly tickets = new Lru<string, KnownTicket>(TICKET_CACHE);
   private readonly jarKeys = new Lru<string, Buffer>(TICKET_CACHE);
   /**
-   * Opened jar cookies by (store key, field, sealed value): a value that did not change since
-   * the last request is not decrypted and parsed again. Keyed by the session too, so a sealed
-   * value copied into another session's record is never taken from here.
+   * Opened records by store key, with the version and authentication tag they were opened
+   * from: a record that did not change since the last request is not decrypted and parsed
+   * again. The tag is compared too, so a different value under the same version (a restored
+   * backup, a hand edit) is always opened and authenticated afresh.
    */
-  private readonly opened = new Lru<string, { sealed: string; cookie: Cookie }>(COOKIE_CACHE);
+  private readonly opened = new Lru<string, { version: number; tag: Buffer; record: OpenedRecord }>(RECORD_CACHE);
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -171,11 +180,6 @@ export class SessionService {
     return k;
   }
 
-  /** What the store holds for a verified id, following a renewal alias inside its grace window. */
-  private resolveSid(sid: Buffer): Promise<Resolution> {
-    return this.resolveKnown(this.know(sid));
-  }
-
   private async resolveKnown(known: KnownTicket): Promise<Resolution> {
     const { sid, key, logId } = known;
     const found = await this.store.load(key);
@@ -196,41 +200,40 @@ export class SessionService {
         return next;
       }
       case 'live':
-        return this.live(sid, key, logId, found.meta, found.fields, now);
+        return this.live(known, found.version, found.data, now);
     }
   }
 
+  /** What the store holds for a verified id, without following a renewal alias. */
   private async loadLive(sid: Buffer, now: number): Promise<Resolution> {
-    const { key, logId } = this.know(sid);
-    const found = await this.store.load(key);
-    if (found.state === 'live') return this.live(sid, key, logId, found.meta, found.fields, now);
-    if (found.state === 'none') return { state: 'expired', logId };
-    return { state: 'revoked', logId };
+    const known = this.know(sid);
+    const found = await this.store.load(known.key);
+    if (found.state === 'live') return this.live(known, found.version, found.data, now);
+    if (found.state === 'none') return { state: 'expired', logId: known.logId };
+    return { state: 'revoked', logId: known.logId };
   }
 
-  private live(sid: Buffer, key: string, logId: string, meta: SessionMeta, fields: Map<string, string>, now: number): Resolution {
-    if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
-    const jarKey = this.jarKey({ sid, key });
-    const cookies = new Map<string, Cookie>();
-    const sizes = new Map<string, number>();
-    for (const [field, sealed] of fields) {
-      const cacheKey = `${key}\n${field}`;
-      const hit = this.opened.get(cacheKey);
-      let cookie = hit !== undefined && hit.sealed === sealed ? hit.cookie : undefined;
-      if (!cookie) {
-        const plain = open(jarKey, field, sealed);
-        cookie = plain === undefined ? undefined : decodeCookie(field, plain);
-        if (!cookie) {
-          this.logger.warn({ event: 'session.jar_field_unreadable', session: logId }, 'a jar field could not be opened; it is ignored');
-          continue;
-        }
-        this.opened.set(cacheKey, { sealed, cookie });
+  private live(known: KnownTicket, version: number, data: Buffer, now: number): Resolution {
+    const { sid, key, logId } = known;
+    const jarKey = this.jarKey(known);
+    const hit = this.opened.get(key);
+    let record: OpenedRecord | undefined;
+    if (hit !== undefined && hit.version === version && hasTag(data, hit.tag)) {
+      record = hit.record;
+    } else {
+      const plain = openRecord(jarKey, data);
+      record = plain === undefined ? undefined : decodeRecord(plain);
+      if (!record) {
+        // Tampered with, copied from another session, or damaged: nothing in it can be trusted.
+        this.logger.warn({ event: 'session.record_unreadable', session: logId }, 'a session record could not be opened; the session is treated as expired');
+        return { state: 'expired', logId };
       }
-      if (cookie.expires instanceof Date && cookie.expires.getTime() <= now) continue;
-      cookies.set(field, cookie);
-      sizes.set(field, field.length + sealed.length);
+      this.opened.set(key, { version, tag: tagOf(data), record });
     }
-    return { state: 'live', session: { sid, key, logId, meta, jarKey, cookies, sizes } };
+    const { meta } = record;
+    if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
+    const cookies = now < record.firstExpiry ? record.cookies : unexpired(record.cookies, now);
+    return { state: 'live', session: { sid, key, logId, meta, jarKey, cookies, version } };
   }
 
   private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
@@ -246,9 +249,7 @@ export class SessionService {
    */
   async revoke(session: LiveSession): Promise<void> {
     const ttl = Math.max(1000, session.meta.deadline - this.clock());
-    const revoked = await this.store.revokeFamily(session.meta.family, ttl);
-    // The family index is only an index: make sure this id is dead whatever it holds.
-    if (revoked === 0) await this.store.revoke(session.key, ttl);
+    await this.store.revokeFamily(session.meta.family, session.key, ttl);
   }
 
   /** Applies the app's cookie changes: updates, creates, renews or rotates a session. */
@@ -258,9 +259,8 @@ export class SessionService {
     if (session && input.rotate) return this.rotate(session, input, now, false);
     if (session && this.renewDue(session, now)) return this.rotate(session, input, now, true);
     if (session) return this.update(session, input, now);
-    const sets = input.changes.filter((c): c is SetChange => c.kind === 'set');
-    if (sets.length === 0) return { kind: 'unchanged' };
-    return this.create(sets, input, now);
+    if (!input.changes.some((c) => c.kind === 'set')) return { kind: 'unchanged' };
+    return this.create(input, now);
   }
 
   private renewDue(session: LiveSession, now: number): boolean {
@@ -273,31 +273,37 @@ export class SessionService {
     return Math.min(this.timeouts.idleTimeout, meta.deadline - now);
   }
 
-  private async update(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
-    const set = new Map<string, string>();
-    const del: string[] = [];
-    const sizes = new Map(session.sizes);
-    for (const change of input.changes) {
-      if (change.kind === 'set') {
-        const sealed = seal(session.jarKey, change.field, encodeCookie(change.cookie));
-        if (!this.fits(sizes, change.field, sealed, session.logId, change.name)) continue;
-        sizes.set(change.field, change.field.length + sealed.length);
-        set.set(change.field, sealed);
-        const d = del.indexOf(change.field);
-        if (d !== -1) del.splice(d, 1);
-      } else if (change.kind === 'delete') {
-        set.delete(change.field);
-        sizes.delete(change.field);
-        if (session.cookies.has(change.field) && !del.includes(change.field)) del.push(change.field);
-      }
+  /**
+   * Writes the changes to the request's session. The store compares versions: when another
+   * request wrote the session first, its record is loaded again and the same changes are
+   * applied on top of it (as a browser applies each response's cookies to the current jar).
+   */
+  private async update(first: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
+    let session = first;
+    for (let attempt = 1; ; attempt++) {
+      const jar = this.buildJar(session.cookies, input.changes, session.logId);
+      const userChanged = input.user !== undefined && input.user !== session.meta.user;
+      const touchDue = now - session.meta.touched >= this.touchInterval;
+      if (!jar.changed && !touchDue && !userChanged) return { kind: 'unchanged' };
+      const meta: SessionMeta = { ...session.meta, touched: now };
+      if (userChanged) meta.user = input.user as string;
+      const ttlMs = this.ttlAt(meta, now);
+      if (ttlMs <= 0) return { kind: 'gone' };
+      const result = await this.store.update(session.key, session.version, sealRecord(session.jarKey, encodeRecord(meta, jar.cookies)), ttlMs);
+      if (result === 'ok') return { kind: 'updated' };
+      if (result === 'gone') return { kind: 'gone' };
+      // A touch alone that lost to another write is not needed: that write touched the session too.
+      if (!jar.changed && !userChanged) return { kind: 'unchanged' };
+      if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
+      const again = await this.loadLive(session.sid, this.clock());
+      if (again.state !== 'live') return { kind: 'gone' };
+      session = again.session;
     }
-    const userChanged = input.user !== undefined && input.user !== session.meta.user;
-    const touchDue = now - session.meta.touched >= this.touchInterval;
-    if (set.size === 0 && del.length === 0 && !touchDue && !userChanged) return { kind: 'unchanged' };
-    const ttlMs = this.ttlAt(session.meta, now);
-    if (ttlMs <= 0) return { kind: 'gone' };
-    const ok = await this.store.update(session.key, { set, del, touched: now, ttlMs, ...(userChanged ? { user: input.user as string } : {}) });
-    return ok ? { kind: 'updated' } : { kind: 'gone' };
+  }
+
+  private contention(session: LiveSession): StoreUnavailableError {
+    this.logger.warn({ event: 'session.write_contention', session: session.logId, attempts: MAX_WRITE_ATTEMPTS }, 'gave up writing a session that other requests kept writing');
+    return new StoreUnavailableError(`session write lost ${MAX_WRITE_ATTEMPTS} times to concurrent writes`);
   }
 
   /** Does a request's binding material match what the session was bound to? */
@@ -308,13 +314,14 @@ export class SessionService {
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
-  private async create(sets: readonly SetChange[], input: CommitInput, now: number): Promise<CommitOutcome> {
+  private async create(input: CommitInput, now: number): Promise<CommitOutcome> {
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
     const jarKey = jarKeyOf(minted.sid);
-    const fields = this.sealAll(jarKey, new Map(), sets, logId);
+    const jar = this.buildJar(new Map(), input.changes, logId);
+    if (jar.cookies.size === 0) return { kind: 'unchanged' };
     const meta = this.newMeta(now, input, jarKey);
-    const ok = await this.store.create(storeKeyOf(minted.sid), meta, fields, this.ttlAt(meta, now));
+    const ok = await this.store.create(storeKeyOf(minted.sid), sealRecord(jarKey, encodeRecord(meta, jar.cookies)), this.ttlAt(meta, now));
     // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
     if (!ok) throw new Error('session id collision in the store');
     return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
@@ -326,7 +333,7 @@ export class SessionService {
       deadline: now + this.timeouts.absoluteTimeout,
       touched: now,
       issued: now,
-      family: this.random(16).toString('base64url'),
+      family: this.random(FAMILY_BYTES).toString('base64url'),
     };
     if (input.user !== undefined) meta.user = input.user;
     if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
@@ -339,90 +346,108 @@ export class SessionService {
    * Renewal (`renew` true): same family and deadline; the old id becomes an alias for the
    * grace window, so requests already in flight with it still work.
    */
-  private async rotate(session: LiveSession, input: CommitInput, now: number, renew: boolean): Promise<CommitOutcome> {
-    const base = new Map(session.cookies);
-    const sets: SetChange[] = [];
-    for (const change of input.changes) {
-      if (change.kind === 'set') {
-        base.delete(change.field);
-        const i = sets.findIndex((s) => s.field === change.field);
-        if (i !== -1) sets.splice(i, 1);
-        sets.push(change);
-      } else if (change.kind === 'delete') {
-        base.delete(change.field);
-        const i = sets.findIndex((s) => s.field === change.field);
-        if (i !== -1) sets.splice(i, 1);
-      }
-    }
+  private async rotate(first: LiveSession, input: CommitInput, now: number, renew: boolean): Promise<CommitOutcome> {
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
     const jarKey = jarKeyOf(minted.sid);
-    const fields = this.sealAll(jarKey, base, sets, logId);
-    let meta: SessionMeta;
-    let alias: RenewalAlias | undefined;
-    if (renew) {
-      meta = { ...session.meta, touched: now, issued: now };
-      delete meta.bind;
-      if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
-      if (input.user !== undefined) meta.user = input.user;
-      alias = {
-        successor: seal(session.jarKey, SUCCESSOR_FIELD, minted.sid.toString('base64url')),
-        graceUntil: now + this.timeouts.renewGrace,
-      };
-    } else {
-      meta = this.newMeta(now, { ...input, ...(input.user === undefined && session.meta.user !== undefined ? { user: session.meta.user } : {}) }, jarKey);
+    const newKey = storeKeyOf(minted.sid);
+    let session = first;
+    for (let attempt = 1; ; attempt++) {
+      const jar = this.buildJar(session.cookies, input.changes, logId);
+      let meta: SessionMeta;
+      let alias: RenewalAlias | undefined;
+      if (renew) {
+        meta = { ...session.meta, touched: now, issued: now };
+        delete meta.bind;
+        if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
+        if (input.user !== undefined) meta.user = input.user;
+        alias = {
+          successor: seal(session.jarKey, SUCCESSOR_FIELD, minted.sid.toString('base64url')),
+          graceUntil: now + this.timeouts.renewGrace,
+          family: meta.family,
+          familyDeadline: meta.deadline,
+        };
+      } else {
+        const user = input.user ?? session.meta.user;
+        meta = this.newMeta(now, { ...input, ...(user !== undefined ? { user } : {}) }, jarKey);
+      }
+      const ttlMs = this.ttlAt(meta, now);
+      if (ttlMs <= 0) return { kind: 'gone' };
+      const oldTtl = Math.max(1000, session.meta.deadline - now);
+      const data = sealRecord(jarKey, encodeRecord(meta, jar.cookies));
+      const result = await this.store.rotate(session.key, session.version, oldTtl, newKey, data, ttlMs, alias);
+      if (result === 'ok') return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
+      if (result === 'conflict') {
+        // Another request wrote the old id first: start again from what it wrote.
+        if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
+        const again = await this.loadLive(session.sid, this.clock());
+        if (again.state !== 'live') return { kind: 'gone' };
+        session = again.session;
+        continue;
+      }
+      if (!renew) return { kind: 'gone' };
+      // A concurrent request renewed this id first: follow its alias and write there instead.
+      const followed = await this.resolveKnown(this.know(session.sid));
+      if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
+      const outcome = await this.update(followed.session, input, now);
+      if (outcome.kind === 'gone') return outcome;
+      return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
     }
-    const ttlMs = this.ttlAt(meta, now);
-    if (ttlMs <= 0) return { kind: 'gone' };
-    const oldTtl = Math.max(1000, session.meta.deadline - now);
-    const ok = await this.store.rotate(session.key, oldTtl, storeKeyOf(minted.sid), meta, fields, ttlMs, alias);
-    if (ok) return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
-    if (!renew) return { kind: 'gone' };
-    // A concurrent request renewed this id first: follow its alias and write there instead.
-    const again = await this.resolveSid(session.sid);
-    if (again.state !== 'live' || !again.session.successorTicket) return { kind: 'gone' };
-    const outcome = await this.update(again.session, input, now);
-    if (outcome.kind === 'gone') return outcome;
-    return { kind: 'created', ticket: again.session.successorTicket, logId: again.session.logId, cause: 'renewed' };
   }
 
-  private sealAll(jarKey: Buffer, base: Map<string, Cookie>, sets: readonly SetChange[], logId: string): Map<string, string> {
-    const fields = new Map<string, string>();
-    const sizes = new Map<string, number>();
-    const put = (field: string, cookie: Cookie, name: string) => {
-      const sealed = seal(jarKey, field, encodeCookie(cookie));
-      if (!this.fits(sizes, field, sealed, logId, name)) return;
-      sizes.set(field, field.length + sealed.length);
-      fields.set(field, sealed);
-    };
-    for (const [field, cookie] of base) put(field, cookie, cookie.key);
-    for (const s of sets) put(s.field, s.cookie, s.name);
-    return fields;
-  }
-
-  /** Enforces the per-session jar limits; a cookie over them is dropped with a warning naming it. */
-  private fits(sizes: Map<string, number>, field: string, sealed: string, logId: string, name: string): boolean {
-    const replacing = sizes.has(field);
-    const count = sizes.size + (replacing ? 0 : 1);
-    let bytes = field.length + sealed.length;
-    for (const [f, n] of sizes) if (f !== field) bytes += n;
-    if (count > this.limits.maxCookiesPerSession || bytes > this.limits.maxJarBytes) {
-      this.logger.warn(
-        {
-          event: 'session.jar_limit',
-          session: logId,
-          cookieName: name,
-          count,
-          bytes,
-          maxCookies: this.limits.maxCookiesPerSession,
-          maxBytes: this.limits.maxJarBytes,
-        },
-        'cookie dropped: the session jar is over its limit',
-      );
-      return false;
+  /**
+   * The jar a write stores: `base` (what the session holds), then the response's changes in
+   * order, within the per-session limits (a cookie over them is dropped with a warning naming
+   * it). `changed` is false when the changes left the jar as it was.
+   */
+  private buildJar(base: ReadonlyMap<string, Cookie>, changes: readonly JarChange[], logId: string): { cookies: Map<string, Cookie>; changed: boolean } {
+    const cookies = new Map(base);
+    let bytes = 0;
+    for (const [field, cookie] of cookies) bytes += jarBytesOf(field, cookie);
+    let changed = false;
+    for (const change of changes) {
+      if (change.kind === 'set') {
+        const previous = cookies.get(change.field);
+        const count = cookies.size + (previous === undefined ? 1 : 0);
+        const after = bytes - (previous ? jarBytesOf(change.field, previous) : 0) + jarBytesOf(change.field, change.cookie);
+        if (count > this.limits.maxCookiesPerSession || after > this.limits.maxJarBytes) {
+          this.logger.warn(
+            {
+              event: 'session.jar_limit',
+              session: logId,
+              cookieName: change.name,
+              count,
+              bytes: after,
+              maxCookies: this.limits.maxCookiesPerSession,
+              maxBytes: this.limits.maxJarBytes,
+            },
+            'cookie dropped: the session jar is over its limit',
+          );
+          continue;
+        }
+        cookies.set(change.field, change.cookie);
+        bytes = after;
+        changed = true;
+      } else if (change.kind === 'delete') {
+        const previous = cookies.get(change.field);
+        if (previous === undefined) continue;
+        cookies.delete(change.field);
+        bytes -= jarBytesOf(change.field, previous);
+        changed = true;
+      }
     }
-    return true;
+    return { cookies, changed };
   }
+}
+
+/** The cookies of a jar that have not expired at `now`. */
+function unexpired(cookies: ReadonlyMap<string, Cookie>, now: number): Map<string, Cookie> {
+  const out = new Map<string, Cookie>();
+  for (const [field, cookie] of cookies) {
+    if (cookie.expires instanceof Date && cookie.expires.getTime() <= now) continue;
+    out.set(field, cookie);
+  }
+  return out;
 }
 
 /** The stored form of a binding: keyed by the session's own key, so it needs no server secret. */

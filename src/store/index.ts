@@ -7,8 +7,7 @@ import { MemoryStore } from './memory.js';
 import { RedisStore } from './redis.js';
 import type { SessionStore } from './types.js';
 
-export type { LoadResult, SessionMeta, SessionStore, SessionUpdate } from './types.js';
-export { META_FIELD_MARK } from './types.js';
+export type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 export { MemoryStore, type MemoryStoreOptions } from './memory.js';
 export { RedisStore, type RedisStoreOptions } from './redis.js';
 

@@ -10,7 +10,7 @@
 import type { Clock } from '../clock.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { META_FIELD_MARK, type LoadResult, type RenewalAlias, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
+import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 
 export interface MemoryStoreOptions {
   clock: Clock;
@@ -20,8 +20,8 @@ export interface MemoryStoreOptions {
 }
 
 interface LiveEntry {
-  meta: SessionMeta;
-  fields: Map<string, string>;
+  data: Buffer;
+  version: number;
   expiresAt: number;
 }
 
@@ -101,7 +101,8 @@ export class MemoryStore implements SessionStore {
     const entry = this.getLive(key, now);
     if (entry) {
       this.touchLru(this.live, key, entry);
-      return { state: 'live', meta: copyMeta(entry.meta), fields: new Map(entry.fields) };
+      // A copy: what a caller does with the Buffer it gets cannot reach the stored record.
+      return { state: 'live', version: entry.version, data: Buffer.from(entry.data) };
     }
     const tomb = this.getTomb(key, now);
     if (tomb) {
@@ -115,41 +116,36 @@ export class MemoryStore implements SessionStore {
     return { state: 'none' };
   }
 
-  async create(key: string, meta: SessionMeta, fields: ReadonlyMap<string, string>, ttlMs: number): Promise<boolean> {
+  async create(key: string, data: Buffer, ttlMs: number): Promise<boolean> {
     this.assertOpen();
     checkTtl(ttlMs, 'ttlMs');
-    checkMeta(meta);
-    checkFieldNames(fields.keys());
+    checkData(data);
     const now = this.clock();
     if (this.occupied(key, now)) return false;
     this.makeRoom(now, 1);
-    this.live.set(key, { meta: copyMeta(meta), fields: new Map(fields), expiresAt: now + ttlMs });
-    this.join(meta, key);
+    this.live.set(key, { data: Buffer.from(data), version: 1, expiresAt: now + ttlMs });
     this.sweep(now);
     return true;
   }
 
-  async update(key: string, change: SessionUpdate): Promise<boolean> {
+  async update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult> {
     this.assertOpen();
-    if (change.ttlMs !== undefined) checkTtl(change.ttlMs, 'ttlMs');
-    if (change.touched !== undefined) checkTime(change.touched, 'touched');
-    if (change.set) checkFieldNames(change.set.keys());
-    if (change.del) checkFieldNames(change.del);
+    checkVersion(version);
+    checkData(data);
+    checkTtl(ttlMs, 'ttlMs');
     const now = this.clock();
     const entry = this.getLive(key, now);
-    if (!entry) {
-      this.sweep(now);
-      return false;
+    let result: WriteResult = 'gone';
+    if (entry && entry.version !== version) result = 'conflict';
+    else if (entry) {
+      entry.data = Buffer.from(data);
+      entry.version = version + 1;
+      entry.expiresAt = now + ttlMs;
+      this.touchLru(this.live, key, entry);
+      result = 'ok';
     }
-    // Same order as the Redis script: set, then delete, then metadata and TTL.
-    if (change.set) for (const [name, value] of change.set) entry.fields.set(name, value);
-    if (change.del) for (const name of change.del) entry.fields.delete(name);
-    if (change.touched !== undefined) entry.meta.touched = change.touched;
-    if (change.user !== undefined) entry.meta.user = change.user;
-    if (change.ttlMs !== undefined) entry.expiresAt = now + change.ttlMs;
-    this.touchLru(this.live, key, entry);
     this.sweep(now);
-    return true;
+    return result;
   }
 
   async revoke(key: string, tombstoneTtlMs: number): Promise<boolean> {
@@ -167,68 +163,84 @@ export class MemoryStore implements SessionStore {
 
   async rotate(
     oldKey: string,
+    oldVersion: number,
     oldTombstoneTtlMs: number,
     newKey: string,
-    meta: SessionMeta,
-    fields: ReadonlyMap<string, string>,
+    data: Buffer,
     ttlMs: number,
     alias?: RenewalAlias,
-  ): Promise<boolean> {
+  ): Promise<WriteResult> {
     this.assertOpen();
+    checkVersion(oldVersion);
     checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
     checkTtl(ttlMs, 'ttlMs');
-    checkMeta(meta);
-    checkFieldNames(fields.keys());
-    if (alias) checkTime(alias.graceUntil, 'alias.graceUntil');
+    checkData(data);
+    if (alias) {
+      checkTime(alias.graceUntil, 'alias.graceUntil');
+      checkInstant(alias.familyDeadline, 'alias.familyDeadline');
+      checkToken(alias.family, 'alias.family');
+      checkToken(alias.successor, 'alias.successor');
+    }
     const now = this.clock();
-    if (!this.getLive(oldKey, now) || this.occupied(newKey, now)) {
+    const old = this.getLive(oldKey, now);
+    if (!old || this.occupied(newKey, now)) {
       this.sweep(now);
-      return false;
+      return 'gone';
+    }
+    if (old.version !== oldVersion) {
+      this.sweep(now);
+      return 'conflict';
     }
     // The old record turns into a tombstone (same count); the new record needs one slot.
     // (With maxSessions 1 that slot is the fresh tombstone's own: it is evicted.)
     this.live.delete(oldKey);
     const tomb: Tombstone = { deadline: now + oldTombstoneTtlMs, expiresAt: now + oldTombstoneTtlMs };
-    if (alias) tomb.alias = { successor: alias.successor, graceUntil: alias.graceUntil, family: meta.family };
+    if (alias) tomb.alias = { successor: alias.successor, graceUntil: alias.graceUntil, family: alias.family };
     this.tombs.set(oldKey, tomb);
     this.makeRoom(now, 1);
-    this.live.set(newKey, { meta: copyMeta(meta), fields: new Map(fields), expiresAt: now + ttlMs });
-    this.join(meta, newKey);
+    this.live.set(newKey, { data: Buffer.from(data), version: 1, expiresAt: now + ttlMs });
+    if (alias) this.join(alias.family, alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
-    return true;
+    return 'ok';
   }
 
-  async revokeFamily(family: string, tombstoneTtlMs: number): Promise<number> {
+  async revokeFamily(family: string, key: string, tombstoneTtlMs: number): Promise<number> {
     this.assertOpen();
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
     const now = this.clock();
     const fam = this.families.get(family);
     this.families.delete(family);
     let revoked = 0;
-    if (fam && now < fam.expiresAt) {
-      for (const key of fam.keys) {
-        const wasLive = this.getLive(key, now) !== undefined;
-        const tomb = this.getTomb(key, now);
-        if (!wasLive && !tomb?.alias) continue;
-        if (wasLive) revoked += 1;
-        this.live.delete(key);
-        this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
-      }
+    const members = fam && now < fam.expiresAt ? fam.keys : new Set<string>();
+    for (const member of members) {
+      if (member === key) continue;
+      const wasLive = this.getLive(member, now) !== undefined;
+      const tomb = this.getTomb(member, now);
+      if (!wasLive && !tomb?.alias) continue;
+      if (wasLive) revoked += 1;
+      this.live.delete(member);
+      this.tombs.set(member, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     }
+    // `key` always ends as a tombstone, whatever it held.
+    if (this.getLive(key, now) !== undefined) revoked += 1;
+    this.live.delete(key);
+    this.tombs.delete(key);
+    this.makeRoom(now, 1);
+    this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
     return revoked;
   }
 
   // ---- internals ----
 
-  /** Adds a key to its family; the family lives until the session's absolute deadline. */
-  private join(meta: SessionMeta, key: string): void {
-    const fam = this.families.get(meta.family);
+  /** Adds keys to a family; the family lives until its latest member's deadline. */
+  private join(family: string, deadline: number, ...keys: string[]): void {
+    const fam = this.families.get(family);
     if (fam) {
-      fam.keys.add(key);
-      fam.expiresAt = Math.max(fam.expiresAt, meta.deadline);
+      for (const k of keys) fam.keys.add(k);
+      fam.expiresAt = Math.max(fam.expiresAt, deadline);
     } else {
-      this.families.set(meta.family, { keys: new Set([key]), expiresAt: meta.deadline });
+      this.families.set(family, { keys: new Set(keys), expiresAt: deadline });
     }
   }
 
@@ -339,13 +351,6 @@ function firstEntry<V>(map: Map<string, V>): [string, V] | undefined {
   return undefined;
 }
 
-function copyMeta(meta: SessionMeta): SessionMeta {
-  const out: SessionMeta = { created: meta.created, deadline: meta.deadline, touched: meta.touched, family: meta.family, issued: meta.issued };
-  if (meta.user !== undefined) out.user = meta.user;
-  if (meta.bind !== undefined) out.bind = meta.bind;
-  return out;
-}
-
 function checkTtl(ms: number, name: string): void {
   if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`${name} must be a positive integer number of ms, got ${ms}`);
 }
@@ -354,17 +359,20 @@ function checkTime(ms: number, name: string): void {
   if (!Number.isFinite(ms)) throw new RangeError(`${name} must be a finite number of ms, got ${ms}`);
 }
 
-function checkMeta(meta: SessionMeta): void {
-  checkTime(meta.created, 'meta.created');
-  checkTime(meta.deadline, 'meta.deadline');
-  checkTime(meta.touched, 'meta.touched');
-  checkTime(meta.issued, 'meta.issued');
+/** An absolute time the store hands to its backend as a whole number of ms (Redis: PEXPIREAT). */
+function checkInstant(ms: number, name: string): void {
+  if (!Number.isSafeInteger(ms)) throw new RangeError(`${name} must be an integer number of ms since the epoch, got ${ms}`);
 }
 
-function checkFieldNames(names: Iterable<string>): void {
-  for (const name of names) {
-    if (name.startsWith(META_FIELD_MARK)) {
-      throw new TypeError(`jar field names must not start with "${META_FIELD_MARK}": ${JSON.stringify(name.slice(0, 40))}`);
-    }
-  }
+/** Same rule as the Redis store (which writes them between `|` separators): base64url-like tokens only. */
+function checkToken(value: string, name: string): void {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]+$/.test(value)) throw new TypeError(`${name} must be a non-empty base64url token`);
+}
+
+function checkVersion(version: number): void {
+  if (!Number.isSafeInteger(version) || version < 1) throw new RangeError(`version must be a positive integer, got ${version}`);
+}
+
+function checkData(data: Buffer): void {
+  if (!Buffer.isBuffer(data) || data.length === 0) throw new TypeError('record data must be a non-empty Buffer');
 }

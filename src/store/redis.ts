@@ -1,17 +1,15 @@
 // The shared session store on Redis (ioredis).
 //
-// Data model: one hash per session at `${prefix}s:${key}`.
-//   live record: `@c` created, `@d` deadline, `@t` touched, `@f` family, `@i` issued,
-//                `@u` user and `@b` binding (optional), plus one field per jar cookie under its
-//                own name (never starting with '@').
-//   tombstone:   only `@r` = its deadline (ms since the epoch, by the Redis server's clock).
-//   alias:       a renewed id: `@n` successor (opaque), `@g` grace deadline, `@d` the alias's
-//                own end of life (like `@r`), `@f` family.
-// Families: a set at `${prefix}f:${family}` of the session keys minted from one login; it
-// expires at the latest absolute deadline of its members (a later member never shortens it).
-// (Its members are read inside a script, so this layout needs a single Redis, not Redis Cluster.)
-// Numbers are decimal strings. Every conditional write is one Lua script (atomic, one round
-// trip); a load is one HGETALL.
+// Data model: one string per session at `${prefix}s:${key}`, so a session costs one key and a
+// load is one GET:
+//   live record: `L<version>:` followed by the caller's opaque data (binary: the sealed jar).
+//   tombstone:   `R<deadline>` (ms since the epoch, by the Redis server's clock).
+//   alias:       a renewed id: `N<grace deadline>|<own end of life>|<family>|<successor>`.
+// Families: a set at `${prefix}f:${family}` of the session keys minted from one login, made
+// when an id is first renewed (an id that was never renewed is its own family); it expires at
+// the latest absolute deadline of its members. (Its members are read inside a script, so this
+// layout needs a single Redis, not Redis Cluster.) Numbers are decimal. Every conditional write
+// is one Lua script (atomic, one round trip) or one `SET … NX`.
 //
 // Fail fast: no offline queue, a per-command timeout, no per-command retries, explicit connect
 // in start(). The client reconnects forever in the background (backoff capped at 1s) so the
@@ -19,7 +17,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { META_FIELD_MARK, type LoadResult, type RenewalAlias, type SessionMeta, type SessionStore, type SessionUpdate } from './types.js';
+import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 
 export interface RedisStoreOptions {
   /** redis:// or rediss:// URL (credentials and db allowed). */
@@ -33,20 +31,6 @@ export interface RedisStoreOptions {
   logger: Logger;
 }
 
-/** Meta field names. */
-const F = {
-  created: '@c',
-  deadline: '@d',
-  touched: '@t',
-  family: '@f',
-  issued: '@i',
-  user: '@u',
-  bind: '@b',
-  revoked: '@r',
-  successor: '@n',
-  grace: '@g',
-} as const;
-
 /** Longest pause between reconnect attempts. */
 const MAX_RECONNECT_DELAY_MS = 1000;
 /** At most one connection-error log line per this many ms. */
@@ -54,116 +38,104 @@ const ERROR_LOG_INTERVAL_MS = 10_000;
 /** How long close() waits for QUIT before dropping the connection. */
 const QUIT_TIMEOUT_MAX_MS = 1000;
 
-// Shared Lua. HSET/HDEL in chunks so a large jar never hits Lua's unpack limit.
+// Shared Lua. A record's type is its first byte: L live, R tombstone, N alias.
 const LUA_HELPERS = `
-local function hset_range(key, from, to)
-  local i = from
-  while i <= to do
-    local j = math.min(i + 399, to)
-    redis.call('HSET', key, unpack(ARGV, i, j))
-    i = j + 1
-  end
-end
-local function hdel_range(key, from, to)
-  local i = from
-  while i <= to do
-    local j = math.min(i + 399, to)
-    redis.call('HDEL', key, unpack(ARGV, i, j))
-    i = j + 1
-  end
-end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function tombstone(key, ttl)
-  redis.call('DEL', key)
-  redis.call('HSET', key, '@r', string.format('%.0f', now_ms() + tonumber(ttl)))
-  redis.call('PEXPIRE', key, ttl)
+  redis.call('SET', key, 'R' .. string.format('%.0f', now_ms() + tonumber(ttl)), 'PX', ttl)
 end
-local function family_join(fkey, member, deadline)
-  local left = redis.call('PTTL', fkey)
-  redis.call('SADD', fkey, member)
-  if left < 0 or now_ms() + left < tonumber(deadline) then redis.call('PEXPIREAT', fkey, deadline) end
+-- A key's type byte; '' when it is missing or not a string (a value of another type, which a
+-- tombstone then replaces: revocation never fails on what it revokes).
+local function type_byte(key)
+  local t = redis.pcall('GETRANGE', key, 0, 0)
+  if type(t) == 'string' then return t end
+  return ''
+end
+local function live_version(key)
+  return string.match(redis.call('GETRANGE', key, 0, 20), '^L(%d+):')
 end
 `;
 
-/** KEYS[1] key, KEYS[2] family set; ARGV[1] ttl; ARGV[2] family deadline; ARGV[3..] field/value pairs (meta included). */
-const LUA_CREATE = `${LUA_HELPERS}
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-hset_range(KEYS[1], 3, #ARGV)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-family_join(KEYS[2], KEYS[1], ARGV[2])
-return 1
-`;
-
-/**
- * KEYS[1] key; ARGV[1] touched or ''; ARGV[2] ttl or ''; ARGV[3] '1' when ARGV[4] is the user;
- * ARGV[5] n = count of set pair elements; ARGV[6..5+n] pairs; ARGV[6+n..] names to delete.
- */
+/** KEYS[1] key; ARGV[1] expected version; ARGV[2] new value; ARGV[3] ttl. 1 ok, 0 gone, -1 conflict. */
 const LUA_UPDATE = `${LUA_HELPERS}
-if redis.call('HEXISTS', KEYS[1], '@c') == 0 then return 0 end
-local n = tonumber(ARGV[5])
-if n > 0 then hset_range(KEYS[1], 6, 5 + n) end
-if #ARGV >= 6 + n then hdel_range(KEYS[1], 6 + n, #ARGV) end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], '@t', ARGV[1]) end
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], '@u', ARGV[4]) end
-if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local v = live_version(KEYS[1])
+if not v then return 0 end
+if v ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `;
 
 /** KEYS[1] key; ARGV[1] tombstone ttl. Returns 1 when a live record was revoked. */
 const LUA_REVOKE = `${LUA_HELPERS}
 local live = 0
-if redis.call('TYPE', KEYS[1]).ok == 'hash' then live = redis.call('HEXISTS', KEYS[1], '@c') end
+if type_byte(KEYS[1]) == 'L' then live = 1 end
 tombstone(KEYS[1], ARGV[1])
 return live
 `;
 
 /**
- * KEYS[1] old, KEYS[2] new, KEYS[3] new family set; ARGV[1] old ttl; ARGV[2] new ttl;
- * ARGV[3] family deadline; ARGV[4] successor; ARGV[5] grace deadline ('' for a tombstone);
- * ARGV[6] family; ARGV[7..] pairs.
+ * KEYS[1] old, KEYS[2] new, KEYS[3] family set; ARGV[1] old version; ARGV[2] old ttl;
+ * ARGV[3] new value; ARGV[4] new ttl; ARGV[5] grace deadline ('' for a tombstone);
+ * ARGV[6] family; ARGV[7] successor; ARGV[8] family deadline. 1 ok, 0 gone, -1 conflict.
  */
 const LUA_ROTATE = `${LUA_HELPERS}
-if redis.call('HEXISTS', KEYS[1], '@c') == 0 then return 0 end
+local v = live_version(KEYS[1])
+if not v then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if v ~= ARGV[1] then return -1 end
 if ARGV[5] == '' then
-  tombstone(KEYS[1], ARGV[1])
+  tombstone(KEYS[1], ARGV[2])
 else
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], '@n', ARGV[4], '@g', ARGV[5], '@d', string.format('%.0f', now_ms() + tonumber(ARGV[1])), '@f', ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  local own_end = string.format('%.0f', now_ms() + tonumber(ARGV[2]))
+  redis.call('SET', KEYS[1], 'N' .. ARGV[5] .. '|' .. own_end .. '|' .. ARGV[6] .. '|' .. ARGV[7], 'PX', ARGV[2])
+  local left = redis.call('PTTL', KEYS[3])
+  redis.call('SADD', KEYS[3], KEYS[1], KEYS[2])
+  if left < 0 or now_ms() + left < tonumber(ARGV[8]) then redis.call('PEXPIREAT', KEYS[3], ARGV[8]) end
 end
-hset_range(KEYS[2], 7, #ARGV)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-family_join(KEYS[3], KEYS[2], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return 1
 `;
 
-/** KEYS[1] family set; ARGV[1] tombstone ttl. Returns how many live records were revoked. */
+/**
+ * KEYS[1] family set, KEYS[2] key; ARGV[1] tombstone ttl. Tombstones every live member and
+ * alias, and the key whatever it holds. Returns how many live records were revoked.
+ */
 const LUA_REVOKE_FAMILY = `${LUA_HELPERS}
 local revoked = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('TYPE', key).ok == 'hash' then
-    local live = redis.call('HEXISTS', key, '@c')
-    if live == 1 or redis.call('HEXISTS', key, '@n') == 1 then
+  if key ~= KEYS[2] then
+    local t = type_byte(key)
+    if t == 'L' or t == 'N' then
       tombstone(key, ARGV[1])
-      revoked = revoked + live
+      if t == 'L' then revoked = revoked + 1 end
     end
   end
 end
 redis.call('DEL', KEYS[1])
+if type_byte(KEYS[2]) == 'L' then revoked = revoked + 1 end
+tombstone(KEYS[2], ARGV[1])
 return revoked
 `;
 
-type Arg = string | number;
+/** Record type bytes. */
+const LIVE = 0x4c; // L
+const TOMBSTONE = 0x52; // R
+const ALIAS = 0x4e; // N
+const COLON = 0x3a;
+/** load(): the key holds another type than a string. */
+const WRONG_TYPE = Symbol('wrong type');
+/** The `L1:` header of a new record. */
+const FIRST_HEADER = Buffer.from('L1:', 'latin1');
+
+type Arg = string | number | Buffer;
 interface ScriptedRedis extends Redis {
-  ccCreate(key: string, ...args: Arg[]): Promise<number>;
   ccUpdate(key: string, ...args: Arg[]): Promise<number>;
   ccRevoke(key: string, ...args: Arg[]): Promise<number>;
   ccRotate(oldKey: string, newKey: string, familyKey: string, ...args: Arg[]): Promise<number>;
-  ccRevokeFamily(familyKey: string, ...args: Arg[]): Promise<number>;
+  ccRevokeFamily(familyKey: string, key: string, ...args: Arg[]): Promise<number>;
 }
 
 export class RedisStore implements SessionStore {
@@ -231,41 +203,33 @@ export class RedisStore implements SessionStore {
 
   async load(key: string): Promise<LoadResult> {
     const client = this.ready();
-    const hash = await this.run('load', () => client.hgetall(this.keyOf(key)));
-    return this.parse(key, hash);
+    const value = await this.run('load', () =>
+      client.getBuffer(this.keyOf(key)).catch((err: unknown): typeof WRONG_TYPE => {
+        // Not a value this store writes (another program's key under our prefix, or an earlier
+        // data model): corrupt data, not an unavailable store.
+        if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return WRONG_TYPE;
+        throw err;
+      }),
+    );
+    if (value === WRONG_TYPE) return this.corrupt(key, 'a key of another type');
+    return this.parse(key, value);
   }
 
-  async create(key: string, meta: SessionMeta, fields: ReadonlyMap<string, string>, ttlMs: number): Promise<boolean> {
+  async create(key: string, data: Buffer, ttlMs: number): Promise<boolean> {
     checkTtl(ttlMs, 'ttlMs');
-    const args: Arg[] = [ttlMs, num(meta.deadline)];
-    pushRecord(args, meta, fields);
+    checkData(data);
     const client = this.ready();
-    return (await this.run('create', () => client.ccCreate(this.keyOf(key), this.familyKeyOf(meta.family), ...args))) === 1;
+    const value = Buffer.concat([FIRST_HEADER, data]);
+    return (await this.run('create', () => client.set(this.keyOf(key), value, 'PX', ttlMs, 'NX'))) === 'OK';
   }
 
-  async update(key: string, change: SessionUpdate): Promise<boolean> {
-    if (change.ttlMs !== undefined) checkTtl(change.ttlMs, 'ttlMs');
-    if (change.touched !== undefined) checkTime(change.touched, 'touched');
-    const set: Arg[] = [];
-    if (change.set) {
-      for (const [name, value] of change.set) {
-        checkFieldName(name);
-        set.push(name, value);
-      }
-    }
-    const del = change.del ?? [];
-    for (const name of del) checkFieldName(name);
-    const args: Arg[] = [
-      change.touched !== undefined ? num(change.touched) : '',
-      change.ttlMs !== undefined ? change.ttlMs : '',
-      change.user !== undefined ? '1' : '0',
-      change.user ?? '',
-      set.length,
-      ...set,
-      ...del,
-    ];
+  async update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult> {
+    checkVersion(version);
+    checkData(data);
+    checkTtl(ttlMs, 'ttlMs');
     const client = this.ready();
-    return (await this.run('update', () => client.ccUpdate(this.keyOf(key), ...args))) === 1;
+    const value = Buffer.concat([Buffer.from(`L${version + 1}:`, 'latin1'), data]);
+    return writeResult(await this.run('update', () => client.ccUpdate(this.keyOf(key), version, value, ttlMs)));
   }
 
   async revoke(key: string, tombstoneTtlMs: number): Promise<boolean> {
@@ -276,28 +240,44 @@ export class RedisStore implements SessionStore {
 
   async rotate(
     oldKey: string,
+    oldVersion: number,
     oldTombstoneTtlMs: number,
     newKey: string,
-    meta: SessionMeta,
-    fields: ReadonlyMap<string, string>,
+    data: Buffer,
     ttlMs: number,
     alias?: RenewalAlias,
-  ): Promise<boolean> {
+  ): Promise<WriteResult> {
+    checkVersion(oldVersion);
     checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
     checkTtl(ttlMs, 'ttlMs');
-    if (alias) checkTime(alias.graceUntil, 'alias.graceUntil');
-    const args: Arg[] = [oldTombstoneTtlMs, ttlMs, num(meta.deadline), alias?.successor ?? '', alias ? num(alias.graceUntil) : '', meta.family];
-    pushRecord(args, meta, fields);
+    checkData(data);
+    if (alias) {
+      checkTime(alias.graceUntil, 'alias.graceUntil');
+      // PEXPIREAT takes an integer: anything else would fail the script after its first writes.
+      checkInstant(alias.familyDeadline, 'alias.familyDeadline');
+      checkToken(alias.family, 'alias.family');
+      checkToken(alias.successor, 'alias.successor');
+    }
     const client = this.ready();
-    return (
-      (await this.run('rotate', () => client.ccRotate(this.keyOf(oldKey), this.keyOf(newKey), this.familyKeyOf(meta.family), ...args))) === 1
-    );
+    const value = Buffer.concat([FIRST_HEADER, data]);
+    const familyKey = this.familyKeyOf(alias?.family ?? '');
+    const args: Arg[] = [
+      oldVersion,
+      oldTombstoneTtlMs,
+      value,
+      ttlMs,
+      alias ? num(alias.graceUntil) : '',
+      alias?.family ?? '',
+      alias?.successor ?? '',
+      alias ? num(alias.familyDeadline) : '',
+    ];
+    return writeResult(await this.run('rotate', () => client.ccRotate(this.keyOf(oldKey), this.keyOf(newKey), familyKey, ...args)));
   }
 
-  async revokeFamily(family: string, tombstoneTtlMs: number): Promise<number> {
+  async revokeFamily(family: string, key: string, tombstoneTtlMs: number): Promise<number> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
     const client = this.ready();
-    return this.run('revokeFamily', () => client.ccRevokeFamily(this.familyKeyOf(family), tombstoneTtlMs));
+    return this.run('revokeFamily', () => client.ccRevokeFamily(this.familyKeyOf(family), this.keyOf(key), tombstoneTtlMs));
   }
 
   // ---- internals ----
@@ -329,11 +309,10 @@ export class RedisStore implements SessionStore {
       disableClientInfo: true,
     };
     const client = new Redis(this.url, options) as ScriptedRedis;
-    client.defineCommand('ccCreate', { numberOfKeys: 2, lua: LUA_CREATE });
     client.defineCommand('ccUpdate', { numberOfKeys: 1, lua: LUA_UPDATE });
     client.defineCommand('ccRevoke', { numberOfKeys: 1, lua: LUA_REVOKE });
     client.defineCommand('ccRotate', { numberOfKeys: 3, lua: LUA_ROTATE });
-    client.defineCommand('ccRevokeFamily', { numberOfKeys: 1, lua: LUA_REVOKE_FAMILY });
+    client.defineCommand('ccRevokeFamily', { numberOfKeys: 2, lua: LUA_REVOKE_FAMILY });
     client.on('error', (err: unknown) => this.onError(err));
     client.on('ready', () => {
       if (this.wasReady) this.log.info({ redis: this.address }, 'redis connection restored');
@@ -420,49 +399,45 @@ export class RedisStore implements SessionStore {
     this.log.warn(fields, msg);
   }
 
-  private parse(key: string, hash: Record<string, string>): LoadResult {
-    const names = Object.keys(hash);
-    if (names.length === 0) return { state: 'none' };
-    if (hash[F.created] !== undefined) {
-      const created = Number(hash[F.created]);
-      const deadline = Number(hash[F.deadline]);
-      const touched = Number(hash[F.touched]);
-      const issued = Number(hash[F.issued]);
-      const family = hash[F.family];
-      if (!Number.isFinite(created) || !Number.isFinite(deadline) || !Number.isFinite(touched) || !Number.isFinite(issued) || family === undefined) {
-        return this.corrupt(key, 'a live record with missing or malformed metadata');
+  private parse(key: string, value: Buffer | null): LoadResult {
+    if (value === null) return { state: 'none' };
+    const type = value[0];
+    if (type === LIVE) {
+      // `L<version>:<data>`, read without copying the data.
+      let version = 0;
+      let i = 1;
+      for (; i < value.length && i < 17; i++) {
+        const c = value[i] as number;
+        if (c === COLON) break;
+        if (c < 0x30 || c > 0x39) return this.corrupt(key, 'a live record with a malformed header');
+        version = version * 10 + (c - 0x30);
       }
-      const meta: SessionMeta = { created, deadline, touched, family, issued };
-      const user = hash[F.user];
-      if (user !== undefined) meta.user = user;
-      const bind = hash[F.bind];
-      if (bind !== undefined) meta.bind = bind;
-      const fields = new Map<string, string>();
-      for (const name of names) {
-        if (!name.startsWith(META_FIELD_MARK)) fields.set(name, hash[name] as string);
-      }
-      return { state: 'live', meta, fields };
+      if (i === 1 || value[i] !== COLON || version < 1 || i + 1 >= value.length) return this.corrupt(key, 'a live record with a malformed header');
+      return { state: 'live', version, data: value.subarray(i + 1) };
     }
-    if (hash[F.successor] !== undefined && hash[F.revoked] === undefined) {
-      const graceUntil = Number(hash[F.grace]);
-      const deadline = Number(hash[F.deadline]);
-      const family = hash[F.family];
-      if (!Number.isFinite(graceUntil) || !Number.isFinite(deadline) || family === undefined) {
+    if (type === TOMBSTONE) {
+      const deadline = Number(value.toString('latin1', 1));
+      // A tombstone always wins, even a damaged one: a revoked session never comes back.
+      if (!Number.isFinite(deadline) || value.length === 1) {
+        this.log.warn({ key: shortKey(key) }, 'redis session store: malformed tombstone; treating the session as revoked');
+        return { state: 'revoked', deadline: 0 };
+      }
+      return { state: 'revoked', deadline };
+    }
+    if (type === ALIAS) {
+      const parts = value.toString('latin1', 1).split('|');
+      const graceUntil = Number(parts[0]);
+      const deadline = Number(parts[1]);
+      const family = parts[2];
+      const successor = parts[3];
+      if (parts.length !== 4 || !parts[0] || !Number.isFinite(graceUntil) || !parts[1] || !Number.isFinite(deadline) || !family || !successor) {
         // A damaged alias is treated as dead, never as live.
         this.log.warn({ key: shortKey(key) }, 'redis session store: malformed renewal alias; treating the session as revoked');
         return { state: 'revoked', deadline: Number.isFinite(deadline) ? deadline : 0 };
       }
-      return { state: 'renewed', successor: hash[F.successor] as string, graceUntil, deadline, family };
+      return { state: 'renewed', successor, graceUntil, deadline, family };
     }
-    if (hash[F.revoked] !== undefined) {
-      const deadline = Number(hash[F.revoked]);
-      // A tombstone always wins, even a damaged one: a revoked session never comes back.
-      if (names.length !== 1 || !Number.isFinite(deadline)) {
-        this.log.warn({ key: shortKey(key) }, 'redis session store: malformed tombstone; treating the session as revoked');
-      }
-      return { state: 'revoked', deadline: Number.isFinite(deadline) ? deadline : 0 };
-    }
-    return this.corrupt(key, 'a hash with neither a record nor a tombstone');
+    return this.corrupt(key, 'a value that is neither a record, an alias nor a tombstone');
   }
 
   private corrupt(key: string, what: string): LoadResult {
@@ -508,20 +483,6 @@ function dropConnection(client: Redis): void {
   }
 }
 
-function pushRecord(args: Arg[], meta: SessionMeta, fields: ReadonlyMap<string, string>): void {
-  checkTime(meta.created, 'meta.created');
-  checkTime(meta.deadline, 'meta.deadline');
-  checkTime(meta.touched, 'meta.touched');
-  checkTime(meta.issued, 'meta.issued');
-  args.push(F.created, num(meta.created), F.deadline, num(meta.deadline), F.touched, num(meta.touched), F.family, meta.family, F.issued, num(meta.issued));
-  if (meta.user !== undefined) args.push(F.user, meta.user);
-  if (meta.bind !== undefined) args.push(F.bind, meta.bind);
-  for (const [name, value] of fields) {
-    checkFieldName(name);
-    args.push(name, value);
-  }
-}
-
 function num(n: number): string {
   return String(n);
 }
@@ -534,10 +495,26 @@ function checkTime(ms: number, name: string): void {
   if (!Number.isFinite(ms)) throw new RangeError(`${name} must be a finite number of ms, got ${ms}`);
 }
 
-function checkFieldName(name: string): void {
-  if (name.startsWith(META_FIELD_MARK)) {
-    throw new TypeError(`jar field names must not start with "${META_FIELD_MARK}": ${JSON.stringify(name.slice(0, 40))}`);
-  }
+/** An absolute time handed to Redis as a whole number of ms (PEXPIREAT). */
+function checkInstant(ms: number, name: string): void {
+  if (!Number.isSafeInteger(ms)) throw new RangeError(`${name} must be an integer number of ms since the epoch, got ${ms}`);
+}
+
+function checkVersion(version: number): void {
+  if (!Number.isSafeInteger(version) || version < 1) throw new RangeError(`version must be a positive integer, got ${version}`);
+}
+
+function checkData(data: Buffer): void {
+  if (!Buffer.isBuffer(data) || data.length === 0) throw new TypeError('record data must be a non-empty Buffer');
+}
+
+/** Family ids and successors are written between `|` separators: base64url-like tokens only. */
+function checkToken(value: string, name: string): void {
+  if (!/^[A-Za-z0-9_-]+$/.test(value)) throw new TypeError(`${name} must be a non-empty base64url token`);
+}
+
+function writeResult(code: number): WriteResult {
+  return code === 1 ? 'ok' : code === -1 ? 'conflict' : 'gone';
 }
 
 /** "host:port" of a redis URL, without credentials. */

@@ -1,27 +1,11 @@
-// The one interface every session store implements. HTTP-agnostic and crypto-agnostic:
-// keys are already hashed session ids, field values are already encrypted by the caller.
-
-/** Metadata the store keeps beside the jar fields of one session. Times are ms since the epoch. */
-export interface SessionMeta {
-  /** When the session (its family's first id) was created. */
-  created: number;
-  /** The absolute deadline: created + absoluteTimeout. Nothing outlives it, tombstones included. */
-  deadline: number;
-  /** The last sliding touch (write of the idle TTL). */
-  touched: number;
-  /** Family id: every id minted from one login shares it. */
-  family: string;
-  /** When this id was issued (a renewal issues a new id; created stays). */
-  issued: number;
-  /** The app's user id, when known. */
-  user?: string;
-  /** Keyed hash of what the session is bound to (user agent, address prefix), when binding is on. */
-  bind?: string;
-}
+// The one interface every session store implements. HTTP-agnostic and crypto-agnostic: keys
+// are already hashed session ids, and a live record is one opaque value (the jar and its
+// metadata, sealed by the caller) with a version the store bumps on every write.
 
 /**
  * What a load finds. `none` covers both "never existed" and "expired" (the TTL removed it):
- * a store cannot tell them apart and the proxy treats them alike.
+ * a store cannot tell them apart and the proxy treats them alike. A corrupt entry also loads
+ * as `none`, with a warning (a damaged tombstone or alias loads as `revoked`).
  */
 export type LoadResult =
   | { state: 'none' }
@@ -33,29 +17,34 @@ export type LoadResult =
    * it was written plus the ttl rotate() was given). Family revocation turns it into a tombstone.
    */
   | { state: 'renewed'; successor: string; graceUntil: number; deadline: number; family: string }
-  | { state: 'live'; meta: SessionMeta; fields: Map<string, string> };
+  /**
+   * A live record: `data` exactly as the last create/update/rotate wrote it, and its version
+   * (1 when created, +1 per update): the compare-and-set token of update() and rotate().
+   */
+  | { state: 'live'; version: number; data: Buffer };
 
-/** With rotate(): leave the old id as an alias of the new one instead of a tombstone. */
+/**
+ * With rotate(): leave the old id as an alias of the new one instead of a tombstone, and make
+ * both members of `family`, so that revokeFamily() ends every id minted from one login.
+ */
 export interface RenewalAlias {
-  /** Opaque (sealed by the caller); returned by load() as `successor`. */
+  /** Opaque (sealed by the caller), a non-empty base64url token; returned by load() as `successor`. */
   successor: string;
   /** Until when the alias may be used (ms since the epoch). */
   graceUntil: number;
+  /** The family both ids belong to: a non-empty base64url token. */
+  family: string;
+  /** When the family's last member dies at the latest (whole ms since the epoch): its index lives until then. */
+  familyDeadline: number;
 }
 
-/** Field changes for one live session. */
-export interface SessionUpdate {
-  /** Jar fields to write (field name → opaque value). */
-  set?: ReadonlyMap<string, string>;
-  /** Jar fields to delete. */
-  del?: readonly string[];
-  /** New sliding touch time; written with `ttlMs`. */
-  touched?: number;
-  /** New TTL for the record, in ms (> 0). */
-  ttlMs?: number;
-  /** The app's user id. */
-  user?: string;
-}
+/** The outcome of a conditional write. */
+export type WriteResult =
+  | 'ok'
+  /** The record is not live (never was, expired, revoked, renewed): nothing was written. */
+  | 'gone'
+  /** The record is live but another write came first (its version moved on): nothing was written. */
+  | 'conflict';
 
 export interface SessionStore {
   readonly kind: 'memory' | 'redis';
@@ -69,17 +58,17 @@ export interface SessionStore {
   load(key: string): Promise<LoadResult>;
 
   /**
-   * Creates a session record with its TTL, and adds it to its family (`meta.family`), which
-   * lives until `meta.deadline`. Returns false and writes nothing when the key holds anything
-   * already (a live record, an alias or a tombstone).
+   * Creates a live record (version 1) with its TTL. Returns false and writes nothing when the
+   * key holds anything already (a live record, an alias or a tombstone).
    */
-  create(key: string, meta: SessionMeta, fields: ReadonlyMap<string, string>, ttlMs: number): Promise<boolean>;
+  create(key: string, data: Buffer, ttlMs: number): Promise<boolean>;
 
   /**
-   * Applies changes to a live record only. Returns false and writes nothing when the record
-   * is gone or revoked: a write can never bring a session back.
+   * Replaces a live record's data and TTL when its version is still `version` (the new
+   * version is `version + 1`). A write can never bring a session back: a record that is not
+   * live gives 'gone'.
    */
-  update(key: string, change: SessionUpdate): Promise<boolean>;
+  update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult>;
 
   /**
    * Deletes the record and leaves a tombstone for `tombstoneTtlMs` (> 0) in one atomic step.
@@ -89,26 +78,26 @@ export interface SessionStore {
   revoke(key: string, tombstoneTtlMs: number): Promise<boolean>;
 
   /**
-   * In one atomic step: creates `newKey` (meta, fields, ttlMs; added to `meta.family`) and ends
-   * `oldKey` for `oldTombstoneTtlMs`: as a tombstone, or, with `alias`, as an alias of the new
-   * id. Returns false and changes nothing when `oldKey` is not live or `newKey` holds anything.
+   * In one atomic step: creates `newKey` (data, ttlMs, version 1) and ends `oldKey` (live, at
+   * `oldVersion`) for `oldTombstoneTtlMs`: as a tombstone, or, with `alias`, as an alias of the
+   * new id, both then members of the alias's family. Changes nothing and returns 'gone' when
+   * `oldKey` is not live or `newKey` holds anything, 'conflict' when `oldKey` moved past
+   * `oldVersion`.
    */
   rotate(
     oldKey: string,
+    oldVersion: number,
     oldTombstoneTtlMs: number,
     newKey: string,
-    meta: SessionMeta,
-    fields: ReadonlyMap<string, string>,
+    data: Buffer,
     ttlMs: number,
     alias?: RenewalAlias,
-  ): Promise<boolean>;
+  ): Promise<WriteResult>;
 
   /**
-   * Revokes every id of a family (live records and aliases) in one atomic step, leaving
-   * tombstones of `tombstoneTtlMs`. Returns how many live records it revoked.
+   * Revokes `key` and every id of `family` (live records and aliases) in one atomic step,
+   * leaving tombstones of `tombstoneTtlMs` (always one at `key`). A family only has members
+   * once one of its ids was renewed. Returns how many live records it revoked.
    */
-  revokeFamily(family: string, tombstoneTtlMs: number): Promise<number>;
+  revokeFamily(family: string, key: string, tombstoneTtlMs: number): Promise<number>;
 }
-
-/** Names of jar fields never start with this character; store-internal fields do. */
-export const META_FIELD_MARK = '@';

@@ -6,14 +6,13 @@ import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { StoreUnavailableError } from '../../src/errors.js';
 import { RedisStore } from '../../src/store/redis.js';
-import type { SessionMeta } from '../../src/store/types.js';
 import { freePort, redisForSuite } from '../helpers/redis-server.js';
 import { captureLogger } from '../helpers/logs.js';
 
 
 const HOUR = 3_600_000;
 const MARGIN_MS = 1500;
-const meta: SessionMeta = { created: 1, deadline: 2, touched: 1, family: 'f', issued: 1 };
+const data = Buffer.from('sealed record');
 
 /** Retries `fn` until it resolves, polling; fails with the last error after `timeoutMs`. */
 async function eventually<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
@@ -143,16 +142,17 @@ describe('RedisStore failure handling', () => {
     const timeout = 300;
     const { store, consoleError } = newStore(t, { timeout });
     await store.start();
-    assert.equal(await store.create('k', meta, new Map([['a', '1']]), HOUR), true);
+    assert.equal(await store.create('k', data, HOUR), true);
     await redis().pause();
     t.after(() => redis().resume());
     const ops: Record<string, () => Promise<unknown>> = {
       ping: () => store.ping(),
       load: () => store.load('k'),
-      create: () => store.create('k-new', meta, new Map(), HOUR),
-      update: () => store.update('k', { set: new Map([['b', '2']]) }),
+      create: () => store.create('k-new', data, HOUR),
+      update: () => store.update('k', 1, data, HOUR),
       revoke: () => store.revoke('k-other', HOUR),
-      rotate: () => store.rotate('k-none', 1000, 'k-rot', meta, new Map(), HOUR),
+      revokeFamily: () => store.revokeFamily('fam', 'k-other', HOUR),
+      rotate: () => store.rotate('k-none', 1, 1000, 'k-rot', data, HOUR),
     };
     const results = await Promise.all(Object.entries(ops).map(async ([name, op]) => ({ name, ...(await timedFailure(op)) })));
     for (const { name, err, ms } of results) {
@@ -183,7 +183,7 @@ describe('RedisStore failure handling', () => {
     const timeout = 300;
     const { store, lines, consoleError } = newStore(t, { timeout });
     await store.start();
-    assert.equal(await store.create('k1', meta, new Map([['a', '1']]), HOUR), true);
+    assert.equal(await store.create('k1', data, HOUR), true);
     const t0 = performance.now();
     await redis().kill();
     // While it is down, commands fail fast and typed.
@@ -201,8 +201,8 @@ describe('RedisStore failure handling', () => {
     const downMs = performance.now() - t0;
     // The restarted server is empty (no persistence); scripts load again on their own.
     assert.deepEqual(await store.load('k1'), { state: 'none' });
-    assert.equal(await store.create('k2', meta, new Map([['a', '1']]), HOUR), true);
-    assert.equal(await store.update('k2', { set: new Map([['b', '2']]) }), true);
+    assert.equal(await store.create('k2', data, HOUR), true);
+    assert.equal(await store.update('k2', 1, data, HOUR), 'ok');
     assert.equal(await store.revoke('k2', HOUR), true);
 
     const trouble = lines.filter((l) => l.level === 'warn' || l.level === 'error');

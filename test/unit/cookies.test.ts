@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { NameMatcher, parseCookieHeader, serializeCookiePairs, setCookieName } from '../../src/cookies/header.js';
-import { decodeCookie, encodeCookie, RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
+import type { Cookie } from 'tough-cookie';
+import { RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
+import { decodeRecord, encodeRecord, type SessionMeta } from '../../src/session/record.js';
 
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
 const URL_ROOT = 'https://app.example.com/';
@@ -111,12 +113,18 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     assert.equal(jar.cookieHeader(URL_ROOT, NOW, sameSiteContextOf(undefined, undefined, 'POST')), 's=1; l=2; n=3', 'no Fetch Metadata: not enforced');
   });
 
-  test('stored form round-trips every attribute, and Max-Age becomes an absolute expiry', () => {
+  const META: SessionMeta = { created: NOW - 5_000, deadline: NOW + 3_600_000, touched: NOW - 1_000, issued: NOW - 2_000, family: 'fam-1' };
+
+  test('stored form round-trips every attribute and the metadata, and Max-Age becomes an absolute expiry', () => {
     const jar = new RequestJar();
     const change = jar.apply('k=v a l=ue; Domain=example.com; Path=/p; Max-Age=100; Secure; HttpOnly; SameSite=Strict', 'https://app.example.com/p', NOW, undefined);
     assert.equal(change.kind, 'set');
     if (change.kind !== 'set') return;
-    const back = decodeCookie(change.field, encodeCookie(change.cookie));
+    const record = decodeRecord(encodeRecord({ ...META, user: 'u "1"', bind: 'b' }, new Map([[change.field, change.cookie]])));
+    assert.ok(record);
+    assert.deepEqual({ ...record.meta }, { ...META, user: 'u "1"', bind: 'b' });
+    assert.equal(record.firstExpiry, NOW + 100_000);
+    const back = record.cookies.get(change.field);
     assert.ok(back);
     assert.equal(back.key, 'k');
     assert.equal(back.value, 'v a l=ue');
@@ -127,20 +135,52 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     assert.equal(back.hostOnly, false);
     assert.equal(back.sameSite, 'strict');
     assert.equal(back.expires instanceof Date && back.expires.getTime(), NOW + 100_000);
+    assert.equal(back.creation instanceof Date && back.creation.getTime(), NOW);
     const again = new RequestJar([back]);
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 99_000, undefined), 'k=v a l=ue');
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 100_000, undefined), '');
   });
 
-  test('malformed stored forms are refused, not thrown', () => {
-    for (const [field, payload] of [
-      ['a;d;/', 'not json'],
-      ['a;d;/', '[1,2]'],
-      ['a;d;/', '["v",0,0,0,0]'],
-      ['a;d;/', '[1,0,0,0,0,0]'],
-      ['nofield', '["v",0,0,0,0,0]'],
-    ] as const) {
-      assert.equal(decodeCookie(field, payload), undefined, `${field} ${payload}`);
+  test('a record keeps the order cookies were created in, also within one millisecond and across a round trip', () => {
+    const jar = new RequestJar();
+    const cookies = new Map<string, Cookie>();
+    // one response setting three cookies (same ms), then an older one carried over
+    for (const sc of ['z=1', 'a=2', 'm=3']) {
+      const c = jar.apply(sc, URL_ROOT, NOW, undefined);
+      if (c.kind === 'set') cookies.set(c.field, c.cookie);
     }
+    const older = jar.apply('old=0', URL_ROOT, NOW - 60_000, undefined);
+    assert.equal(older.kind, 'set');
+    if (older.kind === 'set') cookies.set(older.field, older.cookie);
+    const once = decodeRecord(encodeRecord(META, cookies));
+    assert.ok(once);
+    assert.equal(new RequestJar(once.cookies.values()).cookieHeader(URL_ROOT, NOW, undefined), 'old=0; z=1; a=2; m=3');
+    const twice = decodeRecord(encodeRecord(META, once.cookies));
+    assert.ok(twice);
+    assert.equal(new RequestJar(twice.cookies.values()).cookieHeader(URL_ROOT, NOW, undefined), 'old=0; z=1; a=2; m=3');
+    assert.equal(twice.firstExpiry, Infinity, 'session cookies never expire by time');
+  });
+
+  test('malformed records are refused, not thrown', () => {
+    const head = '2,1700000000000,1000,0,0,"f",null,null';
+    for (const text of [
+      'not json',
+      '{}',
+      '[]',
+      `[1,${head.slice(2)}]`,
+      `[${head}`,
+      `[${head},"a;d;/"]`,
+      `[${head},"a;d;/","v",0,0,0,0]`.replace(',0]', ']'),
+      `[${head},"a;d;/",1,0,0,0,0]`,
+      `[${head},"a;d;/","v",0.5,0,0,0]`,
+      `[${head},"nofield","v",0,0,0,0]`,
+      `[${head},"a;d;/","v",0,0,0,0,"a;d;/","w",0,0,0,0]`,
+      `[2,"1700000000000",1000,0,0,"f",null,null]`,
+      `[2,1700000000000,1000,0,0,"",null,null]`,
+      `[2,1700000000000,1000,0,0,"f",7,null]`,
+    ]) {
+      assert.equal(decodeRecord(text), undefined, text);
+    }
+    assert.ok(decodeRecord(`[${head},"a;d;/","v",0,0,0,0]`), 'the control case is accepted');
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { TicketCodec } from '../../src/session/ticket.js';
-import { jarKeyOf, LogHasher, open, seal, storeKeyOf } from '../../src/session/crypto.js';
+import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from '../../src/session/crypto.js';
 
 const A = 'a'.repeat(32) + '-first-secret';
 const B = 'b'.repeat(32) + '-second-secret';
@@ -79,6 +79,26 @@ describe('data at rest', () => {
     assert.equal(open(k1, 'session;example.com;/', bytes.toString('base64url')), undefined, 'tampering is detected');
     assert.equal(open(k1, 'session;example.com;/', 'short'), undefined);
     assert.notEqual(seal(k1, 'f', 'v'), seal(k1, 'f', 'v'), 'a fresh IV each time');
+  });
+
+  test('sealed records open only with their id, and any flipped bit is detected', () => {
+    const k1 = jarKeyOf(Buffer.alloc(32, 1));
+    const k2 = jarKeyOf(Buffer.alloc(32, 2));
+    const sealed = sealRecord(k1, '["secret-cookie-value"]');
+    assert.ok(Buffer.isBuffer(sealed));
+    assert.equal(sealed.length, 12 + 23 + 16, 'IV, ciphertext as long as the text, tag');
+    assert.ok(!sealed.toString('latin1').includes('secret-cookie-value'));
+    assert.equal(openRecord(k1, sealed), '["secret-cookie-value"]');
+    assert.equal(openRecord(k2, sealed), undefined, 'another session cannot read it');
+    for (const i of [0, 11, 12, sealed.length - 17, sealed.length - 16, sealed.length - 1]) {
+      const bad = Buffer.from(sealed);
+      bad[i] = (bad[i] as number) ^ 1;
+      assert.equal(openRecord(k1, bad), undefined, `byte ${i} flipped`);
+    }
+    assert.equal(openRecord(k1, sealed.subarray(0, 27)), undefined, 'too short');
+    assert.ok(hasTag(sealed, tagOf(sealed)));
+    assert.ok(!hasTag(sealRecord(k1, '["secret-cookie-value"]'), tagOf(sealed)), 'a fresh IV, so a fresh tag, each time');
+    assert.ok(!hasTag(Buffer.alloc(3), tagOf(sealed)));
   });
 
   test('log ids are short keyed hashes', () => {

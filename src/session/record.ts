@@ -1,0 +1,95 @@
+// The plaintext of a sealed session record: the session's metadata and its jar, as one compact
+// JSON array. Pure: no crypto, no I/O (the service seals and opens it; the store sees only bytes).
+//
+//   [2, created, deadline, touched, issued, family, user|null, bind|null,
+//    field, value, flags, expires, creation, sameSite,     ← one cookie (see cookieTuple)
+//    field, …]
+//
+// Every time but `created` is relative to `created` (ms), and cookies are kept in the order they
+// were created: short numbers, and no per-process counter stored, keep a record small (one
+// Redis string of a few hundred bytes for a typical jar).
+import type { Cookie } from 'tough-cookie';
+import { byCreation, cookieFromTuple, cookieTuple } from '../cookies/jar.js';
+
+/** A session's metadata. Times are ms since the epoch. */
+export interface SessionMeta {
+  /** When the session (its family's first id) was created. */
+  created: number;
+  /** The absolute deadline: created + absoluteTimeout. Nothing outlives it, tombstones included. */
+  deadline: number;
+  /** The last sliding touch (write of the idle TTL). */
+  touched: number;
+  /** Family id: every id minted from one login shares it. */
+  family: string;
+  /** When this id was issued (a renewal issues a new id; created stays). */
+  issued: number;
+  /** The app's user id, when known. */
+  user?: string;
+  /** Keyed hash of what the session is bound to (user agent, address prefix), when binding is on. */
+  bind?: string;
+}
+
+/** An opened record. Shared between requests (cached): never mutate it. */
+export interface OpenedRecord {
+  readonly meta: Readonly<SessionMeta>;
+  /** field → cookie, expired ones included. */
+  readonly cookies: ReadonlyMap<string, Cookie>;
+  /** The earliest expiry of a cookie in it (Infinity when none expires). */
+  readonly firstExpiry: number;
+}
+
+const FORMAT = 2;
+const HEADER = 8;
+const STRIDE = 6;
+
+/** The record's plaintext: metadata, then the jar's cookies (field → cookie) in creation order. */
+export function encodeRecord(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): string {
+  const base = meta.created;
+  const head: unknown[] = [FORMAT, base, meta.deadline - base, meta.touched - base, meta.issued - base, meta.family, meta.user ?? null, meta.bind ?? null];
+  const fields = [...cookies.keys()];
+  if (fields.length > 1) fields.sort((a, b) => byCreation(cookies.get(a) as Cookie, cookies.get(b) as Cookie));
+  for (const field of fields) head.push(field, ...cookieTuple(cookies.get(field) as Cookie, base));
+  return JSON.stringify(head);
+}
+
+/** Reads a record's plaintext; undefined when it is not one this version wrote. */
+export function decodeRecord(text: string): OpenedRecord | undefined {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(data) || data.length < HEADER || (data.length - HEADER) % STRIDE !== 0 || data[0] !== FORMAT) return undefined;
+  const [, created, deadline, touched, issued, family, user, bind] = data as unknown[];
+  if (!isInt(created) || !isInt(deadline) || !isInt(touched) || !isInt(issued)) return undefined;
+  if (typeof family !== 'string' || family === '') return undefined;
+  if ((user !== null && typeof user !== 'string') || (bind !== null && typeof bind !== 'string')) return undefined;
+  const meta: SessionMeta = { created, deadline: created + deadline, touched: created + touched, family, issued: created + issued };
+  if (typeof user === 'string') meta.user = user;
+  if (typeof bind === 'string') meta.bind = bind;
+  const cookies = new Map<string, Cookie>();
+  let firstExpiry = Infinity;
+  for (let i = HEADER, order = 0; i < data.length; i += STRIDE, order++) {
+    const field: unknown = data[i];
+    if (typeof field !== 'string' || cookies.has(field)) return undefined;
+    const cookie = cookieFromTuple(field, data, i + 1, created, order);
+    if (!cookie) return undefined;
+    cookies.set(field, cookie);
+    if (cookie.expires instanceof Date) firstExpiry = Math.min(firstExpiry, cookie.expires.getTime());
+  }
+  return { meta: Object.freeze(meta), cookies, firstExpiry };
+}
+
+/**
+ * What one cookie counts against `limits.maxJarBytes`: its name, domain, path and value, plus
+ * a fixed allowance for its attributes (about what it takes in a record).
+ */
+export function jarBytesOf(field: string, cookie: Cookie): number {
+  return field.length + cookie.value.length + ATTRIBUTE_BYTES;
+}
+const ATTRIBUTE_BYTES = 32;
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
