@@ -12,16 +12,27 @@ import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type Session
 import { SID_BYTES, TicketCodec } from './ticket.js';
 import { Lru } from '../util/lru.js';
 
-/** A verified ticket, remembered so a busy session does not pay for HMACs and hashes on every request. */
+/**
+ * A verified ticket, remembered so a busy session does not pay for HMACs, hashes, key
+ * derivation and decryption on every request.
+ */
 interface KnownTicket {
   sid: Buffer;
   key: string;
   logId: string;
+  /** The jar key, derived on first use. */
+  jarKey?: Buffer;
+  /**
+   * The record last opened for this id, with the version and authentication tag it was opened
+   * from: a record that did not change since is not decrypted and parsed again. The tag is
+   * compared too, so a different value under the same version (a restored backup, a hand
+   * edit) is always opened and authenticated afresh.
+   */
+  opened?: { version: number; tag: Buffer; record: OpenedRecord };
 }
 
 /** Bounds of the per-process caches (entries). */
 const TICKET_CACHE = 20_000;
-const RECORD_CACHE = 20_000;
 /** Compare-and-set attempts of one write before giving up (each lost attempt means another write landed). */
 const MAX_WRITE_ATTEMPTS = 8;
 
@@ -122,18 +133,11 @@ export class SessionService {
   /** A sliding touch is written at most this often per session. */
   readonly touchInterval: number;
   /**
-   * Verified tickets (ticket → id, store key, log id) and their jar keys. Only tickets whose
-   * signature verified are kept, so garbage cannot fill the cache with anything useful.
+   * Verified tickets (ticket → id, store key, log id, jar key, last opened record). Only
+   * tickets whose signature verified are kept, so garbage cannot fill the cache with anything
+   * useful.
    */
   private readonly tickets = new Lru<string, KnownTicket>(TICKET_CACHE);
-  private readonly jarKeys = new Lru<string, Buffer>(TICKET_CACHE);
-  /**
-   * Opened records by store key, with the version and authentication tag they were opened
-   * from: a record that did not change since the last request is not decrypted and parsed
-   * again. The tag is compared too, so a different value under the same version (a restored
-   * backup, a hand edit) is always opened and authenticated afresh.
-   */
-  private readonly opened = new Lru<string, { version: number; tag: Buffer; record: OpenedRecord }>(RECORD_CACHE);
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -171,14 +175,6 @@ export class SessionService {
     return { sid, key: storeKeyOf(sid), logId: this.hasher.hash(sid) };
   }
 
-  private jarKey(known: { sid: Buffer; key: string }): Buffer {
-    let k = this.jarKeys.get(known.key);
-    if (!k) {
-      k = jarKeyOf(known.sid);
-      this.jarKeys.set(known.key, k);
-    }
-    return k;
-  }
 
   private async resolveKnown(known: KnownTicket): Promise<Resolution> {
     const { sid, key, logId } = known;
@@ -215,8 +211,8 @@ export class SessionService {
 
   private live(known: KnownTicket, version: number, data: Buffer, now: number): Resolution {
     const { sid, key, logId } = known;
-    const jarKey = this.jarKey(known);
-    const hit = this.opened.get(key);
+    const jarKey = (known.jarKey ??= jarKeyOf(sid));
+    const hit = known.opened;
     let record: OpenedRecord | undefined;
     if (hit !== undefined && hit.version === version && hasTag(data, hit.tag)) {
       record = hit.record;
@@ -228,7 +224,7 @@ export class SessionService {
         this.logger.warn({ event: 'session.record_unreadable', session: logId }, 'a session record could not be opened; the session is treated as expired');
         return { state: 'expired', logId };
       }
-      this.opened.set(key, { version, tag: tagOf(data), record });
+      known.opened = { version, tag: tagOf(data), record };
     }
     const { meta } = record;
     if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
@@ -237,7 +233,7 @@ export class SessionService {
   }
 
   private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
-    const text = open(this.jarKey({ sid, key: storeKeyOf(sid) }), SUCCESSOR_FIELD, sealed);
+    const text = open(jarKeyOf(sid), SUCCESSOR_FIELD, sealed);
     if (text === undefined) return undefined;
     const next = Buffer.from(text, 'base64url');
     return next.length === SID_BYTES ? next : undefined;

@@ -125,8 +125,6 @@ const LIVE = 0x4c; // L
 const TOMBSTONE = 0x52; // R
 const ALIAS = 0x4e; // N
 const COLON = 0x3a;
-/** load(): the key holds another type than a string. */
-const WRONG_TYPE = Symbol('wrong type');
 /** The `L1:` header of a new record. */
 const FIRST_HEADER = Buffer.from('L1:', 'latin1');
 
@@ -203,15 +201,15 @@ export class RedisStore implements SessionStore {
 
   async load(key: string): Promise<LoadResult> {
     const client = this.ready();
-    const value = await this.run('load', () =>
-      client.getBuffer(this.keyOf(key)).catch((err: unknown): typeof WRONG_TYPE => {
-        // Not a value this store writes (another program's key under our prefix, or an earlier
-        // data model): corrupt data, not an unavailable store.
-        if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return WRONG_TYPE;
-        throw err;
-      }),
-    );
-    if (value === WRONG_TYPE) return this.corrupt(key, 'a key of another type');
+    let value: Buffer | null;
+    try {
+      value = await client.getBuffer(this.keyOf(key));
+    } catch (err) {
+      // Not a value this store writes (another program's key under our prefix, or an earlier
+      // data model): corrupt data, not an unavailable store.
+      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return this.corrupt(key, 'a key of another type');
+      throw this.unavailable('load', err);
+    }
     return this.parse(key, value);
   }
 
@@ -372,8 +370,12 @@ export class RedisStore implements SessionStore {
     try {
       return await fn();
     } catch (err) {
-      throw new StoreUnavailableError(`redis ${op} failed at ${this.address}: ${messageOf(err)}`, { cause: sanitize(err) });
+      throw this.unavailable(op, err);
     }
+  }
+
+  private unavailable(op: string, err: unknown): StoreUnavailableError {
+    return new StoreUnavailableError(`redis ${op} failed at ${this.address}: ${messageOf(err)}`, { cause: sanitize(err) });
   }
 
   private onError(err: unknown): void {
