@@ -1,0 +1,148 @@
+// The session service's compare-and-set writes, against the real memory store: a response
+// whose session was written meanwhile is applied again on top of what was written; a session
+// that other requests never stop writing gives up with a clear error; a lost touch is dropped.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { RequestJar, type JarChange } from '../../src/cookies/jar.js';
+import { StoreUnavailableError } from '../../src/errors.js';
+import { SessionService, type LiveSession } from '../../src/session/service.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import type { WriteResult } from '../../src/store/types.js';
+import { captureLogger } from '../helpers/logs.js';
+
+const URL_ROOT = 'https://app.example.com/';
+const MIN = 60_000;
+
+/** A memory store where another writer lands just before each of our updates, `times` times. */
+class ContendedStore extends MemoryStore {
+  interferences = 0;
+  constructor(
+    clock: () => number,
+    logger: ReturnType<typeof captureLogger>['logger'],
+    private readonly interfere: (key: string, version: number) => Promise<void>,
+    public times: number,
+  ) {
+    super({ clock, maxSessions: 100, logger });
+  }
+  private interfering = false;
+  override async update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult> {
+    if (this.times > 0 && !this.interfering) {
+      this.times -= 1;
+      this.interferences += 1;
+      this.interfering = true;
+      try {
+        await this.interfere(key, version);
+      } finally {
+        this.interfering = false;
+      }
+    }
+    return super.update(key, version, data, ttlMs);
+  }
+}
+
+function setup(times: number) {
+  let now = Date.UTC(2026, 5, 1);
+  const clock = () => now;
+  const log = captureLogger();
+  let service: SessionService | undefined;
+  // The other writer: a second request on the same session that sets `other=<n>`.
+  const interfere = async (_key: string, _version: number) => {
+    const live = await resolve();
+    const outcome = await svc().commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
+    assert.equal(outcome.kind, 'updated');
+  };
+  const store = new ContendedStore(clock, log.logger, interfere, 0);
+  const svc = () => service as SessionService;
+  service = new SessionService({
+    store,
+    secrets: ['0123456789abcdef0123456789abcdef'],
+    timeouts: { idleTimeout: 30 * MIN, absoluteTimeout: 12 * 60 * MIN, renewAfter: null, renewGrace: 30_000 },
+    limits: { maxCookiesPerSession: 50, maxJarBytes: 32_768 },
+    clock,
+    logger: log.logger,
+  });
+  let ticket = '';
+  const changesOf = (...setCookies: string[]): JarChange[] => {
+    const jar = new RequestJar();
+    return setCookies.map((sc) => jar.apply(sc, URL_ROOT, now, undefined));
+  };
+  const resolve = async (): Promise<LiveSession> => {
+    const r = await svc().resolve([ticket]);
+    assert.equal(r.state, 'live');
+    return (r as { session: LiveSession }).session;
+  };
+  const cookies = async () => [...(await resolve()).cookies.values()].map((c) => `${c.key}=${c.value}`).sort();
+  return {
+    store,
+    service: svc(),
+    log,
+    changesOf,
+    resolve,
+    cookies,
+    ticket: () => ticket,
+    advance: (ms: number) => {
+      now += ms;
+    },
+    async login() {
+      const created = await svc().commit({ session: undefined, changes: changesOf('app=1'), rotate: false });
+      assert.equal(created.kind, 'created');
+      ticket = (created as { ticket: string }).ticket;
+      store.times = times;
+    },
+  };
+}
+
+describe('session writes under concurrency (compare-and-set)', () => {
+  test('a write that lost to another is applied again on top of it: both persist', async () => {
+    const s = setup(2);
+    await s.login();
+    const session = await s.resolve();
+    const outcome = await s.service.commit({ session, changes: s.changesOf('mine=1'), rotate: false });
+    assert.equal(outcome.kind, 'updated');
+    assert.equal(s.store.interferences, 2, 'two attempts lost, the third landed');
+    assert.deepEqual(await s.cookies(), ['app=1', 'mine=1', 'other=2']);
+  });
+
+  test('a session that other requests never stop writing: gives up after 8 attempts, loudly, writing nothing of its own', async () => {
+    const s = setup(1000);
+    await s.login();
+    const session = await s.resolve();
+    await assert.rejects(s.service.commit({ session, changes: s.changesOf('mine=1'), rotate: false }), (err: unknown) => {
+      assert.ok(err instanceof StoreUnavailableError);
+      assert.match(err.message, /8 times/);
+      return true;
+    });
+    assert.equal(s.store.interferences, 8);
+    const warned = s.log.lines.filter((l) => l.event === 'session.write_contention');
+    assert.equal(warned.length, 1);
+    assert.equal(warned[0]?.attempts, 8);
+    s.store.times = 0;
+    assert.ok(!(await s.cookies()).includes('mine=1'));
+  });
+
+  test('a touch alone that lost to another write is dropped, not retried', async () => {
+    const s = setup(1);
+    await s.login();
+    s.advance(5 * MIN); // past the touch interval (min(60 s, idle / 10))
+    const session = await s.resolve();
+    const outcome = await s.service.commit({ session, changes: [], rotate: false });
+    assert.equal(outcome.kind, 'unchanged');
+    assert.equal(s.store.interferences, 1);
+  });
+
+  test('a login (rotation) that lost to another write starts again from it: the new id carries both', async () => {
+    const s = setup(0);
+    await s.login();
+    const session = await s.resolve();
+    // another request writes the session between this request's load and its rotation
+    const other = await s.resolve();
+    assert.equal((await s.service.commit({ session: other, changes: s.changesOf('other=1'), rotate: false })).kind, 'updated');
+    const rotated = await s.service.commit({ session, changes: s.changesOf('mine=1'), rotate: true });
+    assert.equal(rotated.kind, 'created');
+    const fresh = await s.service.resolve([(rotated as { ticket: string }).ticket]);
+    assert.equal(fresh.state, 'live');
+    const names = [...(fresh as { session: LiveSession }).session.cookies.values()].map((c) => `${c.key}=${c.value}`).sort();
+    assert.deepEqual(names, ['app=1', 'mine=1', 'other=1']);
+    assert.equal((await s.service.resolve([s.ticket()])).state, 'revoked', 'the old id is dead');
+  });
+});
