@@ -2,6 +2,7 @@
 // See bench/README.md for what is measured, how, and the latest results.
 //
 //   node build/bench/run.js [--quick] [--out FILE] [--generator wrk|autocannon] [--profile]
+//                           [--scenarios LIST] [--targets LIST] [--concurrency LIST] [--reps N] [--[no-]scale]
 //
 // Everything runs on 127.0.0.1, each load for a bounded time, and every process started here
 // is stopped at the end (and on an error or Ctrl-C). Exit status: 0 when every target started
@@ -726,6 +727,59 @@ export function renderReport(r: BenchResult): string {
 
 // ---------------------------------------------------------------- main
 
+interface Filters {
+  scenarios: ScenarioId[] | undefined;
+  targets: TargetId[] | undefined;
+  concurrencies: number[] | undefined;
+  reps: number | undefined;
+  /** Run the 1 000 vs 1 000 000 sessions comparison (when coatcheck (Redis) runs). */
+  scale: boolean;
+  /** Anything narrower than the full run was asked for. */
+  subset: boolean;
+  describe: string;
+}
+
+function listOf<T extends string>(flag: string, raw: string | undefined, known: readonly T[]): T[] | undefined {
+  if (raw === undefined) return undefined;
+  const items = raw
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+  const bad = items.filter((x) => !(known as readonly string[]).includes(x));
+  if (items.length === 0 || bad.length > 0) throw new Error(`--${flag}: unknown ${bad.length ? `"${bad.join('", "')}"` : 'empty list'} (one or more of: ${known.join(', ')})`);
+  return [...new Set(items)] as T[];
+}
+
+/**
+ * `--scenarios`, `--targets`, `--concurrency`, `--reps` and `--[no-]scale`: run a part of the bench.
+ * Without them the run is the full one. A subset skips the 1 000 000-session run unless `--scale`.
+ */
+function parseFilters(values: { scenarios?: string; targets?: string; concurrency?: string; reps?: string; scale?: boolean; 'no-scale'?: boolean }): Filters {
+  const scenarios = listOf('scenarios', values.scenarios, SCENARIOS.map((x) => x.id));
+  const targets = listOf('targets', values.targets, Object.keys(TARGET_LABELS) as TargetId[]);
+  let concurrencies: number[] | undefined;
+  if (values.concurrency !== undefined) {
+    const items = values.concurrency.split(',').map((x) => x.trim());
+    if (items.some((x) => !/^[1-9]\d{0,4}$/.test(x))) throw new Error(`--concurrency: expected connection counts like 32,128, got "${values.concurrency}"`);
+    concurrencies = [...new Set(items.map(Number))];
+  }
+  let reps: number | undefined;
+  if (values.reps !== undefined) {
+    if (!/^[1-9]\d?$/.test(values.reps.trim())) throw new Error(`--reps: expected a number of repetitions from 1 to 99, got "${values.reps}"`);
+    reps = Number(values.reps.trim());
+  }
+  if (values.scale && values['no-scale']) throw new Error('--scale and --no-scale contradict each other');
+  const subset = scenarios !== undefined || targets !== undefined || concurrencies !== undefined || reps !== undefined || values['no-scale'] === true;
+  const scale = values.scale === true || (!subset && values['no-scale'] !== true);
+  const parts: string[] = [];
+  if (scenarios) parts.push(`scenarios ${scenarios.join(',')}`);
+  if (targets) parts.push(`targets ${targets.join(',')}`);
+  if (concurrencies) parts.push(`concurrency ${concurrencies.join(',')}`);
+  if (reps !== undefined) parts.push(`${reps} repetitions`);
+  parts.push(scale ? 'with the 1 000 000-session run' : 'without the 1 000 000-session run');
+  return { scenarios, targets, concurrencies, reps, scale, subset, describe: parts.join('; ') };
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
@@ -736,13 +790,23 @@ async function main(): Promise<number> {
       profile: { type: 'boolean', default: false },
       'no-pin': { type: 'boolean', default: false },
       render: { type: 'string' },
+      scenarios: { type: 'string' },
+      targets: { type: 'string' },
+      concurrency: { type: 'string' },
+      reps: { type: 'string' },
+      scale: { type: 'boolean' },
+      'no-scale': { type: 'boolean' },
     },
   });
   if (values.render !== undefined) {
     process.stdout.write(`${renderReport(JSON.parse(readFileSync(values.render, 'utf8')) as BenchResult)}\n`);
     return 0;
   }
-  const s = values.quick ? QUICK : FULL;
+  const filter = parseFilters(values);
+  const s: Settings = { ...(values.quick ? QUICK : FULL) };
+  if (filter.concurrencies) s.concurrencies = filter.concurrencies;
+  if (filter.reps !== undefined) s.reps = filter.reps;
+  if (!filter.scale) s.scaleSessions = 0;
   // Quick mode checks that the bench works, not speed: it never waits for a quiet machine.
   if (s.mode === 'quick') quiet.budgetSec = 0;
   if (values.generator !== undefined && values.generator !== 'wrk' && values.generator !== 'autocannon') {
@@ -779,12 +843,18 @@ async function main(): Promise<number> {
     return 0;
   }
 
-  const targets: Target[] = [directTarget(upstream), await startBare(upstream)];
-  if (redis) targets.push(await startMinimal(upstream, redis.url));
-  targets.push(await startCoatcheck(upstream, { kind: 'memory' }));
-  if (redis) targets.push(await startCoatcheck(upstream, { kind: 'redis', url: redis.url }));
-  if (onPath('nginx')) targets.push(await startNginx(upstream));
-  else notes.push('nginx is not on PATH: its row is skipped');
+  const want = (id: TargetId) => filter.targets === undefined || filter.targets.includes(id);
+  const targets: Target[] = [];
+  if (want('direct')) targets.push(directTarget(upstream));
+  if (want('bare')) targets.push(await startBare(upstream));
+  if (redis && want('minimal')) targets.push(await startMinimal(upstream, redis.url));
+  if (want('coatcheck-memory')) targets.push(await startCoatcheck(upstream, { kind: 'memory' }));
+  if (redis && want('coatcheck-redis')) targets.push(await startCoatcheck(upstream, { kind: 'redis', url: redis.url }));
+  if (want('nginx')) {
+    if (onPath('nginx')) targets.push(await startNginx(upstream));
+    else notes.push('nginx is not on PATH: its row is skipped');
+  }
+  if (filter.subset) notes.push(`a subset run: ${filter.describe}`);
   env.targets = targets;
   log(`targets: ${targets.map((t) => `${t.id} ${t.origin}`).join(', ')}`);
 
@@ -811,6 +881,7 @@ async function main(): Promise<number> {
 
   const rows: Row[] = [];
   for (const scenario of SCENARIOS) {
+    if (filter.scenarios && !filter.scenarios.includes(scenario.id)) continue;
     for (const c of s.concurrencies) rows.push(...(await runCell(env, s, targets, sessions, scenario, c)));
   }
 
@@ -853,10 +924,12 @@ async function main(): Promise<number> {
     goals,
   };
 
-  const outFile = values.out ? resolve(values.out) : join(REPO_ROOT, 'bench', 'results', s.mode === 'quick' ? 'quick.json' : 'latest.json');
+  // A subset run never replaces latest.json (the full run quoted in bench/README.md).
+  const defaultOut = s.mode === 'quick' ? 'quick.json' : filter.subset ? 'subset.json' : 'latest.json';
+  const outFile = values.out ? resolve(values.out) : join(REPO_ROOT, 'bench', 'results', defaultOut);
   await mkdir(dirname(outFile), { recursive: true });
   await writeFile(outFile, `${JSON.stringify(result, null, 2)}\n`);
-  if (!values.out && s.mode === 'full') {
+  if (!values.out && s.mode === 'full' && !filter.subset) {
     await writeFile(join(REPO_ROOT, 'bench', 'results', `bench-${new Date(started).toISOString().replace(/[:.]/g, '-')}.json`), `${JSON.stringify(result, null, 2)}\n`);
   }
 
