@@ -3,6 +3,7 @@
 //
 //   node build/bench/run.js [--quick] [--out FILE] [--generator wrk|autocannon] [--profile]
 //                           [--scenarios LIST] [--targets LIST] [--concurrency LIST] [--reps N] [--[no-]scale]
+//                           [--node-args "ARGS"]
 //
 // Everything runs on 127.0.0.1, each load for a bounded time, and every process started here
 // is stopped at the end (and on an error or Ctrl-C). Exit status: 0 when every target started
@@ -715,7 +716,7 @@ interface Filters {
   reps: number | undefined;
   /** Run the 1 000 vs 1 000 000 sessions comparison (when coatcheck (Redis) runs). */
   scale: boolean;
-  /** Anything narrower than the full run was asked for. */
+  /** Anything other than the full run was asked for (it then writes subset.json, not latest.json). */
   subset: boolean;
   describe: string;
 }
@@ -735,7 +736,15 @@ function listOf<T extends string>(flag: string, raw: string | undefined, known: 
  * `--scenarios`, `--targets`, `--concurrency`, `--reps` and `--[no-]scale`: run a part of the bench.
  * Without them the run is the full one. A subset skips the 1 000 000-session run unless `--scale`.
  */
-function parseFilters(values: { scenarios?: string; targets?: string; concurrency?: string; reps?: string; scale?: boolean; 'no-scale'?: boolean }): Filters {
+function parseFilters(values: {
+  scenarios?: string;
+  targets?: string;
+  concurrency?: string;
+  reps?: string;
+  scale?: boolean;
+  'no-scale'?: boolean;
+  'node-args'?: string;
+}): Filters {
   const scenarios = listOf('scenarios', values.scenarios, SCENARIOS.map((x) => x.id));
   const targets = listOf('targets', values.targets, Object.keys(TARGET_LABELS) as TargetId[]);
   let concurrencies: number[] | undefined;
@@ -750,7 +759,8 @@ function parseFilters(values: { scenarios?: string; targets?: string; concurrenc
     reps = Number(values.reps.trim());
   }
   if (values.scale && values['no-scale']) throw new Error('--scale and --no-scale contradict each other');
-  const subset = scenarios !== undefined || targets !== undefined || concurrencies !== undefined || reps !== undefined || values['no-scale'] === true;
+  const subset =
+    scenarios !== undefined || targets !== undefined || concurrencies !== undefined || reps !== undefined || values['no-scale'] === true || values['node-args'] !== undefined;
   const scale = values.scale === true || (!subset && values['no-scale'] !== true);
   const parts: string[] = [];
   if (scenarios) parts.push(`scenarios ${scenarios.join(',')}`);
@@ -777,6 +787,7 @@ async function main(): Promise<number> {
       reps: { type: 'string' },
       scale: { type: 'boolean' },
       'no-scale': { type: 'boolean' },
+      'node-args': { type: 'string' },
     },
   });
   if (values.render !== undefined) {
@@ -829,8 +840,11 @@ async function main(): Promise<number> {
   if (want('direct')) targets.push(directTarget(upstream));
   if (want('bare')) targets.push(await startBare(upstream));
   if (redis && want('minimal')) targets.push(await startMinimal(upstream, redis.url));
-  if (want('coatcheck-memory')) targets.push(await startCoatcheck(upstream, { kind: 'memory' }));
-  if (redis && want('coatcheck-redis')) targets.push(await startCoatcheck(upstream, { kind: 'redis', url: redis.url }));
+  // --node-args: options for coatcheck's node process (e.g. V8 flags), the bench's other processes keep theirs.
+  const ccArgs = values['node-args']?.split(/\s+/).filter((a) => a !== '') ?? [];
+  if (ccArgs.length > 0) notes.push(`coatcheck ran as node ${ccArgs.join(' ')} dist/cli.js`);
+  if (want('coatcheck-memory')) targets.push(await startCoatcheck(upstream, { kind: 'memory' }, ccArgs));
+  if (redis && want('coatcheck-redis')) targets.push(await startCoatcheck(upstream, { kind: 'redis', url: redis.url }, ccArgs));
   if (want('nginx')) {
     if (onPath('nginx')) targets.push(await startNginx(upstream));
     else notes.push('nginx is not on PATH: its row is skipped');

@@ -97,14 +97,6 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
   const admin: AdminServer | undefined =
     config.admin.listen !== null ? createAdminServer({ metrics, store, logger, isDraining: () => closing !== undefined }) : undefined;
 
-  server.on('request', (_req, res) => {
-    const t0 = performance.now();
-    res.once('close', () => {
-      metrics.requests.inc({ status: String(res.statusCode) });
-      metrics.duration.observe((performance.now() - t0) / 1000);
-    });
-  });
-
   return {
     server,
     store,

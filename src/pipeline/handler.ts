@@ -2,8 +2,7 @@
 // streams the body. The flow is in DESIGN.md §1.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from '../log.js';
-import type { PipelineDeps, RequestContext } from './context.js';
+import { RequestContext, type PipelineDeps } from './context.js';
 import { mapUpstreamError, isAbort } from '../proxy/error-map.js';
 import { replyError } from './reply.js';
 import { REQUEST_STAGES } from './request.js';
@@ -22,70 +21,41 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined;
 }
 
+/** The response's request, for the shared 'close' listener (no closure per request). */
+const kContext = Symbol('coatcheck.context');
+type TaggedResponse = ServerResponse & { [kContext]?: RequestContext };
+
 export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const access = deps.config.log.access;
+  const { metrics } = deps;
+  /** Counter children by status code: no label object and hash per request. */
+  const byStatus = new Map<number, { inc(): void }>();
+
+  function onClose(this: TaggedResponse): void {
+    const ctx = this[kContext] as RequestContext;
+    const status = this.statusCode;
+    let counter = byStatus.get(status);
+    if (counter === undefined) {
+      counter = metrics.requests.labels(String(status));
+      if (byStatus.size < 1000) byStatus.set(status, counter);
+    }
+    counter.inc();
+    const ms = performance.now() - ctx.started;
+    metrics.duration.observe(ms / 1000);
+    if (!this.writableFinished) {
+      ctx.aborted = true;
+      ctx.forwarding?.abort();
+      ctx.log.info({ event: 'client.aborted' }, 'client went away before the response was complete');
+    }
+    if (access) {
+      ctx.log.info({ event: 'access', method: ctx.method, path: ctx.pathname, status, ms: Math.round(ms * 10) / 10 }, 'request');
+    }
+  }
+
   return (req, res) => {
-    const id = requestIdOf(req);
-    // The request's child logger is made on first use: most requests never log.
-    let log: Logger | undefined;
-    const ctx: RequestContext = {
-      id,
-      req,
-      res,
-      started: performance.now(),
-      get log(): Logger {
-        return (log ??= deps.logger.child(ctx.logId ? { reqId: id, session: ctx.logId } : { reqId: id }));
-      },
-      set log(value: Logger) {
-        log = value;
-      },
-      method: req.method ?? 'GET',
-      target: '/',
-      pathname: '/',
-      publicUrl: '',
-      cookieTarget: { host: '', path: '/', secure: false },
-      secure: false,
-      host: '',
-      clientIp: '',
-      peerIp: '',
-      bind: undefined,
-      appRevoke: false,
-      appRotate: false,
-      appUser: undefined,
-      sameSite: undefined,
-      clientCookies: [],
-      ticketValues: [],
-      resolution: { state: 'none' },
-      session: undefined,
-      jar: undefined,
-      isLogout: false,
-      isLogin: false,
-      clearTicket: false,
-      newTicket: undefined,
-      logId: undefined,
-      upstreamHeaders: [],
-      abort: new AbortController(),
-      upstream: undefined,
-      responseHeaders: [],
-      jarChanges: [],
-    };
-    res.on('close', () => {
-      if (!res.writableFinished) {
-        ctx.abort.abort();
-        ctx.log.info({ event: 'client.aborted' }, 'client went away before the response was complete');
-      }
-      if (deps.config.log.access) {
-        ctx.log.info(
-          {
-            event: 'access',
-            method: ctx.method,
-            path: ctx.pathname,
-            status: res.statusCode,
-            ms: Math.round((performance.now() - ctx.started) * 10) / 10,
-          },
-          'request',
-        );
-      }
-    });
+    const ctx = new RequestContext(requestIdOf(req), req, res, deps.logger);
+    (res as TaggedResponse)[kContext] = ctx;
+    res.on('close', onClose);
     run(ctx, deps).catch((err: unknown) => {
       discardBody(ctx);
       if (!res.headersSent) replyError(ctx, deps, err);
@@ -102,17 +72,18 @@ async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
     const go = stage(ctx, deps);
     if (!(go === true || (go !== false && (await go)))) return;
   }
-  if (ctx.abort.signal.aborted) return;
+  if (ctx.aborted) return;
+  const forwarding = deps.engine.forward({
+    method: ctx.method,
+    path: ctx.target,
+    headers: ctx.upstreamHeaders,
+    body: hasBody(ctx.req) ? ctx.req : null,
+  });
+  ctx.forwarding = forwarding;
   try {
-    ctx.upstream = await deps.engine.forward({
-      method: ctx.method,
-      path: ctx.target,
-      headers: ctx.upstreamHeaders,
-      body: hasBody(ctx.req) ? ctx.req : null,
-      signal: ctx.abort.signal,
-    });
+    ctx.upstream = await forwarding.response;
   } catch (err) {
-    if (ctx.abort.signal.aborted && isAbort(err)) return;
+    if (ctx.aborted && isAbort(err)) return;
     replyError(ctx, deps, mapUpstreamError(err));
     return;
   }
@@ -121,21 +92,14 @@ async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
     if (!(go === true || (go !== false && (await go)))) return;
   }
   const { res } = ctx;
-  const upstream = ctx.upstream;
   if (res.destroyed) {
     discardBody(ctx);
     return;
   }
-  res.writeHead(upstream.status, ctx.responseHeaders);
-  // pipe() rather than pipeline(): on Node 20 pipeline() makes an AbortController per call and a
-  // DOMException with a stack when it finishes, a measurable cost on every request.
-  const body = upstream.body;
-  body.on('error', (err: Error) => {
-    if (!ctx.abort.signal.aborted) ctx.log.warn({ event: 'upstream.body_failed', err: err.message }, 'the response body stream failed');
-    res.destroy();
-  });
-  res.once('close', () => {
-    if (!body.readableEnded) body.destroy();
-  });
-  body.pipe(res);
+  res.writeHead(ctx.upstream.status, ctx.responseHeaders);
+  ctx.upstream.body.sendTo(res, bodyFailed, ctx);
+}
+
+function bodyFailed(err: Error, ctx: RequestContext): void {
+  ctx.log.warn({ event: 'upstream.body_failed', err: err.message }, 'the response body stream failed');
 }

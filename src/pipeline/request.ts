@@ -1,6 +1,6 @@
 // Request stages, in the order they run (see REQUEST_STAGES at the bottom).
-import { parseCookieHeader, serializeCookiePairs, type CookiePair } from '../cookies/header.js';
-import { isLoopbackHost, RequestJar, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
+import { parseCookieHeader } from '../cookies/header.js';
+import { cookieHeaderFor, isLoopbackHost, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
 import { CoatcheckError } from '../errors.js';
 import { ruleMatches, type PipelineDeps, type RequestContext, type RequestStage } from './context.js';
 import { reject, replyError } from './reply.js';
@@ -10,7 +10,7 @@ import type { LiveSession } from '../session/service.js';
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 /** Headers that belong to one connection and never cross the proxy (RFC 9110 §7.6.1). */
-export const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -23,7 +23,15 @@ export const HOP_BY_HOP = new Set([
 ]);
 
 /** Request headers coatcheck sets itself. */
-const REPLACED = new Set(['host', 'cookie', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'expect']);
+const REPLACED = ['host', 'cookie', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'expect'];
+
+/** What forwardHeaders does with a client header, by lower-case name: one lookup per header. */
+const DROP = 1;
+const REQUEST_ID = 2;
+const REQUEST_HEADER_KIND: ReadonlyMap<string, number> = new Map([
+  ...[...HOP_BY_HOP, ...REPLACED].map((n): [string, number] => [n, DROP]),
+  ['x-request-id', REQUEST_ID],
+]);
 
 function firstHeader(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
@@ -36,22 +44,34 @@ function cookieTargetOfHost(host: string, path: string, secure: boolean): Cookie
   return { host: name, path, secure: secure || isLoopbackHost(name) };
 }
 
-const PLAIN_PATH_RE = /^\/(?:[A-Za-z0-9\-_~!$&'()*+,;=:@]+\/?)*$/;
+/**
+ * A path with nothing to resolve or decode: segments of unreserved and sub-delim characters
+ * (no %, no empty segment), optionally one trailing "/". Each repetition starts with "/", so the
+ * match is linear (an earlier form, `(?:[…]+\/?)*`, backtracked exponentially on a long segment
+ * followed by a "%").
+ */
+const PLAIN_PATH_RE = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
+const DOT_SEGMENT_RE = /\/\.\.?(?:\/|$)/;
+const ESCAPE_RE = /%([0-9A-Fa-f]{2})/g;
+const UNRESERVED_RE = /[A-Za-z0-9\-._~]/;
 
-function normalizePath(rawPath: string): string {
+/** The path rules are matched against: dot segments resolved, `//` collapsed, unreserved escapes decoded. */
+export function normalizePath(rawPath: string): string {
   // Fast path: nothing to resolve or decode (no dot segments, no %, no //).
-  if (PLAIN_PATH_RE.test(rawPath) && !/(?:^|\/)\.\.?(?:\/|$)/.test(rawPath)) return rawPath;
+  if (PLAIN_PATH_RE.test(rawPath) && !DOT_SEGMENT_RE.test(rawPath)) return rawPath;
   let p: string;
   try {
-    p = new URL(rawPath, 'http://x').pathname;
+    // Appended to an origin, not resolved against one: "//logout" is a path here, never an
+    // authority (new URL('//logout', base) would read a host "logout" and the path "/").
+    p = new URL(`http://x${rawPath}`).pathname;
   } catch {
     return rawPath;
   }
   p = p.replace(/\/{2,}/g, '/');
   // Decode only unreserved characters, so /%6Cogout matches /logout but %2F stays a literal.
-  return p.replace(/%([0-9A-Fa-f]{2})/g, (m, hex: string) => {
+  return p.replace(ESCAPE_RE, (m, hex: string) => {
     const c = String.fromCharCode(parseInt(hex, 16));
-    return /[A-Za-z0-9\-._~]/.test(c) ? c : m.toUpperCase();
+    return UNRESERVED_RE.test(c) ? c : m.toUpperCase();
   });
 }
 
@@ -59,9 +79,14 @@ function normalizePath(rawPath: string): string {
 const identify: RequestStage = (ctx, deps) => {
   const { req } = ctx;
   const rawUrl = req.url ?? '/';
-  // Two Host lines are ambiguous (RFC 9112 §3.2): refuse rather than guess.
+  // Two Host lines are ambiguous (RFC 9112 §3.2): refuse rather than guess. (Node keeps only the
+  // first in req.headers, so the raw list is the only place to see a second one.)
   let hostLines = 0;
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if ((req.rawHeaders[i] as string).toLowerCase() === 'host') hostLines++;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') hostLines++;
+  }
   if (hostLines > 1) {
     replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'more than one Host header'));
     return false;
@@ -115,10 +140,18 @@ const identify: RequestStage = (ctx, deps) => {
 /** 2. Read the ticket, verify it, load the session. A forged ticket never reaches the store. */
 const resolveSession: RequestStage = async (ctx, deps) => {
   const ticketName = deps.config.cookie.name;
-  ctx.clientCookies = parseCookieHeader(ctx.req.headers.cookie);
-  for (const c of ctx.clientCookies) if (c.name === ticketName) ctx.ticketValues.push(c.value);
-  if (ctx.ticketValues.length > 1) {
-    ctx.log.warn({ event: 'session.ticket_duplicate', count: ctx.ticketValues.length }, 'more than one ticket cookie presented');
+  const cookies = parseCookieHeader(ctx.req.headers.cookie);
+  ctx.clientCookies = cookies;
+  let values: string[] | undefined;
+  for (const c of cookies) {
+    if (c.name !== ticketName) continue;
+    if (values === undefined) values = [c.value];
+    else values.push(c.value);
+  }
+  if (values === undefined) return true;
+  ctx.ticketValues = values;
+  if (values.length > 1) {
+    ctx.log.warn({ event: 'session.ticket_duplicate', count: values.length }, 'more than one ticket cookie presented');
   }
   try {
     ctx.resolution = await deps.service.resolve(ctx.ticketValues);
@@ -263,17 +296,14 @@ const matchRules: RequestStage = (ctx, deps) => {
 /** 5. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
 const buildCookieHeader: RequestStage = (ctx, deps) => {
   const ticketName = deps.config.cookie.name;
-  const kept: CookiePair[] = [];
-  const stripped: string[] = [];
+  let passed = '';
   for (const c of ctx.clientCookies) {
     if (c.name === ticketName) continue;
-    if (isClientOwned(c.name, deps)) kept.push(c);
-    else stripped.push(c.name);
-  }
-  for (const name of stripped) {
-    if (deps.appCookieNames.has(name) || (deps.managed !== null && deps.managed.has(name))) {
+    if (isClientOwned(c.name, deps)) {
+      passed = passed === '' ? `${c.name}=${c.value}` : `${passed}; ${c.name}=${c.value}`;
+    } else if (deps.appCookieNames.has(c.name) || (deps.managed !== null && deps.managed.has(c.name))) {
       ctx.log.warn(
-        { event: 'session.legacy_cookie_presented', cookieName: name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
+        { event: 'session.legacy_cookie_presented', cookieName: c.name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
         'the client presented an app cookie directly; it was stripped',
       );
       deps.metrics.security.inc({ event: 'legacy_cookie_presented' });
@@ -283,12 +313,11 @@ const buildCookieHeader: RequestStage = (ctx, deps) => {
   const session = ctx.session;
   if (session && session.cookies.size > 0) {
     // A logged-out session still sends its cookies this once, so the app's own logout code runs.
-    ctx.jar = new RequestJar(session.cookies.values());
-    header = ctx.jar.cookieHeader(ctx.cookieTarget, deps.clock(), ctx.sameSite);
+    // No RequestJar here: the response stages make one only when the app sets a cookie.
+    header = cookieHeaderFor(session.cookies.values(), ctx.cookieTarget, deps.clock(), ctx.sameSite);
   }
-  const passed = serializeCookiePairs(kept);
   if (passed) header = header ? `${header}; ${passed}` : passed;
-  if (header) ctx.upstreamHeaders.push('cookie', header);
+  ctx.upstreamCookie = header;
   return true;
 };
 
@@ -301,28 +330,43 @@ export function isClientOwned(name: string, deps: PipelineDeps): boolean {
 /** 6. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
 const forwardHeaders: RequestStage = (ctx, deps) => {
   const raw = ctx.req.rawHeaders;
-  const connectionListed = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).toLowerCase() === 'connection') {
-      for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
+  // Header names listed in Connection are hop-by-hop too (rare: the Set is made only then).
+  let connectionListed: Set<string> | undefined;
+  if (ctx.req.headers.connection !== undefined) {
+    connectionListed = new Set<string>();
+    for (let i = 0; i < raw.length; i += 2) {
+      if ((raw[i] as string).toLowerCase() === 'connection') {
+        for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
+      }
     }
   }
-  const out = ctx.upstreamHeaders;
+  const trust = deps.config.trustProxy;
+  const out: string[] = ctx.upstreamCookie === '' ? [] : ['cookie', ctx.upstreamCookie];
   let xff: string | undefined;
+  let hasRequestId = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || REPLACED.has(lower) || connectionListed.has(lower)) {
-      if (lower === 'x-forwarded-for' && deps.config.trustProxy) xff = xff ? `${xff}, ${raw[i + 1]}` : (raw[i + 1] as string);
+    const kind = REQUEST_HEADER_KIND.get(lower);
+    if (kind === DROP || (connectionListed !== undefined && connectionListed.has(lower))) {
+      if (trust && lower === 'x-forwarded-for') xff = xff ? `${xff}, ${raw[i + 1]}` : (raw[i + 1] as string);
       continue;
     }
+    if (kind === REQUEST_ID) hasRequestId = true;
     out.push(name, raw[i + 1] as string);
   }
-  if (!out.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-request-id')) out.push('x-request-id', ctx.id);
-  out.push('host', ctx.req.headers.host ?? ctx.host);
-  out.push('x-forwarded-for', xff ? `${xff}, ${ctx.peerIp}` : ctx.peerIp);
-  out.push('x-forwarded-proto', ctx.secure ? 'https' : 'http');
-  out.push('x-forwarded-host', ctx.host);
+  if (!hasRequestId) out.push('x-request-id', ctx.id);
+  out.push(
+    'host',
+    ctx.req.headers.host ?? ctx.host,
+    'x-forwarded-for',
+    xff ? `${xff}, ${ctx.peerIp}` : ctx.peerIp,
+    'x-forwarded-proto',
+    ctx.secure ? 'https' : 'http',
+    'x-forwarded-host',
+    ctx.host,
+  );
+  ctx.upstreamHeaders = out;
   return true;
 };
 

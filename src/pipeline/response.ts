@@ -18,20 +18,23 @@ function isManaged(name: string, deps: PipelineDeps): boolean {
  */
 const collectSetCookies: ResponseStage = (ctx, deps) => {
   const raw = (ctx.upstream as NonNullable<RequestContext['upstream']>).headers;
-  const connectionListed = new Set<string>();
+  // Header names listed in Connection are hop-by-hop too; the Set is made only when there is one.
+  let connectionListed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     if ((raw[i] as string).toLowerCase() === 'connection') {
+      connectionListed ??= new Set<string>();
       for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
     }
   }
-  const out = ctx.responseHeaders;
+  const out: string[] = [];
+  ctx.responseHeaders = out;
   const ticketName = deps.config.cookie.name;
-  const now = deps.clock();
+  let now: number | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || connectionListed.has(lower)) continue;
+    if (HOP_BY_HOP.has(lower) || (connectionListed !== undefined && connectionListed.has(lower))) continue;
     // The app's control headers: acted on, never passed to the browser.
     if (lower === 'coatcheck-session') {
       const v = value.trim().toLowerCase();
@@ -65,13 +68,14 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
     }
     deps.appCookieNames.add(cookieName);
     ctx.jar ??= new RequestJar(ctx.session ? ctx.session.cookies.values() : []);
+    now ??= deps.clock();
     const change = ctx.jar.apply(value, ctx.publicUrl, now, ctx.sameSite);
     if (change.kind === 'rejected') {
       ctx.log.warn({ event: 'upstream.set_cookie_rejected', cookieName, reason: change.reason }, 'dropped a Set-Cookie from the app that a browser would refuse');
       continue;
     }
     if (change.kind === 'delete' && deps.onCookieCleared.has(change.name)) ctx.appRevoke = true;
-    ctx.jarChanges.push(change);
+    ctx.addJarChange(change);
   }
   return true;
 };
@@ -161,10 +165,7 @@ const emitTicket: ResponseStage = (ctx, deps) => {
 };
 
 export function discardBody(ctx: RequestContext): void {
-  const body = ctx.upstream?.body as (NonNullable<RequestContext['upstream']>['body'] & { dump?: () => Promise<void> }) | undefined;
-  if (!body) return;
-  if (typeof body.dump === 'function') body.dump().catch(() => body.destroy());
-  else body.destroy();
+  ctx.upstream?.body.discard();
 }
 
 export const RESPONSE_STAGES: readonly ResponseStage[] = [collectSetCookies, appRevocation, persist, emitTicket];

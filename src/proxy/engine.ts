@@ -2,6 +2,14 @@
 // response (status and headers) arrives before anything is written to the client, so the
 // response stages can await the store first. (WebSocket upgrades will sit behind the same
 // interface, through http-proxy-3.)
+//
+// The Pool is driven through `dispatch()` with one handler object per request (`Exchange`),
+// not through `request()`: that one makes, per request, an AsyncResource, a promise, a Readable
+// body with its pipe() listeners and nextTick hops, parses the response headers twice, and
+// needs an AbortController with its AbortSignal to be cancelled. The handler keeps the raw
+// header list, buffers the (usually small) body until the response stages are done, then writes
+// it straight to the client, with backpressure from the client's socket back to the app's.
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Pool } from 'undici';
 
@@ -12,18 +20,35 @@ export interface UpstreamRequest {
   /** Flat raw header list: name, value, name, value, … */
   headers: string[];
   body: Readable | null;
-  signal: AbortSignal;
+}
+
+/** The body of an upstream response: either sent to the client, or discarded. Exactly one of the two. */
+export interface UpstreamBody {
+  /**
+   * Writes the body to `res` (whose head is already written) and ends it. `onError(err, arg)` is
+   * called when the body fails after the response started (res is destroyed right after).
+   */
+  sendTo<T>(res: ServerResponse, onError: (err: Error, arg: T) => void, arg: T): void;
+  /** Reads and drops the rest of the body (the connection stays reusable when it is small). */
+  discard(): void;
 }
 
 export interface UpstreamResponse {
   status: number;
   /** Flat raw header list, values decoded as latin1 so bytes pass through unchanged. */
   headers: string[];
-  body: Readable;
+  body: UpstreamBody;
+}
+
+/** One forwarding: `response` settles with the app's status and headers, or the failure. */
+export interface Forwarding {
+  readonly response: Promise<UpstreamResponse>;
+  /** The client went away: cancel the upstream request (quietly; `response` rejects with an abort). */
+  abort(): void;
 }
 
 export interface ForwardEngine {
-  forward(request: UpstreamRequest): Promise<UpstreamResponse>;
+  forward(request: UpstreamRequest): Forwarding;
   close(): Promise<void>;
 }
 
@@ -51,16 +76,13 @@ export class UndiciEngine implements ForwardEngine {
     });
   }
 
-  async forward(request: UpstreamRequest): Promise<UpstreamResponse> {
-    const r = await this.pool.request({
-      method: request.method as never,
-      path: request.path,
-      headers: request.headers,
-      body: request.body,
-      signal: request.signal,
-      responseHeaders: 'raw',
-    });
-    return { status: r.statusCode, headers: r.headers as unknown as string[], body: r.body };
+  forward(request: UpstreamRequest): Forwarding {
+    const exchange = new Exchange(request.body);
+    this.pool.dispatch(
+      { method: request.method as never, path: request.path, headers: request.headers, body: request.body },
+      exchange as unknown as Parameters<Pool['dispatch']>[1],
+    );
+    return exchange;
   }
 
   async close(): Promise<void> {
@@ -72,3 +94,217 @@ export class UndiciEngine implements ForwardEngine {
     await this.pool.destroy();
   }
 }
+
+/** The error an exchange is aborted with when the client went away. */
+export class ClientGoneError extends Error {
+  override readonly name = 'AbortError';
+  readonly code = 'UND_ERR_ABORTED';
+  constructor() {
+    super('the client went away');
+  }
+}
+
+const enum Sink {
+  /** Waiting for sendTo() or discard(). */
+  None,
+  Client,
+  Discard,
+}
+
+/**
+ * One request's exchange with the app, as an undici dispatch handler (the callbacks undici
+ * calls: onConnect, onHeaders, onData, onComplete, onError). Body chunks that arrive before the
+ * response stages are done are kept (at most HIGH_WATER bytes; past that the upstream socket is
+ * paused), then written to the client.
+ */
+class Exchange implements Forwarding, UpstreamBody {
+  readonly response: Promise<UpstreamResponse>;
+  private resolve!: (r: UpstreamResponse) => void;
+  private reject!: (err: Error) => void;
+  private settled = false;
+  private aborted = false;
+  private undiciAbort: ((err: Error) => void) | undefined = undefined;
+  private resumeUpstream: (() => void) | undefined = undefined;
+  private sink = Sink.None;
+  private res: ServerResponse | undefined = undefined;
+  private onSinkError: ((err: Error, arg: unknown) => void) | undefined = undefined;
+  private onSinkErrorArg: unknown = undefined;
+  /** Chunks received before a sink was chosen. */
+  private pending: Buffer[] | undefined = undefined;
+  private pendingBytes = 0;
+  private complete = false;
+  private failed: Error | undefined = undefined;
+  /** The upstream is paused until the client drains. */
+  private waitingDrain = false;
+
+  constructor(private requestBody: Readable | null) {
+    this.response = new Promise<UpstreamResponse>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  // ---- Forwarding
+
+  abort(): void {
+    if (this.aborted || this.complete || this.failed) return;
+    this.aborted = true;
+    const err = new ClientGoneError();
+    if (this.undiciAbort) this.undiciAbort(err);
+    else this.fail(err);
+  }
+
+  // ---- UpstreamBody
+
+  sendTo<T>(res: ServerResponse, onError: (err: Error, arg: T) => void, arg: T): void {
+    if (this.sink !== Sink.None) throw new Error('the upstream body was already consumed');
+    this.sink = Sink.Client;
+    this.res = res;
+    this.onSinkError = onError as (err: Error, arg: unknown) => void;
+    this.onSinkErrorArg = arg;
+    if (this.failed) {
+      this.bodyFailed(this.failed);
+      return;
+    }
+    const pending = this.pending;
+    this.pending = undefined;
+    this.pendingBytes = 0;
+    if (this.complete) {
+      // The whole body is here already (the usual case for small responses): one write.
+      if (pending === undefined) res.end();
+      else if (pending.length === 1) res.end(pending[0]);
+      else res.end(Buffer.concat(pending));
+      return;
+    }
+    let ok = true;
+    if (pending !== undefined) for (const chunk of pending) ok = res.write(chunk);
+    res.on('drain', this.onDrain);
+    if (ok) this.resumeNow();
+    else this.waitingDrain = true;
+  }
+
+  discard(): void {
+    if (this.sink !== Sink.None) return;
+    this.sink = Sink.Discard;
+    this.pending = undefined;
+    if (this.complete || this.failed) return;
+    // A small rest is read so the connection can be reused; a large one is not worth it.
+    if (this.pendingBytes >= DISCARD_LIMIT) this.cancel();
+    else this.resumeNow();
+  }
+
+  /** Ends the exchange with the app now (the connection is closed by undici). */
+  private cancel(): void {
+    if (this.undiciAbort && !this.complete && !this.failed) this.undiciAbort(new ClientGoneError());
+  }
+
+  private readonly onDrain = (): void => {
+    if (!this.waitingDrain) return;
+    this.waitingDrain = false;
+    this.resumeNow();
+  };
+
+  private resumeNow(): void {
+    const resume = this.resumeUpstream;
+    if (resume) resume();
+  }
+
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    if (!this.settled) {
+      this.settled = true;
+      this.reject(err);
+    } else if (this.sink === Sink.Client) {
+      this.bodyFailed(err);
+    }
+    this.pending = undefined;
+  }
+
+  private bodyFailed(err: Error): void {
+    const res = this.res as ServerResponse;
+    res.off('drain', this.onDrain);
+    if (!this.aborted) (this.onSinkError as (err: Error, arg: unknown) => void)(err, this.onSinkErrorArg);
+    res.destroy();
+  }
+
+  // ---- undici dispatch handler
+
+  onConnect(abort: (err: Error) => void): void {
+    if (this.aborted) {
+      abort(new ClientGoneError());
+      return;
+    }
+    this.undiciAbort = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx (other than 101, which is an upgrade) are interim: the final answer follows.
+    if (statusCode < 200) return true;
+    this.resumeUpstream = resume;
+    const n = rawHeaders.length;
+    const headers = new Array<string>(n);
+    for (let i = 0; i < n; i += 2) {
+      headers[i] = (rawHeaders[i] as Buffer).toString();
+      headers[i + 1] = (rawHeaders[i + 1] as Buffer).toString('latin1');
+    }
+    this.settled = true;
+    this.resolve({ status: statusCode, headers, body: this });
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    switch (this.sink) {
+      case Sink.Client: {
+        if ((this.res as ServerResponse).write(chunk)) return true;
+        this.waitingDrain = true;
+        return false;
+      }
+      case Sink.Discard:
+        this.pendingBytes += chunk.length;
+        if (this.pendingBytes >= DISCARD_LIMIT) {
+          // Not from inside undici's parser callback: after it returns.
+          queueMicrotask(() => this.cancel());
+          return false;
+        }
+        return true;
+      default:
+        if (this.pending === undefined) this.pending = [chunk];
+        else this.pending.push(chunk);
+        this.pendingBytes += chunk.length;
+        // Past HIGH_WATER bytes the app's socket waits until the response stages are done.
+        return this.pendingBytes < HIGH_WATER;
+    }
+  }
+
+  onComplete(): void {
+    this.complete = true;
+    this.requestBody = null;
+    if (this.sink === Sink.Client) {
+      const res = this.res as ServerResponse;
+      res.off('drain', this.onDrain);
+      res.end();
+    }
+  }
+
+  onError(err: Error): void {
+    const body = this.requestBody;
+    this.requestBody = null;
+    // As undici's own request() does: a request body that could not be sent is destroyed, but
+    // not the client's socket under it (the client still gets an answer).
+    if (body && !body.destroyed) {
+      body.on('error', noop);
+      if (body instanceof IncomingMessage) (body as { socket: unknown }).socket = null;
+      body.destroy(err);
+    }
+    this.fail(err);
+  }
+}
+
+function noop(): void {}
+
+/** At most this much of a body nobody reads is drained to keep the connection (as undici's dump()). */
+const DISCARD_LIMIT = 128 * 1024;
+
+/** Body bytes kept in memory while the response stages run, before the app's socket is paused. */
+const HIGH_WATER = 64 * 1024;

@@ -76,3 +76,41 @@ test('npm run bench -- --quick runs every scenario, exits 0 and writes its JSON'
     assert.ok(r.redisMemory.infoBytesPerSession > 0, 'the preload did not grow Redis memory');
   }
 });
+
+function runBench(args: string[]): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [join(ROOT, 'build/bench/run.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, output })));
+}
+
+test('bench filters: unknown names, bad counts and contradictions are refused before anything starts', async () => {
+  for (const [args, message] of [
+    [['--scenarios', 'session-get,nope'], /--scenarios: unknown "nope" \(one or more of: session-get, anonymous-get, cookie-update, login-churn\)/],
+    [['--targets', 'coatcheck'], /--targets: unknown "coatcheck"/],
+    [['--targets', ','], /--targets: unknown empty list/],
+    [['--concurrency', '32,0'], /--concurrency: expected connection counts like 32,128, got "32,0"/],
+    [['--reps', 'three'], /--reps: expected a number of repetitions from 1 to 99, got "three"/],
+    [['--scale', '--no-scale'], /--scale and --no-scale contradict each other/],
+  ] as const) {
+    const { code, output } = await runBench(['--quick', ...args]);
+    assert.equal(code, 1, output);
+    assert.match(output, message);
+    assert.doesNotMatch(output, /\[bench\]/, 'nothing was started');
+  }
+});
+
+test('bench filters: a subset run has only the scenarios and targets asked for, and says so', { timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'coatcheck-bench-subset-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'subset.json');
+  const { code, output } = await runBench(['--quick', '--scenarios', 'anonymous-get', '--targets', 'bare,coatcheck-memory', '--node-args=--no-warnings', '--out', out]);
+  assert.equal(code, 0, output.slice(-4000));
+  const r = JSON.parse(readFileSync(out, 'utf8')) as { targetsRun: string[]; results: Row[]; notes: string[] };
+  assert.deepEqual(r.targetsRun, ['bare', 'coatcheck-memory']);
+  assert.deepEqual([...new Set(r.results.map((x) => x.scenario))], ['anonymous-get']);
+  assert.equal(r.results.length, 2);
+  assert.ok(r.notes.some((n) => n.startsWith('a subset run: scenarios anonymous-get; targets bare,coatcheck-memory')), r.notes.join('\n'));
+  assert.ok(r.notes.includes('coatcheck ran as node --no-warnings dist/cli.js'), r.notes.join('\n'));
+});
