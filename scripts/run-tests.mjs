@@ -22,5 +22,7 @@ if (files.length === 0) {
   console.error('no test files found under build/test');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...files], { stdio: 'inherit' });
+// A test that waits for an event that never comes fails after this long instead of hanging the run.
+const TEST_TIMEOUT_MS = 120_000;
+const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files], { stdio: 'inherit' });
 process.exit(r.status ?? 1);

@@ -3,6 +3,7 @@
 import { setCookieName } from '../cookies/header.js';
 import { RequestJar } from '../cookies/jar.js';
 import type { PipelineDeps, RequestContext, ResponseStage } from './context.js';
+import type { LiveSession } from '../session/service.js';
 import { clearTicketCookie, replyError, ticketCookie } from './reply.js';
 import { bindingOf, HOP_BY_HOP, mayClearTicket, revokeNow } from './request.js';
 
@@ -98,7 +99,7 @@ const appRevocation: ResponseStage = (ctx, deps) => {
  * 2. Persist the jar changes: update the session, create one for the first managed cookie,
  * or rotate the id on login. A write to a revoked session is dropped.
  */
-const persist: ResponseStage = async (ctx, deps) => {
+const persist: ResponseStage = (ctx, deps) => {
   // After logout the old session is gone: whatever the app sets now starts a new, anonymous one.
   const session = ctx.isLogout ? undefined : ctx.session;
   // A login rule rotates only when the login went through: a failed attempt changes no privilege
@@ -106,7 +107,13 @@ const persist: ResponseStage = async (ctx, deps) => {
   const status = (ctx.upstream as NonNullable<RequestContext['upstream']>).status;
   const rotate = ((ctx.isLogin && status < 400) || ctx.appRotate) && session !== undefined;
   if (!session && ctx.jarChanges.length === 0) return true;
+  // The hot path (a session request whose response changes nothing) stays synchronous.
+  if (session && deps.service.nothingToWrite(session, ctx.jarChanges, rotate, ctx.appUser)) return true;
   if (deps.config.session.bind.length > 0) ctx.bind ??= bindingOf(ctx, deps);
+  return commit(ctx, deps, session, rotate);
+};
+
+async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSession | undefined, rotate: boolean): Promise<boolean> {
   let outcome;
   try {
     outcome = await deps.service.commit({
@@ -143,7 +150,7 @@ const persist: ResponseStage = async (ctx, deps) => {
       break;
   }
   return true;
-};
+}
 
 /** 3. The one ticket Set-Cookie (new, or cleared), with Cache-Control: no-store. */
 const emitTicket: ResponseStage = (ctx, deps) => {

@@ -17,6 +17,8 @@ import { Lru } from '../util/lru.js';
  * derivation and decryption on every request.
  */
 interface KnownTicket {
+  /** The ticket value this entry is cached under (undefined when not cached). */
+  ticket?: string;
   sid: Buffer;
   key: string;
   logId: string;
@@ -65,6 +67,8 @@ export interface LiveSession {
   cookies: ReadonlyMap<string, Cookie>;
   /** The record's version in the store: the compare-and-set token of the next write. */
   version: number;
+  /** The ticket value that found it, when cached (forgotten once the id dies). */
+  ticket?: string;
   /**
    * Set when the client presented a renewed id inside its grace window: this is the successor
    * session, and the browser should be given its ticket.
@@ -165,6 +169,7 @@ export class SessionService {
       const sid = this.codec.verify(v);
       if (!sid) continue;
       const known = this.know(sid);
+      known.ticket = v;
       this.tickets.set(v, known);
       return this.resolveKnown(known);
     }
@@ -229,7 +234,9 @@ export class SessionService {
     const { meta } = record;
     if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
     const cookies = now < record.firstExpiry ? record.cookies : unexpired(record.cookies, now);
-    return { state: 'live', session: { sid, key, logId, meta, jarKey, cookies, version } };
+    const session: LiveSession = { sid, key, logId, meta, jarKey, cookies, version };
+    if (known.ticket !== undefined) session.ticket = known.ticket;
+    return { state: 'live', session };
   }
 
   private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
@@ -245,7 +252,25 @@ export class SessionService {
    */
   async revoke(session: LiveSession): Promise<void> {
     const ttl = Math.max(1000, session.meta.deadline - this.clock());
+    this.forget(session);
     await this.store.revokeFamily(session.meta.family, session.key, ttl);
+  }
+
+  /** Drops a dead id's cache entry (its opened jar with it): the cache holds live sessions. */
+  private forget(session: LiveSession): void {
+    if (session.ticket !== undefined) this.tickets.delete(session.ticket);
+  }
+
+  /**
+   * True when committing this response would write nothing: no cookie change, no rotation or
+   * renewal, the same user, and no touch due. Lets the hot path skip commit() synchronously.
+   */
+  nothingToWrite(session: LiveSession, changes: readonly JarChange[], rotate: boolean, user: string | undefined): boolean {
+    if (rotate) return false;
+    for (const change of changes) if (change.kind !== 'rejected') return false;
+    if (user !== undefined && user !== session.meta.user) return false;
+    const now = this.clock();
+    return now - session.meta.touched < this.touchInterval && !this.renewDue(session, now);
   }
 
   /** Applies the app's cookie changes: updates, creates, renews or rotates a session. */
@@ -287,7 +312,10 @@ export class SessionService {
       if (ttlMs <= 0) return { kind: 'gone' };
       const result = await this.store.update(session.key, session.version, sealRecord(session.jarKey, encodeRecord(meta, jar.cookies)), ttlMs);
       if (result === 'ok') return { kind: 'updated' };
-      if (result === 'gone') return { kind: 'gone' };
+      if (result === 'gone') {
+        this.forget(session);
+        return { kind: 'gone' };
+      }
       // A touch alone that lost to another write is not needed: that write touched the session too.
       if (!jar.changed && !userChanged) return { kind: 'unchanged' };
       if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
@@ -372,7 +400,11 @@ export class SessionService {
       const oldTtl = Math.max(1000, session.meta.deadline - now);
       const data = sealRecord(jarKey, encodeRecord(meta, jar.cookies));
       const result = await this.store.rotate(session.key, session.version, oldTtl, newKey, data, ttlMs, alias);
-      if (result === 'ok') return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
+      if (result === 'ok') {
+        // A renewed id stays usable through its alias for the grace window, loaded afresh.
+        this.forget(session);
+        return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
+      }
       if (result === 'conflict') {
         // Another request wrote the old id first: start again from what it wrote.
         if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
