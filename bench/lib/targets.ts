@@ -10,12 +10,13 @@ import { freePort, processTree, registerTempDir, startChild, waitForPort, type C
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SERVERS = fileURLToPath(new URL('../servers/', import.meta.url));
 
-export type TargetId = 'direct' | 'bare' | 'minimal' | 'coatcheck-memory' | 'coatcheck-redis' | 'nginx';
+export type TargetId = 'direct' | 'bare' | 'minimal' | 'minimal-engine' | 'coatcheck-memory' | 'coatcheck-redis' | 'nginx';
 
 export const TARGET_LABELS: Record<TargetId, string> = {
   direct: 'direct (no proxy)',
   bare: 'bare forwarder (undici)',
   minimal: 'minimal reference (Redis)',
+  'minimal-engine': "minimal ref., coatcheck's engine",
   'coatcheck-memory': 'coatcheck (memory)',
   'coatcheck-redis': 'coatcheck (Redis)',
   nginx: 'nginx proxy_pass',
@@ -68,9 +69,16 @@ export async function startBare(upstream: Upstream): Promise<Target> {
   return { id: 'bare', origin: `http://127.0.0.1:${port}`, pids: () => [child.pid], usesRedis: false, stop: () => child.stop() };
 }
 
-export async function startMinimal(upstream: Upstream, redisUrl: string): Promise<Target> {
-  const { child, port } = await startNodeServer('minimal reference', 'minimal-proxy.js', [upstream.origin, redisUrl], 'proxy');
-  return { id: 'minimal', origin: `http://127.0.0.1:${port}`, pids: () => [child.pid], usesRedis: true, stop: () => child.stop() };
+/**
+ * The minimal reference, forwarding with undici's `request()` (as a user would write it), or
+ * with `engine: 'coatcheck'` through coatcheck's own engine (src/proxy/engine.ts), so that
+ * coatcheck's ratio to it is what the session features alone cost.
+ */
+export async function startMinimal(upstream: Upstream, redisUrl: string, engine: 'request' | 'coatcheck' = 'request'): Promise<Target> {
+  const name = engine === 'request' ? 'minimal reference' : "minimal reference (coatcheck's engine)";
+  const { child, port } = await startNodeServer(name, 'minimal-proxy.js', [upstream.origin, redisUrl, engine], 'proxy');
+  const id: TargetId = engine === 'request' ? 'minimal' : 'minimal-engine';
+  return { id, origin: `http://127.0.0.1:${port}`, pids: () => [child.pid], usesRedis: true, stop: () => child.stop() };
 }
 
 export const COATCHECK_SECRET = randomBytes(36).toString('base64url');

@@ -6,17 +6,26 @@
 //     name=value pairs into the jar (one SET) and, for a new session, answer one ticket cookie;
 //   - on /logout, DEL the jar before forwarding and clear the ticket.
 // No signing, no encryption, no RFC 6265 matching (path, domain, expiry, Secure), no idle or
-// absolute timeouts, no rotation, no tombstones, no logging. Same undici Pool as coatcheck,
-// and ioredis with its defaults (as coatcheck: one command per round trip, no auto-pipelining).
-//   node minimal-proxy.js <upstream origin> <redis url>
+// absolute timeouts, no rotation, no tombstones, no logging. ioredis with its defaults (as
+// coatcheck: one command per round trip, no auto-pipelining).
+// Forwarding: with `request` (the default), undici's `Pool#request()` and `stream.pipeline()`,
+// as a user would write it; with `coatcheck`, coatcheck's own engine (src/proxy/engine.ts:
+// `Pool#dispatch` with a handler object), so that the two proxies differ only by the session
+// features.
+//   node minimal-proxy.js <upstream origin> <redis url> [request|coatcheck]
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import { Redis } from 'ioredis';
+import { UndiciEngine } from '../../src/proxy/engine.js';
 import { badGateway, createPool, createServer, hasBody, HOP_BY_HOP, requestHeaders, serve } from './forward.js';
 
-const [origin, redisUrl] = process.argv.slice(2);
-if (!origin || !redisUrl) throw new Error('usage: minimal-proxy.js <upstream origin> <redis url>');
+const [origin, redisUrl, engineName = 'request'] = process.argv.slice(2);
+if (!origin || !redisUrl || (engineName !== 'request' && engineName !== 'coatcheck')) {
+  throw new Error('usage: minimal-proxy.js <upstream origin> <redis url> [request|coatcheck]');
+}
 const pool = createPool(origin);
+// The same pool settings as coatcheck's defaults (upstream.timeout 30 s).
+const engine = engineName === 'coatcheck' ? new UndiciEngine({ origin, timeout: 30_000 }) : undefined;
 const redis = new Redis(redisUrl);
 redis.on('error', () => undefined);
 
@@ -73,38 +82,64 @@ async function handle(req: import('node:http').IncomingMessage, res: import('nod
 
   const headers = requestHeaders(req, DROP_REQUEST);
   if (jar) headers.push('cookie', jar);
-  let r;
-  try {
-    r = await pool.request({
-      method: (req.method ?? 'GET') as 'GET',
-      path: url,
-      headers,
-      body: hasBody(req) ? req : null,
-      responseHeaders: 'raw',
-    });
-  } catch {
-    badGateway(res);
-    return;
-  }
-  const raw = r.headers as unknown as string[];
+  const upstream = await forward(req.method ?? 'GET', url, headers, hasBody(req) ? req : null, res);
+  if (!upstream) return;
   const out: string[] = [];
   const setCookies: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const lower = (raw[i] as string).toLowerCase();
+  for (let i = 0; i < upstream.headers.length; i += 2) {
+    const lower = (upstream.headers[i] as string).toLowerCase();
     if (HOP_BY_HOP.has(lower)) continue;
-    if (lower === 'set-cookie') setCookies.push(raw[i + 1] as string);
-    else out.push(raw[i] as string, raw[i + 1] as string);
+    if (lower === 'set-cookie') setCookies.push(upstream.headers[i + 1] as string);
+    else out.push(upstream.headers[i] as string, upstream.headers[i + 1] as string);
   }
   if (setCookies.length > 0 || logout) {
     try {
       await persist(sid, jar, live, logout, setCookies, out);
     } catch (err) {
-      r.body.destroy();
+      upstream.discard();
       throw err;
     }
   }
-  res.writeHead(r.statusCode, out);
-  pipeline(r.body, res, () => undefined);
+  res.writeHead(upstream.status, out);
+  upstream.send();
+}
+
+const kForwarding = Symbol('forwarding');
+type ResponseWithForwarding = import('node:http').ServerResponse & { [kForwarding]?: { abort(): void } };
+function onClose(this: ResponseWithForwarding): void {
+  if (!this.writableFinished) this[kForwarding]?.abort();
+}
+
+interface Forwarded {
+  status: number;
+  headers: string[];
+  send(): void;
+  discard(): void;
+}
+
+/** Forwards with the chosen engine; answers 502 itself (and gives undefined) when the app cannot be reached. */
+async function forward(
+  method: string,
+  path: string,
+  headers: string[],
+  body: import('node:http').IncomingMessage | null,
+  res: import('node:http').ServerResponse,
+): Promise<Forwarded | undefined> {
+  try {
+    if (engine) {
+      const forwarding = engine.forward({ method, path, headers, body });
+      // As coatcheck does: one shared listener, the forwarding kept on the response.
+      (res as ResponseWithForwarding)[kForwarding] = forwarding;
+      res.on('close', onClose);
+      const r = await forwarding.response;
+      return { status: r.status, headers: r.headers, send: () => r.body.sendTo(res, () => undefined, undefined), discard: () => r.body.discard() };
+    }
+    const r = await pool.request({ method: method as 'GET', path, headers, body, responseHeaders: 'raw' });
+    return { status: r.statusCode, headers: r.headers as unknown as string[], send: () => pipeline(r.body, res, () => undefined), discard: () => r.body.destroy() };
+  } catch {
+    badGateway(res);
+    return undefined;
+  }
 }
 
 /** The response side: the jar update (or a new session) and the one ticket cookie. */
@@ -129,5 +164,6 @@ async function persist(sid: string | undefined, jar: string | null, live: boolea
 
 serve(server, async () => {
   await pool.close();
+  await engine?.close();
   redis.disconnect();
 });

@@ -57,7 +57,7 @@ test('npm run bench -- --quick runs every scenario, exits 0 and writes its JSON'
   assert.deepEqual(r.problems, []);
   for (const k of ['nproc', 'cpuModel', 'node', 'redis', 'generator']) assert.ok(k in r.machine, `machine.${k}`);
 
-  const expected = ['direct', 'bare', 'coatcheck-memory', ...(hasRedis ? ['minimal', 'coatcheck-redis'] : [])];
+  const expected = ['direct', 'bare', 'coatcheck-memory', ...(hasRedis ? ['minimal', 'minimal-engine', 'coatcheck-redis'] : [])];
   for (const id of expected) assert.ok(r.targetsRun.includes(id), `target ${id} did not run`);
   const scenarios = ['session-get', 'anonymous-get', 'cookie-update', 'login-churn'];
   for (const s of scenarios) {
