@@ -16,7 +16,7 @@ import { Lru } from '../util/lru.js';
  * A verified ticket, remembered so a busy session does not pay for HMACs, hashes, key
  * derivation and decryption on every request.
  */
-interface KnownTicket {
+export interface KnownTicket {
   /** The ticket value this entry is cached under (undefined when not cached). */
   ticket?: string;
   sid: Buffer;
@@ -67,8 +67,8 @@ export interface LiveSession {
   cookies: ReadonlyMap<string, Cookie>;
   /** The record's version in the store: the compare-and-set token of the next write. */
   version: number;
-  /** The ticket value that found it, when cached (forgotten once the id dies). */
-  ticket?: string;
+  /** Its entry in the ticket cache, when it was found through one (forgotten once the id dies). */
+  cached?: KnownTicket;
   /**
    * Set when the client presented a renewed id inside its grace window: this is the successor
    * session, and the browser should be given its ticket.
@@ -235,7 +235,7 @@ export class SessionService {
     if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
     const cookies = now < record.firstExpiry ? record.cookies : unexpired(record.cookies, now);
     const session: LiveSession = { sid, key, logId, meta, jarKey, cookies, version };
-    if (known.ticket !== undefined) session.ticket = known.ticket;
+    if (known.ticket !== undefined) session.cached = known;
     return { state: 'live', session };
   }
 
@@ -258,7 +258,18 @@ export class SessionService {
 
   /** Drops a dead id's cache entry (its opened jar with it): the cache holds live sessions. */
   private forget(session: LiveSession): void {
-    if (session.ticket !== undefined) this.tickets.delete(session.ticket);
+    if (session.cached?.ticket !== undefined) this.tickets.delete(session.cached.ticket);
+  }
+
+  /**
+   * Caches what was just written under a ticket (new or cached), so that the next request with
+   * it neither verifies, derives nor decrypts anything: the record is known by its version and tag.
+   */
+  private remember(known: KnownTicket, version: number, data: Buffer, meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): void {
+    let firstExpiry = Infinity;
+    for (const cookie of cookies.values()) if (cookie.expires instanceof Date) firstExpiry = Math.min(firstExpiry, cookie.expires.getTime());
+    known.opened = { version, tag: tagOf(data), record: { meta: Object.freeze(meta), cookies, firstExpiry } };
+    if (known.ticket !== undefined) this.tickets.set(known.ticket, known);
   }
 
   /**
@@ -310,8 +321,12 @@ export class SessionService {
       if (userChanged) meta.user = input.user as string;
       const ttlMs = this.ttlAt(meta, now);
       if (ttlMs <= 0) return { kind: 'gone' };
-      const result = await this.store.update(session.key, session.version, sealRecord(session.jarKey, encodeRecord(meta, jar.cookies)), ttlMs);
-      if (result === 'ok') return { kind: 'updated' };
+      const data = sealRecord(session.jarKey, encodeRecord(meta, jar.cookies));
+      const result = await this.store.update(session.key, session.version, data, ttlMs);
+      if (result === 'ok') {
+        if (session.cached) this.remember(session.cached, session.version + 1, data, meta, jar.cookies);
+        return { kind: 'updated' };
+      }
       if (result === 'gone') {
         this.forget(session);
         return { kind: 'gone' };
@@ -345,9 +360,12 @@ export class SessionService {
     const jar = this.buildJar(new Map(), input.changes, logId);
     if (jar.cookies.size === 0) return { kind: 'unchanged' };
     const meta = this.newMeta(now, input, jarKey);
-    const ok = await this.store.create(storeKeyOf(minted.sid), sealRecord(jarKey, encodeRecord(meta, jar.cookies)), this.ttlAt(meta, now));
+    const key = storeKeyOf(minted.sid);
+    const data = sealRecord(jarKey, encodeRecord(meta, jar.cookies));
+    const ok = await this.store.create(key, data, this.ttlAt(meta, now));
     // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
     if (!ok) throw new Error('session id collision in the store');
+    this.remember({ ticket: minted.ticket, sid: minted.sid, key, logId, jarKey }, 1, data, meta, jar.cookies);
     return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
   }
 
@@ -403,6 +421,7 @@ export class SessionService {
       if (result === 'ok') {
         // A renewed id stays usable through its alias for the grace window, loaded afresh.
         this.forget(session);
+        this.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
         return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
       }
       if (result === 'conflict') {
