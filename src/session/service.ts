@@ -180,7 +180,6 @@ export class SessionService {
     return { sid, key: storeKeyOf(sid), logId: this.hasher.hash(sid) };
   }
 
-
   private async resolveKnown(known: KnownTicket): Promise<Resolution> {
     const { sid, key, logId } = known;
     const found = await this.store.load(key);
