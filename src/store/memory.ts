@@ -10,6 +10,7 @@
 import type { Clock } from '../clock.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 
 export interface MemoryStoreOptions {
@@ -118,8 +119,7 @@ export class MemoryStore implements SessionStore {
 
   async create(key: string, data: Buffer, ttlMs: number): Promise<boolean> {
     this.assertOpen();
-    checkTtl(ttlMs, 'ttlMs');
-    checkData(data);
+    checkCreate(data, ttlMs);
     const now = this.clock();
     if (this.occupied(key, now)) return false;
     this.makeRoom(now, 1);
@@ -130,9 +130,7 @@ export class MemoryStore implements SessionStore {
 
   async update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult> {
     this.assertOpen();
-    checkVersion(version);
-    checkData(data);
-    checkTtl(ttlMs, 'ttlMs');
+    checkUpdate(version, data, ttlMs);
     const now = this.clock();
     const entry = this.getLive(key, now);
     let result: WriteResult = 'gone';
@@ -171,16 +169,7 @@ export class MemoryStore implements SessionStore {
     alias?: RenewalAlias,
   ): Promise<WriteResult> {
     this.assertOpen();
-    checkVersion(oldVersion);
-    checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
-    checkTtl(ttlMs, 'ttlMs');
-    checkData(data);
-    if (alias) {
-      checkTime(alias.graceUntil, 'alias.graceUntil');
-      checkInstant(alias.familyDeadline, 'alias.familyDeadline');
-      checkToken(alias.family, 'alias.family');
-      checkToken(alias.successor, 'alias.successor');
-    }
+    checkRotate(oldVersion, oldTombstoneTtlMs, data, ttlMs, alias);
     const now = this.clock();
     const old = this.getLive(oldKey, now);
     if (!old || this.occupied(newKey, now)) {
@@ -351,28 +340,3 @@ function firstEntry<V>(map: Map<string, V>): [string, V] | undefined {
   return undefined;
 }
 
-function checkTtl(ms: number, name: string): void {
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`${name} must be a positive integer number of ms, got ${ms}`);
-}
-
-function checkTime(ms: number, name: string): void {
-  if (!Number.isFinite(ms)) throw new RangeError(`${name} must be a finite number of ms, got ${ms}`);
-}
-
-/** An absolute time the store hands to its backend as a whole number of ms (Redis: PEXPIREAT). */
-function checkInstant(ms: number, name: string): void {
-  if (!Number.isSafeInteger(ms)) throw new RangeError(`${name} must be an integer number of ms since the epoch, got ${ms}`);
-}
-
-/** Same rule as the Redis store (which writes them between `|` separators): base64url-like tokens only. */
-function checkToken(value: string, name: string): void {
-  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]+$/.test(value)) throw new TypeError(`${name} must be a non-empty base64url token`);
-}
-
-function checkVersion(version: number): void {
-  if (!Number.isSafeInteger(version) || version < 1) throw new RangeError(`version must be a positive integer, got ${version}`);
-}
-
-function checkData(data: Buffer): void {
-  if (!Buffer.isBuffer(data) || data.length === 0) throw new TypeError('record data must be a non-empty Buffer');
-}

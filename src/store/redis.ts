@@ -17,6 +17,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 
 export interface RedisStoreOptions {
@@ -214,17 +215,14 @@ export class RedisStore implements SessionStore {
   }
 
   async create(key: string, data: Buffer, ttlMs: number): Promise<boolean> {
-    checkTtl(ttlMs, 'ttlMs');
-    checkData(data);
+    checkCreate(data, ttlMs);
     const client = this.ready();
     const value = Buffer.concat([FIRST_HEADER, data]);
     return (await this.run('create', () => client.set(this.keyOf(key), value, 'PX', ttlMs, 'NX'))) === 'OK';
   }
 
   async update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult> {
-    checkVersion(version);
-    checkData(data);
-    checkTtl(ttlMs, 'ttlMs');
+    checkUpdate(version, data, ttlMs);
     const client = this.ready();
     const value = Buffer.concat([Buffer.from(`L${version + 1}:`, 'latin1'), data]);
     return writeResult(await this.run('update', () => client.ccUpdate(this.keyOf(key), version, value, ttlMs)));
@@ -245,17 +243,7 @@ export class RedisStore implements SessionStore {
     ttlMs: number,
     alias?: RenewalAlias,
   ): Promise<WriteResult> {
-    checkVersion(oldVersion);
-    checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
-    checkTtl(ttlMs, 'ttlMs');
-    checkData(data);
-    if (alias) {
-      checkTime(alias.graceUntil, 'alias.graceUntil');
-      // PEXPIREAT takes an integer: anything else would fail the script after its first writes.
-      checkInstant(alias.familyDeadline, 'alias.familyDeadline');
-      checkToken(alias.family, 'alias.family');
-      checkToken(alias.successor, 'alias.successor');
-    }
+    checkRotate(oldVersion, oldTombstoneTtlMs, data, ttlMs, alias);
     const client = this.ready();
     const value = Buffer.concat([FIRST_HEADER, data]);
     const familyKey = this.familyKeyOf(alias?.family ?? '');
@@ -487,32 +475,6 @@ function dropConnection(client: Redis): void {
 
 function num(n: number): string {
   return String(n);
-}
-
-function checkTtl(ms: number, name: string): void {
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new RangeError(`${name} must be a positive integer number of ms, got ${ms}`);
-}
-
-function checkTime(ms: number, name: string): void {
-  if (!Number.isFinite(ms)) throw new RangeError(`${name} must be a finite number of ms, got ${ms}`);
-}
-
-/** An absolute time handed to Redis as a whole number of ms (PEXPIREAT). */
-function checkInstant(ms: number, name: string): void {
-  if (!Number.isSafeInteger(ms)) throw new RangeError(`${name} must be an integer number of ms since the epoch, got ${ms}`);
-}
-
-function checkVersion(version: number): void {
-  if (!Number.isSafeInteger(version) || version < 1) throw new RangeError(`version must be a positive integer, got ${version}`);
-}
-
-function checkData(data: Buffer): void {
-  if (!Buffer.isBuffer(data) || data.length === 0) throw new TypeError('record data must be a non-empty Buffer');
-}
-
-/** Family ids and successors are written between `|` separators: base64url-like tokens only. */
-function checkToken(value: string, name: string): void {
-  if (!/^[A-Za-z0-9_-]+$/.test(value)) throw new TypeError(`${name} must be a non-empty base64url token`);
 }
 
 function writeResult(code: number): WriteResult {
