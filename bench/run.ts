@@ -111,16 +111,19 @@ interface Scenario {
 
 const CHURN_PAGES = 3;
 
+/** A session scenario's check: every request to `path` reached the app with its session cookie. */
+function everyRequestHadSession(b: Parameters<typeof statsDelta>[0], a: Parameters<typeof statsDelta>[1], path: string): string | undefined {
+  const d = statsDelta(b, a, path);
+  if (d.total === 0) return 'the upstream saw no request';
+  return d.withSession === d.total ? undefined : `${d.total - d.withSession} of ${d.total} requests reached the app without its session cookie`;
+}
+
 const SCENARIOS: Scenario[] = [
   {
     id: 'session-get',
     title: 'session GET, live ticket (hot path)',
     load: (sessions) => ({ kind: 'simple', method: 'GET', path: '/page', cookies: sessions }),
-    check: (b, a) => {
-      const d = statsDelta(b, a, '/page');
-      if (d.total === 0) return 'the upstream saw no request';
-      return d.withSession === d.total ? undefined : `${d.total - d.withSession} of ${d.total} requests reached the app without its session cookie`;
-    },
+    check: (b, a) => everyRequestHadSession(b, a, '/page'),
   },
   {
     id: 'anonymous-get',
@@ -136,11 +139,7 @@ const SCENARIOS: Scenario[] = [
     id: 'cookie-update',
     title: 'GET whose response updates one cookie',
     load: (sessions) => ({ kind: 'simple', method: 'GET', path: '/update', cookies: sessions }),
-    check: (b, a) => {
-      const d = statsDelta(b, a, '/update');
-      if (d.total === 0) return 'the upstream saw no request';
-      return d.withSession === d.total ? undefined : `${d.total - d.withSession} of ${d.total} requests reached the app without its session cookie`;
-    },
+    check: (b, a) => everyRequestHadSession(b, a, '/update'),
   },
   {
     id: 'login-churn',
