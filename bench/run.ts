@@ -1,7 +1,7 @@
 // `npm run bench`: coatcheck side by side with what a user would pick instead, in one run.
 // See bench/README.md for what is measured, how, and the latest results.
 //
-//   node build/bench/run.js [--quick] [--out FILE] [--generator wrk|autocannon] [--profile]
+//   node build/bench/run.js [--quick] [--out FILE] [--generator wrk|autocannon] [--profile [--profile-target T]]
 //                           [--scenarios LIST] [--targets LIST] [--concurrency LIST] [--reps N] [--[no-]scale]
 //                           [--node-args "ARGS"]
 //
@@ -795,6 +795,7 @@ async function main(): Promise<number> {
       out: { type: 'string' },
       generator: { type: 'string' },
       profile: { type: 'boolean', default: false },
+      'profile-target': { type: 'string' },
       'no-pin': { type: 'boolean', default: false },
       render: { type: 'string' },
       scenarios: { type: 'string' },
@@ -811,6 +812,10 @@ async function main(): Promise<number> {
     return 0;
   }
   const filter = parseFilters(values);
+  const profileTarget = values['profile-target'];
+  if (profileTarget !== undefined && !(PROFILABLE as readonly string[]).includes(profileTarget)) {
+    throw new Error(`--profile-target: expected one of ${PROFILABLE.join(', ')}, got "${profileTarget}"`);
+  }
   const s: Settings = { ...(values.quick ? QUICK : FULL) };
   if (filter.concurrencies) s.concurrencies = filter.concurrencies;
   if (filter.reps !== undefined) s.reps = filter.reps;
@@ -843,9 +848,10 @@ async function main(): Promise<number> {
   if (!redis) notes.push('redis-server is not on PATH: the minimal reference, coatcheck (Redis) and the Redis measurements are skipped');
   const env: Env = { targets: [], upstream, redis, generator, tmpDir };
 
-  if (values.profile) {
+  if (values.profile || profileTarget !== undefined) {
     if (!redis) throw new Error('--profile needs redis-server');
-    const text = await profile(env);
+    const which = (profileTarget ?? 'coatcheck-redis') as Profilable;
+    const text = await profile(env, which);
     process.stdout.write(text);
     await rm(tmpDir, { recursive: true, force: true });
     return 0;
@@ -952,27 +958,43 @@ async function main(): Promise<number> {
   return problems.length === 0 ? 0 : 1;
 }
 
-/** `--profile`: coatcheck (Redis) under the session GET load with --cpu-prof; prints the top self-time functions. */
-async function profile(env: Env): Promise<string> {
+/** What `--profile` can run under the profiler (the Node proxies). */
+const PROFILABLE = ['coatcheck-redis', 'coatcheck-memory', 'minimal-engine', 'minimal', 'bare'] as const;
+type Profilable = (typeof PROFILABLE)[number];
+
+/**
+ * `--profile [TARGET]`: one Node proxy (coatcheck (Redis) unless named) under the session GET
+ * load with --cpu-prof; prints the top self-time functions. Profiling a reference the same way
+ * shows what coatcheck does that it does not.
+ */
+async function profile(env: Env, which: Profilable): Promise<string> {
   const redis = env.redis as BenchRedis;
   const dir = join(env.tmpDir, 'prof');
   await mkdir(dir, { recursive: true });
-  const cc = await startCoatcheck(env.upstream, { kind: 'redis', url: redis.url }, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
-  env.targets = [cc];
-  const sessions = await login(cc.origin, 'hot', 1000);
+  const args = ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+  const target =
+    which === 'coatcheck-redis'
+      ? await startCoatcheck(env.upstream, { kind: 'redis', url: redis.url }, args)
+      : which === 'coatcheck-memory'
+        ? await startCoatcheck(env.upstream, { kind: 'memory' }, args)
+        : which === 'bare'
+          ? await startBare(env.upstream, args)
+          : await startMinimal(env.upstream, redis.url, which === 'minimal' ? 'request' : 'coatcheck', args);
+  env.targets = [target];
+  const sessions = await login(target.origin, 'hot', 1000);
   const load = (SCENARIOS[0] as Scenario).load(sessions);
-  await measure(env, cc, load, undefined, 128, 3);
-  const { rep } = await measure(env, cc, load, SCENARIOS[0], 128, 10);
-  await cc.stop();
+  await measure(env, target, load, undefined, 128, 3);
+  const { rep } = await measure(env, target, load, SCENARIOS[0], 128, 10);
+  await target.stop();
   const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
-  if (files.length === 0) throw new Error('coatcheck wrote no CPU profile');
+  if (files.length === 0) throw new Error(`${TARGET_LABELS[which]} wrote no CPU profile`);
   const json = readFileSync(join(dir, files[0] as string), 'utf8');
-  const kept = join(REPO_ROOT, 'bench', 'results', 'coatcheck-session-get.cpuprofile');
+  const kept = join(REPO_ROOT, 'bench', 'results', `${which}-session-get.cpuprofile`);
   await mkdir(dirname(kept), { recursive: true });
   await writeFile(kept, json);
   const text = profileSummary(json, REPO_ROOT, 25);
   return (
-    `coatcheck (Redis), session GET, 128 connections, 10 s (the profile also covers start-up, 1 000 logins and a 3 s warm-up): ` +
+    `${TARGET_LABELS[which]}, session GET, 128 connections, 10 s (the profile also covers start-up, 1 000 logins and a 3 s warm-up): ` +
     `${fmt(rep.rps)} req/s, ${fmt(rep.cpuUsPerReq)} µs CPU/req under the profiler\n${text}\nprofile kept in ${kept} (open it in Chrome DevTools)\n`
   );
 }

@@ -43,8 +43,14 @@ function readyPort(line: string): number | undefined {
 }
 
 /** A bench server of ours (upstream, bare forwarder, minimal reference). */
-async function startNodeServer(name: string, script: string, args: string[], role: 'proxy' | 'rest'): Promise<{ child: Child; port: number }> {
-  const child = startChild(name, process.execPath, [join(SERVERS, script), ...args], { cwd: REPO_ROOT, role });
+async function startNodeServer(
+  name: string,
+  script: string,
+  args: string[],
+  role: 'proxy' | 'rest',
+  nodeArgs: string[] = [],
+): Promise<{ child: Child; port: number }> {
+  const child = startChild(name, process.execPath, [...nodeArgs, join(SERVERS, script), ...args], { cwd: REPO_ROOT, role });
   const port = await child.waitLine(readyPort, READY_TIMEOUT_MS);
   return { child, port };
 }
@@ -64,19 +70,25 @@ export function directTarget(upstream: Upstream): Target {
   return { id: 'direct', origin: upstream.origin, pids: () => [], usesRedis: false, stop: async () => undefined };
 }
 
-export async function startBare(upstream: Upstream): Promise<Target> {
-  const { child, port } = await startNodeServer('bare forwarder', 'bare-forwarder.js', [upstream.origin], 'proxy');
+export async function startBare(upstream: Upstream, nodeArgs: string[] = []): Promise<Target> {
+  const { child, port } = await startNodeServer('bare forwarder', 'bare-forwarder.js', [upstream.origin], 'proxy', nodeArgs);
   return { id: 'bare', origin: `http://127.0.0.1:${port}`, pids: () => [child.pid], usesRedis: false, stop: () => child.stop() };
 }
 
 /**
  * The minimal reference, forwarding with undici's `request()` (as a user would write it), or
  * with `engine: 'coatcheck'` through coatcheck's own engine (src/proxy/engine.ts), so that
- * coatcheck's ratio to it is what the session features alone cost.
+ * coatcheck's ratio to it is what the session features alone cost. `nodeArgs` go before the
+ * script (e.g. --cpu-prof).
  */
-export async function startMinimal(upstream: Upstream, redisUrl: string, engine: 'request' | 'coatcheck' = 'request'): Promise<Target> {
+export async function startMinimal(
+  upstream: Upstream,
+  redisUrl: string,
+  engine: 'request' | 'coatcheck' = 'request',
+  nodeArgs: string[] = [],
+): Promise<Target> {
   const name = engine === 'request' ? 'minimal reference' : "minimal reference (coatcheck's engine)";
-  const { child, port } = await startNodeServer(name, 'minimal-proxy.js', [upstream.origin, redisUrl, engine], 'proxy');
+  const { child, port } = await startNodeServer(name, 'minimal-proxy.js', [upstream.origin, redisUrl, engine], 'proxy', nodeArgs);
   const id: TargetId = engine === 'request' ? 'minimal' : 'minimal-engine';
   return { id, origin: `http://127.0.0.1:${port}`, pids: () => [child.pid], usesRedis: true, stop: () => child.stop() };
 }

@@ -119,6 +119,52 @@ describe('RedisStore specifics', () => {
     assert.deepEqual(await raw.keys(`${prefix}*`), [rawKey('k1')]);
   });
 
+  /** Calls of one command since the last CONFIG RESETSTAT (0 when it was never called). */
+  async function calls(raw: ReturnType<ReturnType<typeof redis>['client']>, command: string): Promise<number> {
+    const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(await raw.info('commandstats'));
+    return m ? Number(m[1]) : 0;
+  }
+
+  test('loads asked for in the same turn go out as one MGET, 256 keys at most each; every load gets its own answer; a load alone is a GET', async (t) => {
+    const { store, raw, rawKey } = await setup(t);
+    await store.create('live1', b('one'), HOUR);
+    await store.create('live2', b('two'), HOUR);
+    await store.update('live2', 1, b('two, second'), HOUR);
+    await store.create('dead', b('x'), HOUR);
+    await store.revoke('dead', HOUR);
+    await store.create('old', b('x'), HOUR);
+    await store.rotate('old', 1, HOUR, 'new', b('renewed'), HOUR, aliasOf('F'));
+    await raw.set(rawKey('bad'), 'Lx:damaged');
+    await raw.hset(rawKey('hash'), 'f', 'v');
+    const names = ['live1', 'live2', 'dead', 'old', 'new', 'missing', 'bad', 'hash'];
+    // What each key loads as when asked alone (each one GET).
+    const alone = new Map<string, LoadResult>();
+    for (const k of names) alone.set(k, await store.load(k));
+    assert.equal(alone.get('live2')?.state, 'live');
+    assert.equal(alone.get('old')?.state, 'renewed');
+
+    await raw.config('RESETSTAT');
+    const keys = Array.from({ length: 300 }, (_, i) => names[(i * 7) % names.length] as string);
+    const results = await Promise.all(keys.map((k) => store.load(k)));
+    keys.forEach((k, i) => assert.deepEqual(results[i], alone.get(k), `load ${i} of ${k}`));
+    assert.equal(await calls(raw, 'mget'), 2, '300 loads in one turn: one MGET of 256 keys, one of 44');
+    assert.equal(await calls(raw, 'get'), 0);
+
+    await raw.config('RESETSTAT');
+    assert.deepEqual(await store.load('live1'), alone.get('live1'));
+    assert.deepEqual(await Promise.all([store.load('live1'), store.load('dead')]), [alone.get('live1'), alone.get('dead')]);
+    assert.equal(await calls(raw, 'get'), 1);
+    assert.equal(await calls(raw, 'mget'), 1);
+  });
+
+  test('loads still waiting for their turn when the store closes reject with StoreUnavailableError', async (t) => {
+    const { store } = await setup(t);
+    await store.create('k', b('x'), HOUR);
+    const pending = [store.load('k'), store.load('other')].map((p) => assert.rejects(p, StoreUnavailableError));
+    await store.close();
+    await Promise.all(pending);
+  });
+
   test('a tombstone is "R<deadline>" by the server clock, with its TTL; revoke of a live record writes nothing else', async (t) => {
     const { prefix, store, raw, rawKey, assertTombstone } = await setup(t);
     await store.create('k1', b('x'), HOUR);

@@ -47,6 +47,11 @@ describe('the documented Redis ACL', () => {
     assert.equal(await store.revokeFamily('fam', 'k3', HOUR), 1);
     assert.equal(await store.revoke('k4', HOUR), false);
     assert.equal((await store.load('k2')).state, 'revoked');
+    // Loads asked for together go out as one MGET.
+    assert.deepEqual(
+      (await Promise.all(['k1', 'k2', 'k3', 'none'].map((k) => store.load(k)))).map((r) => r.state),
+      ['revoked', 'revoked', 'revoked', 'none'],
+    );
     assert.deepEqual(warnings(), []);
     // and nothing outside the prefix
     const outside = new Redis({ port: redis().port, host: '127.0.0.1', username: 'coatcheck', password, lazyConnect: true, maxRetriesPerRequest: 0 });

@@ -148,6 +148,11 @@ describe('RedisStore failure handling', () => {
     const ops: Record<string, () => Promise<unknown>> = {
       ping: () => store.ping(),
       load: () => store.load('k'),
+      // Loads asked for together are one MGET: every one of them fails.
+      loadTogether: () => Promise.allSettled([store.load('k'), store.load('k2')]).then((r) => {
+        if (r.every((x) => x.status === 'rejected')) throw (r[0] as PromiseRejectedResult).reason;
+        throw new Error('a load of the batch did not fail');
+      }),
       create: () => store.create('k-new', data, HOUR),
       update: () => store.update('k', 1, data, HOUR),
       revoke: () => store.revoke('k-other', HOUR),
