@@ -373,15 +373,12 @@ function summarize(scenario: ScenarioId, concurrency: number, target: Target, ge
   };
 }
 
-/** Runs one scenario at one concurrency on every target: warm-up, then interleaved repetitions. */
+/** Runs one scenario at one concurrency on every target: interleaved repetitions, each after its own warm-up. */
 async function runCell(env: Env, s: Settings, targets: Target[], sessions: Map<TargetId, string[]>, scenario: Scenario, concurrency: number): Promise<Row[]> {
   const peakResettable = new Map<TargetId, boolean>();
   for (const t of targets) peakResettable.set(t.id, t.pids().length > 0 && resetPeakRss(t.pids()));
   const generatorOf = (load: Load): GeneratorName => (load.kind === 'sequence' ? 'autocannon' : env.generator);
   const loads = new Map(targets.map((t) => [t.id, scenario.load(sessions.get(t.id) ?? [])]));
-  if (s.warmupSec > 0) {
-    for (const t of targets) await measure(env, t, loads.get(t.id) as Load, undefined, concurrency, s.warmupSec);
-  }
   const reps = new Map<TargetId, Rep[]>(targets.map((t) => [t.id, []]));
   for (let rep = 0; rep < s.reps && s.parallel; rep++) {
     const before = await settledStats(env.upstream.origin);
@@ -399,6 +396,9 @@ async function runCell(env: Env, s: Settings, targets: Target[], sessions: Map<T
     // Rotate the order every repetition, so that no target always runs first or last.
     const order = targets.map((_, i) => targets[(i + rep) % targets.length] as Target);
     for (const t of order) {
+      // A warm-up right before every repetition: a target measured after idling while the others
+      // ran would otherwise start its repetition cold, and that start showed up in its p99.
+      if (s.warmupSec > 0) await measure(env, t, loads.get(t.id) as Load, undefined, concurrency, s.warmupSec);
       const { rep: r } = await measure(env, t, loads.get(t.id) as Load, scenario, concurrency, s.durationSec);
       reps.get(t.id)?.push(r);
       log(

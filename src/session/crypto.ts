@@ -67,14 +67,17 @@ export function openRecord(key: Buffer, sealed: Buffer): string | undefined {
   }
 }
 
-/** Does `sealed` end with this authentication tag? (A cheap identity check of a sealed record.) */
-export function hasTag(sealed: Buffer, tag: Buffer): boolean {
-  return sealed.length >= TAG_BYTES && sealed.compare(tag, 0, TAG_BYTES, sealed.length - TAG_BYTES, sealed.length) === 0;
+/** Does `sealed` end with this authentication tag (from tagOf)? A cheap identity check of a sealed record. */
+export function hasTag(sealed: Buffer, tag: string): boolean {
+  return sealed.length >= TAG_BYTES && sealed.toString('latin1', sealed.length - TAG_BYTES) === tag;
 }
 
-/** A copy of a sealed record's authentication tag. */
-export function tagOf(sealed: Buffer): Buffer {
-  return Buffer.from(sealed.subarray(sealed.length - TAG_BYTES));
+/**
+ * A sealed record's authentication tag, as a 16-character latin1 string: kept in a cache, it
+ * pins no Buffer memory.
+ */
+export function tagOf(sealed: Buffer): string {
+  return sealed.toString('latin1', sealed.length - TAG_BYTES);
 }
 
 /** Short keyed hashes of ids for logs: stable per process secret, useless to an attacker. */

@@ -11,6 +11,7 @@ import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeK
 import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
 import { SID_BYTES, TicketCodec } from './ticket.js';
 import { Lru } from '../util/lru.js';
+import { ownCopy } from '../util/buffers.js';
 
 /**
  * A verified ticket, remembered so a busy session does not pay for HMACs, hashes, key
@@ -30,7 +31,7 @@ export interface KnownTicket {
    * compared too, so a different value under the same version (a restored backup, a hand
    * edit) is always opened and authenticated afresh.
    */
-  opened?: { version: number; tag: Buffer; record: OpenedRecord };
+  opened?: { version: number; tag: string; record: OpenedRecord };
 }
 
 /** Bounds of the per-process caches (entries). */
@@ -168,7 +169,8 @@ export class SessionService {
     for (const v of ticketValues) {
       const sid = this.codec.verify(v);
       if (!sid) continue;
-      const known = this.know(sid);
+      // Cached: a copy of its own, not a slice that would keep a pooled chunk alive.
+      const known = this.know(ownCopy(sid));
       known.ticket = v;
       this.tickets.set(v, known);
       return this.resolveKnown(known);

@@ -12,6 +12,7 @@ import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
+import { ownCopy } from '../util/buffers.js';
 
 export interface MemoryStoreOptions {
   clock: Clock;
@@ -123,7 +124,7 @@ export class MemoryStore implements SessionStore {
     const now = this.clock();
     if (this.occupied(key, now)) return false;
     this.makeRoom(now, 1);
-    this.live.set(key, { data: Buffer.from(data), version: 1, expiresAt: now + ttlMs });
+    this.live.set(key, { data: ownCopy(data), version: 1, expiresAt: now + ttlMs });
     this.sweep(now);
     return true;
   }
@@ -136,7 +137,7 @@ export class MemoryStore implements SessionStore {
     let result: WriteResult = 'gone';
     if (entry && entry.version !== version) result = 'conflict';
     else if (entry) {
-      entry.data = Buffer.from(data);
+      entry.data = ownCopy(data);
       entry.version = version + 1;
       entry.expiresAt = now + ttlMs;
       this.touchLru(this.live, key, entry);
@@ -187,7 +188,7 @@ export class MemoryStore implements SessionStore {
     if (alias) tomb.alias = { successor: alias.successor, graceUntil: alias.graceUntil, family: alias.family };
     this.tombs.set(oldKey, tomb);
     this.makeRoom(now, 1);
-    this.live.set(newKey, { data: Buffer.from(data), version: 1, expiresAt: now + ttlMs });
+    this.live.set(newKey, { data: ownCopy(data), version: 1, expiresAt: now + ttlMs });
     if (alias) this.join(alias.family, alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
     return 'ok';

@@ -1,0 +1,11 @@
+/**
+ * A copy of `data` in memory of its own. `Buffer.from(buffer)` and most small Buffers are
+ * slices of a shared 8 KiB pool, and one slice that lives on keeps its whole pool chunk alive:
+ * a cache or store that keeps many small slices for long can pin many times their size. Use
+ * this for bytes that are kept (stored records, cached ids); short-lived ones can stay pooled.
+ */
+export function ownCopy(data: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafeSlow(data.length);
+  out.set(data);
+  return out;
+}
