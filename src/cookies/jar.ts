@@ -114,6 +114,39 @@ export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
 }
 
+interface HeaderMemo {
+  host: string;
+  path: string;
+  secure: boolean;
+  sameSite: SameSiteContext;
+  /** The header holds until the first of the jar's cookies expires. */
+  until: number;
+  header: string;
+}
+
+/**
+ * The last header built from each jar. A session's jar is a Map that is never changed once
+ * made (a write makes a new one), and it is kept between requests, so a session that asks for
+ * the same host and path again gets the same header without matching every cookie again.
+ */
+const headerMemo = new WeakMap<ReadonlyMap<string, Cookie>, HeaderMemo>();
+
+/** cookieHeaderFor over a jar that is never changed, remembering its last answer (see headerMemo). */
+export function jarCookieHeader(jar: ReadonlyMap<string, Cookie>, target: CookieTarget, now: number, sameSiteContext: SameSiteContext): string {
+  const m = headerMemo.get(jar);
+  if (m !== undefined && now < m.until && m.path === target.path && m.host === target.host && m.secure === target.secure && m.sameSite === sameSiteContext) {
+    return m.header;
+  }
+  const header = cookieHeaderFor(jar.values(), target, now, sameSiteContext);
+  let until = Infinity;
+  for (const c of jar.values()) {
+    const exp = c.expiryTime();
+    if (exp !== undefined && exp < until) until = exp;
+  }
+  headerMemo.set(jar, { host: target.host, path: target.path, secure: target.secure, sameSite: sameSiteContext, until, header });
+  return header;
+}
+
 /**
  * The `Cookie` header value a browser would send to `target` at `now` ('' when none): the
  * matching of tough-cookie's `getCookies` (host-only and domain match, path match, Secure,

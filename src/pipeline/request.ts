@@ -1,6 +1,6 @@
 // Request stages, in the order they run (see REQUEST_STAGES at the bottom).
 import { parseCookieHeader } from '../cookies/header.js';
-import { cookieHeaderFor, isLoopbackHost, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
+import { isLoopbackHost, jarCookieHeader, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
 import { CoatcheckError } from '../errors.js';
 import { ruleMatches, type PipelineDeps, type RequestContext, type RequestStage } from './context.js';
 import { reject, replyError } from './reply.js';
@@ -314,7 +314,7 @@ const buildCookieHeader: RequestStage = (ctx, deps) => {
   if (session && session.cookies.size > 0) {
     // A logged-out session still sends its cookies this once, so the app's own logout code runs.
     // No RequestJar here: the response stages make one only when the app sets a cookie.
-    header = cookieHeaderFor(session.cookies.values(), ctx.cookieTarget, deps.clock(), ctx.sameSite);
+    header = jarCookieHeader(session.cookies, ctx.cookieTarget, deps.clock(), ctx.sameSite);
   }
   if (passed) header = header ? `${header}; ${passed}` : passed;
   ctx.upstreamCookie = header;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { NameMatcher, parseCookieHeader, serializeCookiePairs, setCookieName } from '../../src/cookies/header.js';
 import type { Cookie } from 'tough-cookie';
-import { RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
+import { cookieHeaderFor, cookieTargetOf, jarCookieHeader, RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
 import { decodeRecord, encodeRecord, type SessionMeta } from '../../src/session/record.js';
 
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
@@ -182,5 +182,70 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
       assert.equal(decodeRecord(text), undefined, text);
     }
     assert.ok(decodeRecord(`[${head},"a;d;/","v",0,0,0,0]`), 'the control case is accepted');
+  });
+});
+
+describe('jarCookieHeader: the header of a jar that never changes, remembered', () => {
+  /** The Map a session holds: each Set-Cookie applied at the app's root, keyed by its field. */
+  function jarOf(setCookies: string[]): Map<string, Cookie> {
+    const jar = new RequestJar();
+    const m = new Map<string, Cookie>();
+    for (const sc of setCookies) {
+      const change = jar.apply(sc, URL_ROOT, NOW, undefined);
+      assert.equal(change.kind, 'set', sc);
+      if (change.kind === 'set') m.set(change.field, change.cookie);
+    }
+    return m;
+  }
+
+  // A jar as a session holds it: a Map built once. The answers must always be cookieHeaderFor's.
+  function sessionJar(): Map<string, Cookie> {
+    return jarOf([
+      'sid=s1; Path=/; Secure; HttpOnly',
+      'api=a1; Path=/api',
+      'lax=l1; Path=/; SameSite=Lax',
+      'strict=t1; Path=/; SameSite=Strict',
+      'short=x1; Path=/; Max-Age=60',
+      'wide=w1; Domain=example.com; Path=/',
+    ]);
+  }
+
+  test('every change of host, path, scheme, same-site context or time gives the header cookieHeaderFor gives', () => {
+    const jar = sessionJar();
+    const targets = [
+      'https://app.example.com/',
+      'https://app.example.com/api/v1',
+      'https://app.example.com/api/v1',
+      'http://app.example.com/api/v1',
+      'https://other.example.com/',
+      'https://app.example.com/',
+    ].map(cookieTargetOf);
+    const contexts = ['strict', 'lax', 'none', undefined] as const;
+    const times = [NOW, NOW + 1000, NOW + 59_999, NOW + 60_000, NOW + 61_000, NOW];
+    let checked = 0;
+    for (const time of times) {
+      for (const target of targets) {
+        for (const ctx of contexts) {
+          const want = cookieHeaderFor(jar.values(), target, time, ctx);
+          assert.equal(jarCookieHeader(jar, target, time, ctx), want, `${target.host}${target.path} secure=${target.secure} ${ctx} at +${time - NOW}`);
+          // Asked again with nothing changed: the remembered answer, the same.
+          assert.equal(jarCookieHeader(jar, target, time, ctx), want);
+          checked += 1;
+        }
+      }
+    }
+    assert.equal(checked, 144);
+    const at = cookieTargetOf('https://app.example.com/');
+    assert.match(jarCookieHeader(jar, at, NOW + 59_999, 'strict'), /short=x1/);
+    assert.doesNotMatch(jarCookieHeader(jar, at, NOW + 60_000, 'strict'), /short=x1/, 'a remembered header never outlives a cookie in it');
+  });
+
+  test('two jars never share a remembered header', () => {
+    const a = sessionJar();
+    const b = jarOf(['other=o1; Path=/']);
+    const target = cookieTargetOf('https://app.example.com/');
+    assert.match(jarCookieHeader(a, target, NOW, 'strict'), /^sid=s1/);
+    assert.equal(jarCookieHeader(b, target, NOW, 'strict'), 'other=o1');
+    assert.equal(jarCookieHeader(new Map(), target, NOW, 'strict'), '');
   });
 });
