@@ -11,7 +11,7 @@ import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeK
 import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
 import { SID_BYTES, TicketCodec } from './ticket.js';
 import { Lru } from '../util/lru.js';
-import { ownCopy } from '../util/buffers.js';
+import { ownCopy, ownString } from '../util/buffers.js';
 
 /**
  * A verified ticket, remembered so a busy session does not pay for HMACs, hashes, key
@@ -169,10 +169,12 @@ export class SessionService {
     for (const v of ticketValues) {
       const sid = this.codec.verify(v);
       if (!sid) continue;
-      // Cached: a copy of its own, not a slice that would keep a pooled chunk alive.
+      // Cached: copies of their own, not slices that would keep a pooled chunk, or the whole
+      // Cookie header the ticket was cut from, alive.
       const known = this.know(ownCopy(sid));
-      known.ticket = v;
-      this.tickets.set(v, known);
+      const ticket = ownString(v);
+      known.ticket = ticket;
+      this.tickets.set(ticket, known);
       return this.resolveKnown(known);
     }
     return ticketValues.some((v) => TicketCodec.hasTicketShape(v)) ? { state: 'forged' } : { state: 'unknown' };

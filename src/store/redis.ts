@@ -231,44 +231,58 @@ export class RedisStore implements SessionStore {
     });
   }
 
-  /** Sends the loads asked for since the last flush (bound: called from setImmediate). */
+  /**
+   * Sends the loads asked for since the last flush (bound: called from setImmediate). Every
+   * load of the batch settles exactly once, whatever fails.
+   */
   private readonly flushLoads = (): void => {
     const batch = this.pendingLoads;
     if (batch.length === 0) return;
     this.pendingLoads = [];
-    let client: ScriptedRedis;
+    let sent: Promise<void>;
     try {
-      client = this.ready();
+      const client = this.ready();
+      sent =
+        batch.length === 1
+          ? client.getBuffer(this.keyOf((batch[0] as PendingLoad).key)).then(
+              (value) => this.settle(batch[0] as PendingLoad, value),
+              (err: unknown) => {
+                const l = batch[0] as PendingLoad;
+                // Not a value this store writes (another program's key under our prefix, or an
+                // earlier data model): corrupt data, not an unavailable store. In an MGET such a
+                // key reads as nil: no session too, without the warning.
+                if (err instanceof Error && err.message.startsWith('WRONGTYPE')) l.resolve(this.corrupt(l.key, 'a key of another type'));
+                else l.reject(this.unavailable('load', err));
+              },
+            )
+          : client.mgetBuffer(batch.map((l) => this.keyOf(l.key))).then(
+              (values) => {
+                for (let i = 0; i < batch.length; i++) this.settle(batch[i] as PendingLoad, values[i] ?? null);
+              },
+              (err: unknown) => {
+                const failure = this.unavailable('load', err);
+                for (const l of batch) l.reject(failure);
+              },
+            );
     } catch (err) {
-      for (const l of batch) l.reject(err);
+      for (const l of batch) l.reject(err instanceof StoreUnavailableError ? err : this.unavailable('load', err));
       return;
     }
-    if (batch.length === 1) {
-      const l = batch[0] as PendingLoad;
-      client.getBuffer(this.keyOf(l.key)).then(
-        (value) => l.resolve(this.parse(l.key, value)),
-        (err: unknown) => {
-          // Not a value this store writes (another program's key under our prefix, or an earlier
-          // data model): corrupt data, not an unavailable store. (MGET reads such a key as nil.)
-          if (err instanceof Error && err.message.startsWith('WRONGTYPE')) l.resolve(this.corrupt(l.key, 'a key of another type'));
-          else l.reject(this.unavailable('load', err));
-        },
-      );
-      return;
-    }
-    client.mgetBuffer(batch.map((l) => this.keyOf(l.key))).then(
-      (values) => {
-        for (let i = 0; i < batch.length; i++) {
-          const l = batch[i] as PendingLoad;
-          l.resolve(this.parse(l.key, values[i] ?? null));
-        }
-      },
-      (err: unknown) => {
-        const failure = this.unavailable('load', err);
-        for (const l of batch) l.reject(failure);
-      },
-    );
+    // Whatever is left unsettled by a throw in the handlers above fails (a second settle is a no-op).
+    sent.catch((err: unknown) => {
+      const failure = this.unavailable('load', err);
+      for (const l of batch) l.reject(failure);
+    });
   };
+
+  /** Answers one load from its value; a failure to read it fails that load only. */
+  private settle(l: PendingLoad, value: Buffer | null): void {
+    try {
+      l.resolve(this.parse(l.key, value));
+    } catch (err) {
+      l.reject(this.unavailable('load', err));
+    }
+  }
 
   async create(key: string, data: Buffer, ttlMs: number): Promise<boolean> {
     checkCreate(data, ttlMs);

@@ -9,3 +9,12 @@ export function ownCopy(data: Uint8Array): Buffer {
   out.set(data);
   return out;
 }
+
+/**
+ * A copy of an ASCII or latin1 string that holds only its own characters. A string cut out of a
+ * larger one (a ticket out of a whole `Cookie` header, say) can keep the larger string alive for
+ * as long as it lives; use this for strings that a cache keeps.
+ */
+export function ownString(text: string): string {
+  return Buffer.from(text, 'latin1').toString('latin1');
+}

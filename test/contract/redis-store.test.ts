@@ -10,6 +10,7 @@ import type { LoadResult, RenewalAlias } from '../../src/store/types.js';
 import { freePort, redisForSuite } from '../helpers/redis-server.js';
 import { runStoreContract } from './store.contract.js';
 import { captureLogger } from '../helpers/logs.js';
+import { pino } from 'pino';
 
 
 const redis = redisForSuite();
@@ -155,6 +156,22 @@ describe('RedisStore specifics', () => {
     assert.deepEqual(await Promise.all([store.load('live1'), store.load('dead')]), [alone.get('live1'), alone.get('dead')]);
     assert.equal(await calls(raw, 'get'), 1);
     assert.equal(await calls(raw, 'mget'), 1);
+  });
+
+  test('a load whose answer cannot be read (here: its warning cannot be logged) fails alone; the rest of its MGET is answered', async (t) => {
+    const { prefix, raw, rawKey } = await setup(t);
+    const sink = { write(): void { throw new Error('log sink failed'); } };
+    const store = new RedisStore({ url: redis().url, prefix, timeout: 5000, connectTimeout: 10_000, logger: pino({ level: 'warn' }, sink) });
+    t.after(() => store.close());
+    await store.start();
+    await store.create('good', b('g'), HOUR);
+    await raw.set(rawKey('bad'), 'garbage');
+    const [good, bad, alone] = await Promise.allSettled([store.load('good'), store.load('bad'), store.load('good')]);
+    assert.deepEqual(good, { status: 'fulfilled', value: { state: 'live', version: 1, data: b('g') } });
+    assert.equal(bad.status, 'rejected');
+    assert.ok((bad as PromiseRejectedResult).reason instanceof StoreUnavailableError);
+    assert.deepEqual(alone, good);
+    await assert.rejects(store.load('bad'), StoreUnavailableError);
   });
 
   test('loads still waiting for their turn when the store closes reject with StoreUnavailableError', async (t) => {
@@ -350,7 +367,7 @@ describe('RedisStore specifics', () => {
     }
   });
 
-  test('a key of another type loads as no session (with a warning); writes to it fail as StoreUnavailableError; create, rotate onto it and revoke still behave', async (t) => {
+  test('a key of another type loads as no session (with a warning when it is loaded alone: an MGET reads it as nil); writes to it fail as StoreUnavailableError; create, rotate onto it and revoke still behave', async (t) => {
     const { store, raw, rawKey, get, familyKey, warnings } = await setup(t);
     for (const k of ['h1', 'h2', 'h3']) await raw.hset(rawKey(k), '@c', '1', 'sid;example.com;/', 'v');
     assert.deepEqual(await store.load('h1'), { state: 'none' });
