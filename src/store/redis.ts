@@ -165,6 +165,8 @@ export class RedisStore implements SessionStore {
   private suppressedErrors = 0;
   /** Loads waiting for the end of this event-loop turn, sent together (see load()). */
   private pendingLoads: PendingLoad[] = [];
+  /** The socket is corked until the end of this turn (see coalesceWrites). */
+  private corked = false;
 
   constructor(options: RedisStoreOptions) {
     this.url = options.url;
@@ -426,10 +428,29 @@ export class RedisStore implements SessionStore {
   /** Runs one command; any failure or timeout becomes StoreUnavailableError. */
   private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
     try {
+      this.coalesceWrites();
       return await fn();
     } catch (err) {
       throw this.unavailable(op, err);
     }
+  }
+
+  /**
+   * Holds this turn's commands in the socket's buffer and writes them in one system call when
+   * the turn ends (the socket is corked until a setImmediate): under load, the loads and writes
+   * of the requests handled in one turn cost one write between them instead of one each. The
+   * commands' timeouts run from when they were asked for, as before.
+   */
+  private coalesceWrites(): void {
+    if (this.corked) return;
+    const stream = (this.client as unknown as { stream?: { cork(): void; uncork(): void; writable?: boolean } } | undefined)?.stream;
+    if (stream === undefined || typeof stream.cork !== 'function' || stream.writable === false) return;
+    stream.cork();
+    this.corked = true;
+    setImmediate(() => {
+      this.corked = false;
+      stream.uncork();
+    });
   }
 
   private unavailable(op: string, err: unknown): StoreUnavailableError {

@@ -174,6 +174,23 @@ describe('RedisStore specifics', () => {
     await assert.rejects(store.load('bad'), StoreUnavailableError);
   });
 
+  test("the writes asked for in one turn leave in one system call (the socket is corked until the turn ends), and all land", async (t) => {
+    const { store, get } = await setup(t);
+    type Sink = (...args: unknown[]) => void;
+    const socket = (store as unknown as { client: { stream: { _write: Sink; _writev: Sink } } }).client.stream;
+    const writev = t.mock.method(socket, '_writev');
+    const write = t.mock.method(socket, '_write');
+    const results = await Promise.all([1, 2, 3, 4, 5].map((i) => store.create(`c${i}`, b(`v${i}`), HOUR)));
+    assert.deepEqual(results, [true, true, true, true, true]);
+    assert.equal(writev.mock.callCount(), 1, 'one writev for the five SETs');
+    assert.equal((writev.mock.calls[0]?.arguments[0] as unknown[]).length, 5);
+    assert.equal(write.mock.callCount(), 0);
+    for (const i of [1, 2, 3, 4, 5]) assert.equal((await get(`c${i}`))?.toString('latin1'), `L1:v${i}`);
+    // A write alone still goes out (at the end of its turn).
+    assert.equal(await store.update('c1', 1, b('again'), HOUR), 'ok');
+    assert.equal((await get('c1'))?.toString('latin1'), 'L2:again');
+  });
+
   test('loads still waiting for their turn when the store closes reject with StoreUnavailableError', async (t) => {
     const { store } = await setup(t);
     await store.create('k', b('x'), HOUR);
