@@ -264,6 +264,7 @@ describe('cli', () => {
       const port = listening.port;
       assert.equal(typeof port, 'number');
       assert.ok((port as number) > 0);
+      assert.equal(listening.heapGrowingPercent, 30, 'coatcheck caps the heap growth itself (src/heap.ts)');
 
       const seen = up.nextRequest('/echo');
       const r = await send(port as number, '/echo?via=cli');
@@ -296,6 +297,23 @@ describe('cli', () => {
       assert.equal(reply.body, 'slow but done');
       assert.equal(await within(cli.exited, EXIT_DEADLINE_MS, 'no exit after SIGTERM'), 0);
       assertNoStack(cli.stderr(), 'stderr');
+    });
+
+    test('COATCHECK_HEAP_GROWING_PERCENT sets the heap growth (0: V8 chooses); a bad value exits 2 naming it', { timeout: 60_000 }, async (t) => {
+      const file = await configFile('heap.yaml', validConfig(up.origin, 'log:\n  level: info'));
+      const bad = runCli(['--config', file], { COATCHECK_HEAP_GROWING_PERCENT: 'lots' });
+      assert.equal(await within(bad.exited, EXIT_DEADLINE_MS, 'no exit on a bad COATCHECK_HEAP_GROWING_PERCENT'), 2);
+      assert.match(bad.stderr(), /COATCHECK_HEAP_GROWING_PERCENT must be a whole number from 0 to 1000 .*"lots"/);
+      const cli = runCli(['--config', file], { COATCHECK_HEAP_GROWING_PERCENT: '0' });
+      t.after(() => killIfRunning(cli));
+      const listening = await within(
+        cli.stdout.waitFor((l) => l.msg === 'listening'),
+        EXIT_DEADLINE_MS,
+        `no "listening" line; stdout:\n${cli.stdout.raw.join('\n')}\nstderr:\n${cli.stderr()}`,
+      );
+      assert.equal(listening.heapGrowingPercent, 0);
+      cli.proc.kill('SIGTERM');
+      assert.equal(await within(cli.exited, EXIT_DEADLINE_MS, 'no exit after SIGTERM'), 0);
     });
 
     test('a Redis store that cannot be reached at start → exit 1 with a clear fatal log line, no stack trace anywhere', { timeout: 60_000 }, async () => {
