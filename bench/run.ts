@@ -648,7 +648,7 @@ function verdicts(rows: Row[], scale: ScaleResult | null, mem: RedisMemory | nul
     detail: scale
       ? `coatcheck (Redis) c=${scale.concurrency}: ${fmt(scale.coatcheck.rpsLarge)} req/s with ${fmt(scale.liveSessionsLarge)} sessions vs ${fmt(scale.coatcheck.rpsSmallBefore)} and ${fmt(scale.coatcheck.rpsSmallAfter)} with ${fmt(scale.liveSessionsSmall)} (before and after): ×${scale.coatcheck.ratio.toFixed(3)}` +
         (scale.minimal ? `; minimal reference as a control: ×${scale.minimal.ratio.toFixed(3)}` : '')
-      : 'not measured (quick mode, or no redis-server)',
+      : 'not measured (quick mode, a subset run without --scale, or no redis-server)',
   });
   out.push({
     id: 'redis-memory',
