@@ -6,7 +6,7 @@ import { createAdminServer, type AdminServer } from './admin/server.js';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
-import { NameMatcher } from './cookies/header.js';
+import { NameMatcher } from './cookies/names.js';
 import type { Logger } from './log.js';
 import { AppCookieNames, type PipelineDeps } from './pipeline/context.js';
 import { createHandler } from './pipeline/handler.js';

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { createCoatcheck } from './app.js';
 import { loadConfigFile } from './config/load.js';
 import { printConfig } from './config/print.js';
-import { ConfigError, UsageError } from './errors.js';
+import { ConfigError, ProcessError, UsageError } from './errors.js';
 import { createLogger } from './log.js';
 import { applyHeapGrowth, heapGrowthSetting, HEAP_ENV, type HeapGrowth } from './heap.js';
 
@@ -75,8 +75,9 @@ async function main(): Promise<number> {
     parsed = parse(process.argv.slice(2), process.env);
     heapGrowingPercent = heapGrowthSetting(process.execArgv, process.env);
   } catch (err) {
-    process.stderr.write(`coatcheck: ${(err as Error).message}\nTry "coatcheck --help".\n`);
-    return 2;
+    if (!(err instanceof ProcessError)) throw err;
+    process.stderr.write(`coatcheck: ${err.message}\nTry "coatcheck --help".\n`);
+    return err.exitCode;
   }
   if (parsed.command === 'help') {
     process.stdout.write(HELP);
@@ -93,7 +94,7 @@ async function main(): Promise<number> {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`coatcheck: ${err.message}\n`);
-      return 2;
+      return err.exitCode;
     }
     throw err;
   }

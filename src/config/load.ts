@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { Alias, isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import type { Document, Node as YamlNode, Scalar } from 'yaml';
 import type { z } from 'zod';
-import { ConfigError } from '../errors.js';
+import { ConfigError, formatConfigProblem } from '../errors.js';
 import type { ConfigProblem } from '../errors.js';
 import { configSchema } from './schema.js';
 import type { Config } from './schema.js';
@@ -188,12 +188,7 @@ function collectWarnings(
       warn(['secrets', i], `has only ${new Set(secret).size} distinct characters and looks like a placeholder; use a random value, e.g. \`openssl rand -base64 48\``);
     }
   });
-  return sortProblems(out).map((w) => formatLocated(file, w));
-}
-
-function formatLocated(file: string, p: ConfigProblem): string {
-  const where = p.line !== undefined ? `${file}:${p.line}:${p.col ?? 1}` : file;
-  return `${where}: ${p.path ? `${p.path}: ` : ''}${p.message}`;
+  return sortProblems(out).map((w) => formatConfigProblem(file, w));
 }
 
 // ---------------------------------------------------------------------------------------------

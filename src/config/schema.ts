@@ -1,6 +1,7 @@
 // The configuration schema: one zod schema gives the types, the defaults and the checks.
 // Loading (YAML, env interpolation, line:col) lives in load.ts.
 import { z } from 'zod';
+import { isCookieName, isCookieNamePattern, patternToRegExp } from '../cookies/names.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /**
@@ -102,13 +103,9 @@ const httpUrl = z.string().transform((v, ctx) => {
   return u.origin;
 });
 
-// RFC 6265 cookie-name = token
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const cookieName = z.string().regex(TOKEN_RE, { message: 'expected a cookie name (an RFC 6265 token)' });
+const cookieName = z.string().refine(isCookieName, { message: 'expected a cookie name (an RFC 6265 token)' });
 /** A cookie name, or a pattern with `*` wildcards such as `_ga*`. */
-const cookiePattern = z
-  .string()
-  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, { message: 'expected a cookie name or a pattern such as "_ga*"' });
+const cookiePattern = z.string().refine(isCookieNamePattern, { message: 'expected a cookie name or a pattern such as "_ga*"' });
 
 const METHOD_RE = /^[A-Z]+$/;
 const rule = z
@@ -314,12 +311,3 @@ export const configSchema = z
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
-
-/** `_ga*` → /^_ga.*$/ ; every other character is literal. */
-export function patternToRegExp(pattern: string): RegExp {
-  const src = pattern
-    .split('*')
-    .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-    .join('.*');
-  return new RegExp(`^${src}$`);
-}

@@ -1,5 +1,5 @@
 // Pure helpers for the request `Cookie` header and `Set-Cookie` names. No I/O.
-import { patternToRegExp } from '../config/schema.js';
+import { isCookieName } from './names.js';
 
 export interface CookiePair {
   name: string;
@@ -24,14 +24,6 @@ export function parseCookieHeader(header: string | undefined): CookiePair[] {
   return out;
 }
 
-export function serializeCookiePairs(pairs: readonly CookiePair[]): string {
-  let s = '';
-  for (const p of pairs) s += (s === '' ? '' : '; ') + p.name + '=' + p.value;
-  return s;
-}
-
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-
 /** The cookie name of a `Set-Cookie` value, or undefined when it has none that a browser would accept. */
 export function setCookieName(value: string): string | undefined {
   const semi = value.indexOf(';');
@@ -39,25 +31,5 @@ export function setCookieName(value: string): string | undefined {
   const eq = pair.indexOf('=');
   if (eq <= 0) return undefined;
   const name = pair.slice(0, eq).trim();
-  return TOKEN_RE.test(name) ? name : undefined;
-}
-
-/** A name matcher for exact names and `*` patterns, compiled once. */
-export class NameMatcher {
-  private readonly exact = new Set<string>();
-  private readonly patterns: RegExp[] = [];
-  constructor(patterns: readonly string[]) {
-    for (const p of patterns) {
-      if (p.includes('*')) {
-        this.patterns.push(patternToRegExp(p));
-      } else {
-        this.exact.add(p);
-      }
-    }
-  }
-  matches(name: string): boolean {
-    if (this.exact.has(name)) return true;
-    for (const re of this.patterns) if (re.test(name)) return true;
-    return false;
-  }
+  return isCookieName(name) ? name : undefined;
 }

@@ -2,7 +2,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../clock.js';
 import type { Config, Rule } from '../config/schema.js';
-import type { CookiePair, NameMatcher } from '../cookies/header.js';
+import type { CookiePair } from '../cookies/header.js';
+import type { NameMatcher } from '../cookies/names.js';
 import type { CookieTarget, JarChange, RequestJar, SameSiteContext } from '../cookies/jar.js';
 import type { Logger } from '../log.js';
 import type { ForwardEngine, Forwarding, UpstreamResponse } from '../proxy/engine.js';

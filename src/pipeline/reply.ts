@@ -1,7 +1,7 @@
 // Answers coatcheck gives itself (rejections, errors). Never echoes internals: a status, a
 // stable code, the request id.
 import { STATUS_CODES } from 'node:http';
-import { CoatcheckError, statusOf, type ErrorKind } from '../errors.js';
+import { CoatcheckError, httpErrorOf, type HttpErrorKind } from '../errors.js';
 import type { PipelineDeps, RequestContext } from './context.js';
 
 /** The Set-Cookie that gives the browser a ticket. */
@@ -46,7 +46,7 @@ function send(ctx: RequestContext, deps: PipelineDeps, status: number, code: str
 }
 
 /** Reject an invalid session: the configured status, or a 303 to the configured location. */
-export function reject(ctx: RequestContext, deps: PipelineDeps, kind: ErrorKind): void {
+export function reject(ctx: RequestContext, deps: PipelineDeps, kind: HttpErrorKind): void {
   const { status, redirect } = deps.config.invalidSession;
   const code = new CoatcheckError(kind, kind).code;
   if (redirect) send(ctx, deps, 303, code, ['location', redirect]);
@@ -55,11 +55,9 @@ export function reject(ctx: RequestContext, deps: PipelineDeps, kind: ErrorKind)
 
 /** Answer a failure with its mapped status (503 store, 502/504 upstream, 400 bad request, 500). */
 export function replyError(ctx: RequestContext, deps: PipelineDeps, err: unknown): void {
-  const { status, code } = statusOf(err);
-  if (err instanceof CoatcheckError) {
-    if (err.kind === 'STORE_UNAVAILABLE') deps.metrics.storeErrors.inc();
-    else if (err.kind.startsWith('UPSTREAM_')) deps.metrics.upstreamErrors.inc({ status: String(status) });
-  }
+  const { status, code, category } = httpErrorOf(err);
+  if (category === 'store') deps.metrics.storeErrors.inc();
+  else if (category === 'upstream') deps.metrics.upstreamErrors.inc({ status: String(status) });
   const level = status >= 500 ? 'error' : 'info';
   ctx.log[level]({ event: 'request.failed', status, code, err: describe(err) }, 'request failed');
   send(ctx, deps, status, code);
