@@ -6,11 +6,11 @@ import { createAdminServer, type AdminServer } from './admin/server.js';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
-import { NameMatcher } from './cookies/names.js';
+import { CookiePolicy } from './cookies/policy.js';
 import type { Logger } from './log.js';
-import { AppCookieNames, type PipelineDeps } from './pipeline/context.js';
+import type { PipelineDeps } from './pipeline/context.js';
 import { createHandler } from './pipeline/handler.js';
-import { ticketAttributesOf } from './pipeline/reply.js';
+import { TicketCookie } from './pipeline/ticket-cookie.js';
 import { UndiciEngine, type ForwardEngine } from './proxy/engine.js';
 import { SessionService } from './session/service.js';
 import { createStore } from './store/index.js';
@@ -56,7 +56,6 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     logger,
     ...(deps.random ? { random: deps.random } : {}),
   });
-  const managed = config.session.managed === '*' ? null : new Set(config.session.managed);
   const metrics = deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null });
   const pipelineDeps: PipelineDeps = {
     config,
@@ -64,11 +63,9 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     engine,
     clock,
     logger,
-    passthrough: new NameMatcher(config.session.passthrough),
-    managed,
-    appCookieNames: new AppCookieNames(managed ?? []),
-    ticketAttributes: ticketAttributesOf(config.cookie),
     metrics,
+    cookies: new CookiePolicy({ ticketName: config.cookie.name, managed: config.session.managed, passthrough: config.session.passthrough }),
+    ticket: new TicketCookie(config.cookie.name, config.cookie, config.session.absoluteTimeout),
     onCookieCleared: new Set(config.logout.onCookieCleared),
   };
 

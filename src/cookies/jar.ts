@@ -172,9 +172,9 @@ export function cookieHeaderFor(cookies: Iterable<Cookie>, target: CookieTarget,
 }
 
 /**
- * One session's cookies for the span of one request. `cookieHeader` answers what a browser
- * would send; `apply` takes the app's `Set-Cookie`s through a tough-cookie jar (made only
- * when a response sets cookies).
+ * One session's cookies for the span of one response: `apply` takes the app's `Set-Cookie`s
+ * through a tough-cookie jar (made on the first one) and reports each as a change for the
+ * session service to persist. What a browser would send is `cookieHeaderFor`/`jarCookieHeader`.
  */
 export class RequestJar {
   private readonly initial: Cookie[];
@@ -183,21 +183,6 @@ export class RequestJar {
 
   constructor(cookies: Iterable<Cookie> = []) {
     this.initial = [...cookies];
-  }
-
-  /** The `Cookie` header value a browser would send for `url` at `now` ('' when none). */
-  cookieHeader(url: string | CookieTarget, now: number, sameSiteContext: SameSiteContext): string {
-    const target = typeof url === 'string' ? cookieTargetOf(url) : url;
-    return cookieHeaderFor(this.store ? this.current() : this.initial, target, now, sameSiteContext);
-  }
-
-  /** The cookies after this request's changes (the memory store answers synchronously). */
-  private current(): Cookie[] {
-    let out: Cookie[] = this.initial;
-    (this.store as MemoryCookieStore).getAllCookies((err, cookies) => {
-      if (!err && cookies) out = cookies;
-    });
-    return out;
   }
 
   private tough(): CookieJar {

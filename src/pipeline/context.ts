@@ -1,14 +1,17 @@
-// The per-request context every stage reads and writes, and the things stages share.
+// The per-request context every stage reads and writes, what stages share, and what a stage
+// may decide (the Outcome). Imports nothing from the stages.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../clock.js';
-import type { Config, Rule } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import type { CookiePair } from '../cookies/header.js';
-import type { NameMatcher } from '../cookies/names.js';
+import type { CookiePolicy } from '../cookies/policy.js';
 import type { CookieTarget, JarChange, RequestJar, SameSiteContext } from '../cookies/jar.js';
 import type { Logger } from '../log.js';
 import type { ForwardEngine, Forwarding, UpstreamResponse } from '../proxy/engine.js';
 import type { LiveSession, Resolution, SessionService } from '../session/service.js';
 import type { Metrics } from '../admin/metrics.js';
+import type { HttpErrorKind } from '../errors.js';
+import type { TicketCookie } from './ticket-cookie.js';
 
 /** Built once at start-up and shared by every request. */
 export interface PipelineDeps {
@@ -17,34 +20,13 @@ export interface PipelineDeps {
   engine: ForwardEngine;
   clock: Clock;
   logger: Logger;
-  /** Client cookies that go to the app untouched, and app cookies that go to the browser. */
-  passthrough: NameMatcher;
-  /** With `managed` as a list: the names kept server-side. null means every cookie ("*"). */
-  managed: ReadonlySet<string> | null;
-  /** Names the app has set (seen in a Set-Cookie): a client presenting one is an alarm. */
-  appCookieNames: AppCookieNames;
-  /** Precomputed ticket cookie attribute suffix, e.g. "; Path=/; HttpOnly; Secure; SameSite=Lax". */
-  ticketAttributes: string;
   metrics: Metrics;
+  /** Whose cookie is it: the ticket's, the app's jar's or the client's. */
+  cookies: CookiePolicy;
+  /** The ticket cookie's Set-Cookie forms. */
+  ticket: TicketCookie;
   /** App cookie names whose clearing by the app revokes the session (logout.onCookieCleared). */
   onCookieCleared: ReadonlySet<string>;
-}
-
-/** A bounded set of cookie names the app has been seen to set. */
-export class AppCookieNames {
-  private readonly names = new Set<string>();
-  constructor(
-    initial: Iterable<string>,
-    private readonly max = 1024,
-  ) {
-    for (const n of initial) this.names.add(n);
-  }
-  add(name: string): void {
-    if (this.names.size < this.max) this.names.add(name);
-  }
-  has(name: string): boolean {
-    return this.names.has(name);
-  }
 }
 
 const NO_STRINGS: readonly string[] = Object.freeze([]);
@@ -139,19 +121,41 @@ export class RequestContext {
   }
 }
 
-/** A stage either lets the request go on (`true`) or has answered it itself (`false`). */
-export type RequestStage = (ctx: RequestContext, deps: PipelineDeps) => boolean | Promise<boolean>;
-export type ResponseStage = (ctx: RequestContext, deps: PipelineDeps) => boolean | Promise<boolean>;
+/** Invalid-session answers: the configured status, or a 303 to the configured location. */
+export type RejectKind = Extract<HttpErrorKind, 'SESSION_REVOKED' | 'SESSION_EXPIRED' | 'SESSION_BINDING'>;
 
-export function ruleMatches(rules: readonly Rule[], method: string, pathname: string): boolean {
-  for (const r of rules) {
-    if (r.methods && !r.methods.includes(method)) continue;
-    if (r.kind === 'exact') {
-      if (pathname === r.path || (pathname.length === r.path.length + 1 && pathname.endsWith('/') && pathname.startsWith(r.path))) return true;
-    } else {
-      const p = r.path.endsWith('/') ? r.path : `${r.path}/`;
-      if (pathname === r.path || pathname.startsWith(p)) return true;
-    }
-  }
-  return false;
+/**
+ * What a stage decided when the request cannot go on. The handler is the one place that acts
+ * on it: it discards an upstream body, then answers (or, once the response has started, cuts
+ * the connection).
+ * - `reject`: an invalid session, answered per `invalidSession` (status or redirect);
+ * - `fail`: an error, answered with the status and code it maps to (errors.ts).
+ * A stage may also throw: a thrown error is answered as `fail`.
+ */
+export type Outcome = { readonly kind: 'reject'; readonly error: RejectKind } | { readonly kind: 'fail'; readonly error: unknown };
+
+/** undefined: go on with the next stage. */
+export type StageResult = Outcome | undefined;
+
+/**
+ * A request or response stage: a function of the context and the shared dependencies. It never
+ * answers the client itself; it changes the context and returns (or resolves to) undefined to
+ * go on, or an Outcome. Synchronous stages keep the hot path free of promises.
+ */
+export type Stage = (ctx: RequestContext, deps: PipelineDeps) => StageResult | Promise<StageResult>;
+
+const REJECTS: { readonly [K in RejectKind]: Outcome } = {
+  SESSION_REVOKED: Object.freeze({ kind: 'reject', error: 'SESSION_REVOKED' }),
+  SESSION_EXPIRED: Object.freeze({ kind: 'reject', error: 'SESSION_EXPIRED' }),
+  SESSION_BINDING: Object.freeze({ kind: 'reject', error: 'SESSION_BINDING' }),
+};
+
+/** Refuse an invalid session (see Outcome). */
+export function reject(kind: RejectKind): Outcome {
+  return REJECTS[kind];
+}
+
+/** Answer with the status `error` maps to (see Outcome). */
+export function fail(error: unknown): Outcome {
+  return { kind: 'fail', error };
 }

@@ -1,12 +1,13 @@
-// Runs one request through the ordered stages, the engine and the response stages, then
-// streams the body. The flow is in DESIGN.md §1.
+// Runs one request through the request stages, the engine and the response stages, then streams
+// the body. The one place that answers the client: a stage only says what should happen (an
+// Outcome, or a thrown error), and finish() acts on it. The flow is in README.md, "How it works".
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RequestContext, type PipelineDeps } from './context.js';
+import { fail, RequestContext, type Outcome, type PipelineDeps, type Stage, type StageResult } from './context.js';
 import { mapUpstreamError, isAbort } from '../proxy/error-map.js';
-import { replyError } from './reply.js';
+import { replyError, replyReject } from './reply.js';
 import { REQUEST_STAGES } from './request.js';
-import { discardBody, RESPONSE_STAGES } from './response.js';
+import { RESPONSE_STAGES } from './response.js';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -56,22 +57,44 @@ export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: S
     const ctx = new RequestContext(requestIdOf(req), req, res, deps.logger);
     (res as TaggedResponse)[kContext] = ctx;
     res.on('close', onClose);
-    run(ctx, deps).catch((err: unknown) => {
-      discardBody(ctx);
-      if (!res.headersSent) replyError(ctx, deps, err);
-      else {
-        ctx.log.error({ event: 'request.failed', err: (err as Error)?.message }, 'request failed after the response started');
-        res.destroy();
-      }
-    });
+    run(ctx, deps).catch((err: unknown) => finish(ctx, deps, fail(err)));
   };
 }
 
-async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
-  for (const stage of REQUEST_STAGES) {
-    const go = stage(ctx, deps);
-    if (!(go === true || (go !== false && (await go)))) return;
+/**
+ * Runs stages in order until one returns an Outcome (or throws). Stages that answer
+ * synchronously cost no promise: only from the first stage that returns one does the rest run
+ * asynchronously.
+ */
+export function runStages(stages: readonly Stage[], ctx: RequestContext, deps: PipelineDeps, from = 0): StageResult | Promise<StageResult> {
+  for (let i = from; i < stages.length; i++) {
+    const result = (stages[i] as Stage)(ctx, deps);
+    if (result === undefined) continue;
+    if (result instanceof Promise) return result.then((r) => (r !== undefined ? r : runStages(stages, ctx, deps, i + 1)));
+    return result;
   }
+  return undefined;
+}
+
+/**
+ * Acts on a stage's Outcome: discards the app's body when there is one, then answers — or,
+ * when the response has already started, logs and cuts the connection.
+ */
+function finish(ctx: RequestContext, deps: PipelineDeps, outcome: Outcome): void {
+  ctx.upstream?.body.discard();
+  const { res } = ctx;
+  if (outcome.kind === 'reject') replyReject(ctx, deps, outcome.error);
+  else if (!res.headersSent) replyError(ctx, deps, outcome.error);
+  else {
+    ctx.log.error({ event: 'request.failed', err: (outcome.error as Error)?.message }, 'request failed after the response started');
+    res.destroy();
+  }
+}
+
+async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
+  let outcome = runStages(REQUEST_STAGES, ctx, deps);
+  if (outcome instanceof Promise) outcome = await outcome;
+  if (outcome !== undefined) return finish(ctx, deps, outcome);
   if (ctx.aborted) return;
   const forwarding = deps.engine.forward({
     method: ctx.method,
@@ -84,16 +107,14 @@ async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
     ctx.upstream = await forwarding.response;
   } catch (err) {
     if (ctx.aborted && isAbort(err)) return;
-    replyError(ctx, deps, mapUpstreamError(err));
-    return;
+    return finish(ctx, deps, fail(mapUpstreamError(err)));
   }
-  for (const stage of RESPONSE_STAGES) {
-    const go = stage(ctx, deps);
-    if (!(go === true || (go !== false && (await go)))) return;
-  }
+  outcome = runStages(RESPONSE_STAGES, ctx, deps);
+  if (outcome instanceof Promise) outcome = await outcome;
+  if (outcome !== undefined) return finish(ctx, deps, outcome);
   const { res } = ctx;
   if (res.destroyed) {
-    discardBody(ctx);
+    ctx.upstream.body.discard();
     return;
   }
   res.writeHead(ctx.upstream.status, ctx.responseHeaders);

@@ -1,28 +1,10 @@
-// Answers coatcheck gives itself (rejections, errors). Never echoes internals: a status, a
-// stable code, the request id.
+// The answers coatcheck gives itself (invalid sessions, errors). Only the handler calls them.
+// Never echoes internals: a status, a stable code, the request id.
 import { STATUS_CODES } from 'node:http';
-import { CoatcheckError, httpErrorOf, type HttpErrorKind } from '../errors.js';
-import type { PipelineDeps, RequestContext } from './context.js';
+import { httpErrorOf, HttpErrors } from '../errors.js';
+import type { PipelineDeps, RejectKind, RequestContext } from './context.js';
 
-/** The Set-Cookie that gives the browser a ticket. */
-export function ticketCookie(deps: PipelineDeps, ticket: string): string {
-  const { cookie, session } = deps.config;
-  const maxAge = cookie.persistent ? `; Max-Age=${Math.floor(session.absoluteTimeout / 1000)}` : '';
-  return `${cookie.name}=${ticket}${deps.ticketAttributes}${maxAge}`;
-}
-
-/** The Set-Cookie that removes the ticket from the browser. */
-export function clearTicketCookie(deps: PipelineDeps): string {
-  return `${deps.config.cookie.name}=${deps.ticketAttributes}; Max-Age=0`;
-}
-
-/** "; Path=/; HttpOnly; Secure; SameSite=Lax" (+ Domain), computed once at start-up. */
-export function ticketAttributesOf(cookie: PipelineDeps['config']['cookie']): string {
-  const sameSite = cookie.sameSite === 'strict' ? 'Strict' : cookie.sameSite === 'lax' ? 'Lax' : 'None';
-  return `; Path=/${cookie.domain ? `; Domain=${cookie.domain}` : ''}; HttpOnly${cookie.secure ? '; Secure' : ''}; SameSite=${sameSite}`;
-}
-
-function send(ctx: RequestContext, deps: PipelineDeps, status: number, code: string, extra: string[] = []): void {
+function send(ctx: RequestContext, deps: PipelineDeps, status: number, code: string, extra: readonly string[] = []): void {
   const { res } = ctx;
   if (res.headersSent || res.destroyed) {
     res.destroy();
@@ -40,20 +22,20 @@ function send(ctx: RequestContext, deps: PipelineDeps, status: number, code: str
     ctx.id,
     ...extra,
   ];
-  if (ctx.clearTicket && ctx.ticketValues.length > 0) headers.push('set-cookie', clearTicketCookie(deps));
+  if (ctx.clearTicket && ctx.ticketValues.length > 0) headers.push('set-cookie', deps.ticket.clear);
   res.writeHead(status, headers);
   res.end(ctx.method === 'HEAD' ? undefined : body);
 }
 
-/** Reject an invalid session: the configured status, or a 303 to the configured location. */
-export function reject(ctx: RequestContext, deps: PipelineDeps, kind: HttpErrorKind): void {
+/** Refuse an invalid session: the configured status, or a 303 to the configured location. */
+export function replyReject(ctx: RequestContext, deps: PipelineDeps, kind: RejectKind): void {
   const { status, redirect } = deps.config.invalidSession;
-  const code = new CoatcheckError(kind, kind).code;
+  const { code } = HttpErrors[kind];
   if (redirect) send(ctx, deps, 303, code, ['location', redirect]);
   else send(ctx, deps, status, code);
 }
 
-/** Answer a failure with its mapped status (503 store, 502/504 upstream, 400 bad request, 500). */
+/** Answer a failure with its mapped status (503 store, 502/504 upstream, 400 bad request, 500), counted by category. */
 export function replyError(ctx: RequestContext, deps: PipelineDeps, err: unknown): void {
   const { status, code, category } = httpErrorOf(err);
   if (category === 'store') deps.metrics.storeErrors.inc();

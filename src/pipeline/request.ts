@@ -1,26 +1,15 @@
-// Request stages, in the order they run (see REQUEST_STAGES at the bottom).
+// Request stages, in the order they run (see REQUEST_STAGES at the bottom). Each is a function
+// of the context: it fills it in and goes on, or returns an Outcome; none answers the client.
 import { parseCookieHeader } from '../cookies/header.js';
 import { isLoopbackHost, jarCookieHeader, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
 import { CoatcheckError } from '../errors.js';
-import { ruleMatches, type PipelineDeps, type RequestContext, type RequestStage } from './context.js';
-import { reject, replyError } from './reply.js';
-import { discardBody } from './response.js';
 import type { LiveSession } from '../session/service.js';
+import { fail, reject, type Outcome, type PipelineDeps, type RequestContext, type Stage } from './context.js';
+import { connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
+import { normalizePath, ruleMatches } from './rules.js';
+import { bindingOf, logout, mayClearTicket, revokeSession } from './session-actions.js';
 
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
-
-/** Headers that belong to one connection and never cross the proxy (RFC 9110 §7.6.1). */
-export const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 /** Request headers coatcheck sets itself. */
 const REPLACED = ['host', 'cookie', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'expect'];
@@ -33,10 +22,6 @@ const REQUEST_HEADER_KIND: ReadonlyMap<string, number> = new Map([
   ['x-request-id', REQUEST_ID],
 ]);
 
-function firstHeader(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
-
 /** The cookie-matching view of the public URL, without parsing it again. */
 function cookieTargetOfHost(host: string, path: string, secure: boolean): CookieTarget {
   let name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
@@ -44,39 +29,8 @@ function cookieTargetOfHost(host: string, path: string, secure: boolean): Cookie
   return { host: name, path, secure: secure || isLoopbackHost(name) };
 }
 
-/**
- * A path with nothing to resolve or decode: segments of unreserved and sub-delim characters
- * (no %, no empty segment), optionally one trailing "/". Each repetition starts with "/", so the
- * match is linear (an earlier form, `(?:[…]+\/?)*`, backtracked exponentially on a long segment
- * followed by a "%").
- */
-const PLAIN_PATH_RE = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
-const DOT_SEGMENT_RE = /\/\.\.?(?:\/|$)/;
-const ESCAPE_RE = /%([0-9A-Fa-f]{2})/g;
-const UNRESERVED_RE = /[A-Za-z0-9\-._~]/;
-
-/** The path rules are matched against: dot segments resolved, `//` collapsed, unreserved escapes decoded. */
-export function normalizePath(rawPath: string): string {
-  // Fast path: nothing to resolve or decode (no dot segments, no %, no //).
-  if (PLAIN_PATH_RE.test(rawPath) && !DOT_SEGMENT_RE.test(rawPath)) return rawPath;
-  let p: string;
-  try {
-    // Appended to an origin, not resolved against one: "//logout" is a path here, never an
-    // authority (new URL('//logout', base) would read a host "logout" and the path "/").
-    p = new URL(`http://x${rawPath}`).pathname;
-  } catch {
-    return rawPath;
-  }
-  p = p.replace(/\/{2,}/g, '/');
-  // Decode only unreserved characters, so /%6Cogout matches /logout but %2F stays a literal.
-  return p.replace(ESCAPE_RE, (m, hex: string) => {
-    const c = String.fromCharCode(parseInt(hex, 16));
-    return UNRESERVED_RE.test(c) ? c : m.toUpperCase();
-  });
-}
-
 /** 1. Where the request is going: target, public URL, client address. */
-const identify: RequestStage = (ctx, deps) => {
+const identify: Stage = (ctx, deps) => {
   const { req } = ctx;
   const rawUrl = req.url ?? '/';
   // Two Host lines are ambiguous (RFC 9112 §3.2): refuse rather than guess. (Node keeps only the
@@ -87,10 +41,7 @@ const identify: RequestStage = (ctx, deps) => {
     const name = raw[i] as string;
     if (name.length === 4 && name.toLowerCase() === 'host') hostLines++;
   }
-  if (hostLines > 1) {
-    replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'more than one Host header'));
-    return false;
-  }
+  if (hostLines > 1) return fail(new CoatcheckError('BAD_REQUEST', 'more than one Host header'));
   let target: string;
   if (rawUrl.startsWith('/')) target = rawUrl;
   else {
@@ -104,8 +55,7 @@ const identify: RequestStage = (ctx, deps) => {
       u = undefined;
     }
     if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || (req.headers.host !== undefined && u.host !== req.headers.host.toLowerCase())) {
-      replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'unsupported request target'));
-      return false;
+      return fail(new CoatcheckError('BAD_REQUEST', 'unsupported request target'));
     }
     target = u.pathname + u.search;
   }
@@ -119,10 +69,7 @@ const identify: RequestStage = (ctx, deps) => {
   // Without a Host (HTTP/1.0), the address the client reached us on.
   const local = req.socket.localAddress ?? '127.0.0.1';
   const host = fwdHost || req.headers.host || `${local.includes(':') ? `[${local}]` : local}:${req.socket.localPort ?? 80}`;
-  if (!HOST_RE.test(host)) {
-    replyError(ctx, deps, new CoatcheckError('BAD_REQUEST', 'malformed Host header'));
-    return false;
-  }
+  if (!HOST_RE.test(host)) return fail(new CoatcheckError('BAD_REQUEST', 'malformed Host header'));
   ctx.host = host;
   const fwdProto = trust ? firstHeader(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
   ctx.secure = fwdProto ? fwdProto === 'https' : (req.socket as { encrypted?: boolean }).encrypted === true;
@@ -134,11 +81,11 @@ const identify: RequestStage = (ctx, deps) => {
   const lastHop = xff?.split(',').pop()?.trim();
   ctx.clientIp = lastHop || ctx.peerIp;
   ctx.sameSite = sameSiteContextOf(firstHeader(req.headers['sec-fetch-site']), firstHeader(req.headers['sec-fetch-mode']), ctx.method);
-  return true;
+  return undefined;
 };
 
 /** 2. Read the ticket, verify it, load the session. A forged ticket never reaches the store. */
-const resolveSession: RequestStage = async (ctx, deps) => {
+const resolveSession: Stage = async (ctx, deps) => {
   const ticketName = deps.config.cookie.name;
   const cookies = parseCookieHeader(ctx.req.headers.cookie);
   ctx.clientCookies = cookies;
@@ -148,30 +95,26 @@ const resolveSession: RequestStage = async (ctx, deps) => {
     if (values === undefined) values = [c.value];
     else values.push(c.value);
   }
-  if (values === undefined) return true;
+  if (values === undefined) return undefined;
   ctx.ticketValues = values;
   if (values.length > 1) {
     ctx.log.warn({ event: 'session.ticket_duplicate', count: values.length }, 'more than one ticket cookie presented');
   }
-  try {
-    ctx.resolution = await deps.service.resolve(ctx.ticketValues);
-  } catch (err) {
-    replyError(ctx, deps, err);
-    return false;
-  }
+  // A store failure is thrown: 503, fail closed.
+  ctx.resolution = await deps.service.resolve(ctx.ticketValues);
   if (ctx.resolution.state === 'live') {
     ctx.session = ctx.resolution.session;
     ctx.logId = ctx.session.logId;
     // A renewed id inside its grace window: this is its successor; hand the browser that ticket.
     if (ctx.session.successorTicket) ctx.newTicket = ctx.session.successorTicket;
   }
-  return true;
+  return undefined;
 };
 
 /** 3. Tickets that are no longer (or never were) valid: reject or go on as anonymous. */
-const handleInvalid: RequestStage = (ctx, deps) => {
+const handleInvalid: Stage = (ctx, deps) => {
   const r = ctx.resolution;
-  if (r.state === 'none' || r.state === 'live') return true;
+  if (r.state === 'none' || r.state === 'live') return undefined;
   const who = { client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null };
   let policy: 'reject' | 'anonymous';
   if (r.state === 'revoked') {
@@ -195,113 +138,52 @@ const handleInvalid: RequestStage = (ctx, deps) => {
   // login or logout may answer after the browser got a newer ticket, which the Set-Cookie would
   // remove. A browser left holding a revoked ticket still gets it cleared on its next page load.
   ctx.clearTicket = r.state !== 'revoked' || mayClearTicket(ctx);
-  if (policy === 'reject') {
-    reject(ctx, deps, r.state === 'revoked' ? 'SESSION_REVOKED' : 'SESSION_EXPIRED');
-    return false;
-  }
-  return true;
+  if (policy === 'reject') return reject(r.state === 'revoked' ? 'SESSION_REVOKED' : 'SESSION_EXPIRED');
+  return undefined;
 };
 
-/**
- * May a response to this request clear the ticket cookie although the browser could hold a newer
- * one? Yes for navigations and for clients without Fetch Metadata (no background requests to
- * race with); no for a browser's background requests.
- */
-export function mayClearTicket(ctx: RequestContext): boolean {
-  const mode = firstHeader(ctx.req.headers['sec-fetch-mode']);
-  return mode === undefined || mode === 'navigate';
-}
-
 /** 3b. Optional binding: the session must come from the user agent and address prefix that created it. */
-const checkBinding: RequestStage = (ctx, deps) => {
+const checkBinding: Stage = (ctx, deps) => {
   const session = ctx.session;
-  if (!session || deps.config.session.bind.length === 0) return true;
+  if (!session || deps.config.session.bind.length === 0) return undefined;
   ctx.bind = bindingOf(ctx, deps);
-  if (deps.service.bindingMatches(session, ctx.bind)) return true;
+  if (deps.service.bindingMatches(session, ctx.bind)) return undefined;
   return bindingMismatch(ctx, deps, session);
 };
 
-async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session: LiveSession): Promise<boolean> {
+async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session: LiveSession): Promise<Outcome | undefined> {
   const action = deps.config.session.bindMismatch;
   ctx.log.warn(
     { event: 'session.binding_mismatch', class: 'binding_mismatch', action, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
     'a ticket was presented from another user agent or network than the one it was bound to',
   );
   deps.metrics.security.inc({ event: 'binding_mismatch' });
-  if (action === 'log') return true;
-  if (action === 'revoke' && !(await revokeNow(ctx, deps, session, 'binding'))) return false;
+  if (action === 'log') return undefined;
+  if (action === 'revoke') await revokeSession(ctx, deps, session, 'binding');
   // reject: the session survives for its rightful holder; this client gets nothing of it, and
   // its copy of the ticket is cleared (a user whose agent or network changed can log in again).
   ctx.clearTicket = true;
   ctx.session = undefined;
   ctx.newTicket = undefined;
-  reject(ctx, deps, action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
-  return false;
-}
-
-/**
- * Revokes a session and its family now. When the store fails, answers the request (503: not
- * revoked means not logged out, so say so rather than pretend) and returns false.
- */
-export async function revokeNow(ctx: RequestContext, deps: PipelineDeps, session: LiveSession, by: 'rule' | 'app' | 'binding'): Promise<boolean> {
-  try {
-    await deps.service.revoke(session);
-  } catch (err) {
-    discardBody(ctx);
-    replyError(ctx, deps, err);
-    return false;
-  }
-  deps.metrics.sessions.inc({ action: 'revoked' });
-  ctx.log.info({ event: 'session.logout', by }, 'session and its family revoked');
-  return true;
-}
-
-/** What this request binds a session to: its user agent and/or address prefix (hashed by the service). */
-export function bindingOf(ctx: RequestContext, deps: PipelineDeps): string {
-  let material = '';
-  for (const check of deps.config.session.bind) {
-    material += check === 'userAgent' ? `ua:${ctx.req.headers['user-agent'] ?? ''}\n` : `ip:${ipPrefix(ctx.clientIp)}\n`;
-  }
-  return material;
-}
-
-/** The /24 of an IPv4 address, the /64 of an IPv6 one. */
-export function ipPrefix(ip: string): string {
-  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.\d+$/i.exec(ip);
-  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0/24`;
-  if (!ip.includes(':')) return ip;
-  const [head, tail] = ip.split('::') as [string, string | undefined];
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
-  return `${groups
-    .slice(0, 4)
-    .map((g) => (g || '0').toLowerCase().replace(/^0+(?=.)/, ''))
-    .join(':')}::/64`;
+  return reject(action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
 }
 
 /** 4. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
-const matchRules: RequestStage = (ctx, deps) => {
-  const { logout, login } = deps.config;
+const matchRules: Stage = (ctx, deps) => {
+  const { login } = deps.config;
   ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
-  if (!ruleMatches(logout.rules, ctx.method, ctx.pathname)) return true;
-  ctx.isLogout = true;
-  ctx.clearTicket = true;
-  ctx.newTicket = undefined;
-  const session = ctx.session;
-  if (!session) return true;
-  return revokeNow(ctx, deps, session, 'rule');
+  return ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
 };
 
 /** 5. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
-const buildCookieHeader: RequestStage = (ctx, deps) => {
-  const ticketName = deps.config.cookie.name;
+const buildCookieHeader: Stage = (ctx, deps) => {
+  const policy = deps.cookies;
   let passed = '';
   for (const c of ctx.clientCookies) {
-    if (c.name === ticketName) continue;
-    if (isClientOwned(c.name, deps)) {
+    const owner = policy.ownerOf(c.name);
+    if (owner === 'client') {
       passed = passed === '' ? `${c.name}=${c.value}` : `${passed}; ${c.name}=${c.value}`;
-    } else if (deps.appCookieNames.has(c.name) || (deps.managed !== null && deps.managed.has(c.name))) {
+    } else if (owner === 'jar' && policy.isAppCookie(c.name)) {
       ctx.log.warn(
         { event: 'session.legacy_cookie_presented', cookieName: c.name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
         'the client presented an app cookie directly; it was stripped',
@@ -318,28 +200,14 @@ const buildCookieHeader: RequestStage = (ctx, deps) => {
   }
   if (passed) header = header ? `${header}; ${passed}` : passed;
   ctx.upstreamCookie = header;
-  return true;
+  return undefined;
 };
 
-/** Is a client-sent cookie the client's own (passed to the app), rather than a managed one (stripped)? */
-export function isClientOwned(name: string, deps: PipelineDeps): boolean {
-  if (deps.managed === null) return deps.passthrough.matches(name);
-  return !deps.managed.has(name);
-}
-
 /** 6. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
-const forwardHeaders: RequestStage = (ctx, deps) => {
+const forwardHeaders: Stage = (ctx, deps) => {
   const raw = ctx.req.rawHeaders;
-  // Header names listed in Connection are hop-by-hop too (rare: the Set is made only then).
-  let connectionListed: Set<string> | undefined;
-  if (ctx.req.headers.connection !== undefined) {
-    connectionListed = new Set<string>();
-    for (let i = 0; i < raw.length; i += 2) {
-      if ((raw[i] as string).toLowerCase() === 'connection') {
-        for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
-      }
-    }
-  }
+  // Header names listed in Connection are hop-by-hop too.
+  const listed = ctx.req.headers.connection !== undefined ? connectionListed(raw) : undefined;
   const trust = deps.config.trustProxy;
   const out: string[] = ctx.upstreamCookie === '' ? [] : ['cookie', ctx.upstreamCookie];
   let xff: string | undefined;
@@ -348,7 +216,7 @@ const forwardHeaders: RequestStage = (ctx, deps) => {
     const name = raw[i] as string;
     const lower = name.toLowerCase();
     const kind = REQUEST_HEADER_KIND.get(lower);
-    if (kind === DROP || (connectionListed !== undefined && connectionListed.has(lower))) {
+    if (kind === DROP || (listed !== undefined && listed.has(lower))) {
       if (trust && lower === 'x-forwarded-for') xff = xff ? `${xff}, ${raw[i + 1]}` : (raw[i + 1] as string);
       continue;
     }
@@ -367,10 +235,10 @@ const forwardHeaders: RequestStage = (ctx, deps) => {
     ctx.host,
   );
   ctx.upstreamHeaders = out;
-  return true;
+  return undefined;
 };
 
-export const REQUEST_STAGES: readonly RequestStage[] = [
+export const REQUEST_STAGES: readonly Stage[] = [
   identify,
   resolveSession,
   handleInvalid,

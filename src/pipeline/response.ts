@@ -1,41 +1,29 @@
 // Response stages, in the order they run (see RESPONSE_STAGES at the bottom). All of them
-// finish before a single header reaches the client.
+// finish before a single header reaches the client; none answers the client itself.
 import { setCookieName } from '../cookies/header.js';
 import { RequestJar } from '../cookies/jar.js';
-import type { PipelineDeps, RequestContext, ResponseStage } from './context.js';
 import type { LiveSession } from '../session/service.js';
-import { clearTicketCookie, replyError, ticketCookie } from './reply.js';
-import { bindingOf, HOP_BY_HOP, mayClearTicket, revokeNow } from './request.js';
-
-/** Is a cookie the app sets kept in the jar (true) or sent to the browser (false)? */
-function isManaged(name: string, deps: PipelineDeps): boolean {
-  if (deps.managed === null) return !deps.passthrough.matches(name);
-  return deps.managed.has(name);
-}
+import type { PipelineDeps, RequestContext, Stage } from './context.js';
+import { connectionListed, HOP_BY_HOP } from './headers.js';
+import { bindingOf, logout, mayClearTicket } from './session-actions.js';
 
 /**
  * 1. Take every managed Set-Cookie out of the upstream response and turn it into jar changes;
  * strip hop-by-hop headers. A Set-Cookie that cannot be parsed never reaches the browser.
  */
-const collectSetCookies: ResponseStage = (ctx, deps) => {
+const collectSetCookies: Stage = (ctx, deps) => {
   const raw = (ctx.upstream as NonNullable<RequestContext['upstream']>).headers;
-  // Header names listed in Connection are hop-by-hop too; the Set is made only when there is one.
-  let connectionListed: Set<string> | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).toLowerCase() === 'connection') {
-      connectionListed ??= new Set<string>();
-      for (const t of (raw[i + 1] as string).split(',')) connectionListed.add(t.trim().toLowerCase());
-    }
-  }
+  // Header names listed in Connection are hop-by-hop too.
+  const listed = connectionListed(raw);
   const out: string[] = [];
   ctx.responseHeaders = out;
-  const ticketName = deps.config.cookie.name;
+  const policy = deps.cookies;
   let now: number | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || (connectionListed !== undefined && connectionListed.has(lower))) continue;
+    if (HOP_BY_HOP.has(lower) || (listed !== undefined && listed.has(lower))) continue;
     // The app's control headers: acted on, never passed to the browser.
     if (lower === 'coatcheck-session') {
       const v = value.trim().toLowerCase();
@@ -59,15 +47,16 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
       ctx.log.warn({ event: 'upstream.set_cookie_invalid' }, 'dropped a Set-Cookie from the app that has no valid cookie name');
       continue;
     }
-    if (cookieName === ticketName) {
+    const owner = policy.ownerOf(cookieName);
+    if (owner === 'ticket') {
       ctx.log.warn({ event: 'upstream.set_cookie_ticket' }, 'dropped a Set-Cookie from the app that uses the ticket cookie name');
       continue;
     }
-    if (!isManaged(cookieName, deps)) {
+    if (owner === 'client') {
       out.push(name, value);
       continue;
     }
-    deps.appCookieNames.add(cookieName);
+    policy.noteAppCookie(cookieName);
     ctx.jar ??= new RequestJar(ctx.session ? ctx.session.cookies.values() : []);
     now ??= deps.clock();
     const change = ctx.jar.apply(value, ctx.publicUrl, now, ctx.sameSite);
@@ -78,57 +67,43 @@ const collectSetCookies: ResponseStage = (ctx, deps) => {
     if (change.kind === 'delete' && deps.onCookieCleared.has(change.name)) ctx.appRevoke = true;
     ctx.addJarChange(change);
   }
-  return true;
+  return undefined;
 };
 
 /**
  * 2a. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
  * in logout.onCookieCleared): revoke it and its family now, as a logout rule would have.
  */
-const appRevocation: ResponseStage = (ctx, deps) => {
-  if (!ctx.appRevoke || ctx.isLogout) return true;
-  ctx.isLogout = true;
-  ctx.clearTicket = true;
-  ctx.newTicket = undefined;
-  const session = ctx.session;
-  if (!session) return true;
-  return revokeNow(ctx, deps, session, 'app');
-};
+const appRevocation: Stage = (ctx, deps) => (ctx.appRevoke && !ctx.isLogout ? logout(ctx, deps, 'app') : undefined);
 
 /**
  * 2. Persist the jar changes: update the session, create one for the first managed cookie,
  * or rotate the id on login. A write to a revoked session is dropped.
  */
-const persist: ResponseStage = (ctx, deps) => {
+const persist: Stage = (ctx, deps) => {
   // After logout the old session is gone: whatever the app sets now starts a new, anonymous one.
   const session = ctx.isLogout ? undefined : ctx.session;
   // A login rule rotates only when the login went through: a failed attempt changes no privilege
   // and must not buy the session a new absolute deadline.
   const status = (ctx.upstream as NonNullable<RequestContext['upstream']>).status;
   const rotate = ((ctx.isLogin && status < 400) || ctx.appRotate) && session !== undefined;
-  if (!session && ctx.jarChanges.length === 0) return true;
+  if (!session && ctx.jarChanges.length === 0) return undefined;
   // The hot path (a session request whose response changes nothing) stays synchronous.
-  if (session && deps.service.nothingToWrite(session, ctx.jarChanges, rotate, ctx.appUser)) return true;
+  if (session && deps.service.nothingToWrite(session, ctx.jarChanges, rotate, ctx.appUser)) return undefined;
   if (deps.config.session.bind.length > 0) ctx.bind ??= bindingOf(ctx, deps);
   return commit(ctx, deps, session, rotate);
 };
 
-async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSession | undefined, rotate: boolean): Promise<boolean> {
-  let outcome;
-  try {
-    outcome = await deps.service.commit({
-      session,
-      changes: ctx.jarChanges,
-      rotate,
-      ...(ctx.appUser !== undefined ? { user: ctx.appUser } : {}),
-      ...(ctx.bind !== undefined ? { bind: ctx.bind } : {}),
-    });
-  } catch (err) {
-    // The app's cookies cannot be kept: fail closed, forward nothing of its response.
-    discardBody(ctx);
-    replyError(ctx, deps, err);
-    return false;
-  }
+async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSession | undefined, rotate: boolean): Promise<undefined> {
+  // A store failure is thrown: the app's cookies cannot be kept, so nothing of its response is
+  // forwarded (fail closed).
+  const outcome = await deps.service.commit({
+    session,
+    changes: ctx.jarChanges,
+    rotate,
+    ...(ctx.appUser !== undefined ? { user: ctx.appUser } : {}),
+    ...(ctx.bind !== undefined ? { bind: ctx.bind } : {}),
+  });
   switch (outcome.kind) {
     case 'created':
       ctx.newTicket = outcome.ticket;
@@ -149,15 +124,15 @@ async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSess
     default:
       break;
   }
-  return true;
+  return undefined;
 }
 
 /** 3. The one ticket Set-Cookie (new, or cleared), with Cache-Control: no-store. */
-const emitTicket: ResponseStage = (ctx, deps) => {
+const emitTicket: Stage = (ctx, deps) => {
   let setCookie: string | undefined;
-  if (ctx.newTicket) setCookie = ticketCookie(deps, ctx.newTicket);
-  else if (ctx.clearTicket && ctx.ticketValues.length > 0) setCookie = clearTicketCookie(deps);
-  if (setCookie === undefined) return true;
+  if (ctx.newTicket) setCookie = deps.ticket.give(ctx.newTicket);
+  else if (ctx.clearTicket && ctx.ticketValues.length > 0) setCookie = deps.ticket.clear;
+  if (setCookie === undefined) return undefined;
   const out = ctx.responseHeaders;
   for (let i = 0; i < out.length; ) {
     if ((out[i] as string).toLowerCase() === 'cache-control') out.splice(i, 2);
@@ -168,11 +143,7 @@ const emitTicket: ResponseStage = (ctx, deps) => {
     // "cookies" would also remove a ticket this same response sets: leave it out then.
     out.push('clear-site-data', ctx.newTicket ? '"cache", "storage"' : '"cache", "cookies", "storage"');
   }
-  return true;
+  return undefined;
 };
 
-export function discardBody(ctx: RequestContext): void {
-  ctx.upstream?.body.discard();
-}
-
-export const RESPONSE_STAGES: readonly ResponseStage[] = [collectSetCookies, appRevocation, persist, emitTicket];
+export const RESPONSE_STAGES: readonly Stage[] = [collectSetCookies, appRevocation, persist, emitTicket];

@@ -9,11 +9,28 @@ import { decodeRecord, encodeRecord, type SessionMeta } from '../../src/session/
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
 const URL_ROOT = 'https://app.example.com/';
 
-/** Applies Set-Cookies at `url`, returns the jar. */
-function jarWith(setCookies: string[], url = URL_ROOT, now = NOW): RequestJar {
+/** A jar's cookies, as the session service keeps them: fields to cookies. */
+class Jar {
+  readonly cookies: readonly Cookie[];
+  constructor(cookies: Iterable<Cookie>) {
+    this.cookies = [...cookies];
+  }
+  /** The Cookie header a browser would send for `url` at `now`. */
+  cookieHeader(url: string, now: number, sameSite: Parameters<typeof cookieHeaderFor>[3]): string {
+    return cookieHeaderFor(this.cookies, cookieTargetOf(url), now, sameSite);
+  }
+}
+
+/** Applies Set-Cookies at `url` through a RequestJar and folds the changes in, as the session service does. */
+function jarWith(setCookies: string[], url = URL_ROOT, now = NOW): Jar {
   const jar = new RequestJar();
-  for (const sc of setCookies) jar.apply(sc, url, now, undefined);
-  return jar;
+  const cookies = new Map<string, Cookie>();
+  for (const sc of setCookies) {
+    const change = jar.apply(sc, url, now, undefined);
+    if (change.kind === 'set') cookies.set(change.field, change.cookie);
+    else if (change.kind === 'delete') cookies.delete(change.field);
+  }
+  return new Jar(cookies.values());
 }
 
 describe('Cookie header parsing', () => {
@@ -134,7 +151,7 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     assert.equal(back.sameSite, 'strict');
     assert.equal(back.expires instanceof Date && back.expires.getTime(), NOW + 100_000);
     assert.equal(back.creation instanceof Date && back.creation.getTime(), NOW);
-    const again = new RequestJar([back]);
+    const again = new Jar([back]);
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 99_000, undefined), 'k=v a l=ue');
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 100_000, undefined), '');
   });
@@ -152,10 +169,10 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     if (older.kind === 'set') cookies.set(older.field, older.cookie);
     const once = decodeRecord(encodeRecord(META, cookies));
     assert.ok(once);
-    assert.equal(new RequestJar(once.cookies.values()).cookieHeader(URL_ROOT, NOW, undefined), 'old=0; z=1; a=2; m=3');
+    assert.equal(new Jar(once.cookies.values()).cookieHeader(URL_ROOT, NOW, undefined), 'old=0; z=1; a=2; m=3');
     const twice = decodeRecord(encodeRecord(META, once.cookies));
     assert.ok(twice);
-    assert.equal(new RequestJar(twice.cookies.values()).cookieHeader(URL_ROOT, NOW, undefined), 'old=0; z=1; a=2; m=3');
+    assert.equal(new Jar(twice.cookies.values()).cookieHeader(URL_ROOT, NOW, undefined), 'old=0; z=1; a=2; m=3');
     assert.equal(twice.firstExpiry, Infinity, 'session cookies never expire by time');
   });
 

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { normalizePath } from '../../src/pipeline/request.js';
+import { normalizePath } from '../../src/pipeline/rules.js';
 import { UndiciEngine, type UpstreamResponse } from '../../src/proxy/engine.js';
 
 test('normalizePath: plain paths come back as they are; dot segments, // and unreserved escapes are resolved', () => {

@@ -1,0 +1,64 @@
+// What stages of both directions do to a session: end it (logout by rule, by the app, by a
+// binding mismatch), decide whether a response may clear the ticket, and compute a binding.
+import type { LiveSession } from '../session/service.js';
+import type { PipelineDeps, RequestContext } from './context.js';
+import { firstHeader } from './headers.js';
+
+export type RevokedBy = 'rule' | 'app' | 'binding';
+
+/**
+ * Revokes a session and its family now. A store failure is thrown (503: not revoked means not
+ * logged out, so the client is told rather than shown a logout that did not happen).
+ */
+export async function revokeSession(ctx: RequestContext, deps: PipelineDeps, session: LiveSession, by: RevokedBy): Promise<undefined> {
+  await deps.service.revoke(session);
+  deps.metrics.sessions.inc({ action: 'revoked' });
+  ctx.log.info({ event: 'session.logout', by }, 'session and its family revoked');
+}
+
+/**
+ * Logout, whoever asked for it (a logout rule, or the app's Coatcheck-Session: revoke or its
+ * clearing of an onCookieCleared cookie): the ticket is cleared, no new one is given, and the
+ * session with its family is revoked now. undefined when there was no session to revoke.
+ */
+export function logout(ctx: RequestContext, deps: PipelineDeps, by: 'rule' | 'app'): Promise<undefined> | undefined {
+  ctx.isLogout = true;
+  ctx.clearTicket = true;
+  ctx.newTicket = undefined;
+  const session = ctx.session;
+  return session ? revokeSession(ctx, deps, session, by) : undefined;
+}
+
+/**
+ * May a response to this request clear the ticket cookie although the browser could hold a newer
+ * one? Yes for navigations and for clients without Fetch Metadata (no background requests to
+ * race with); no for a browser's background requests.
+ */
+export function mayClearTicket(ctx: RequestContext): boolean {
+  const mode = firstHeader(ctx.req.headers['sec-fetch-mode']);
+  return mode === undefined || mode === 'navigate';
+}
+
+/** What this request binds a session to: its user agent and/or address prefix (hashed by the service). */
+export function bindingOf(ctx: RequestContext, deps: PipelineDeps): string {
+  let material = '';
+  for (const check of deps.config.session.bind) {
+    material += check === 'userAgent' ? `ua:${ctx.req.headers['user-agent'] ?? ''}\n` : `ip:${ipPrefix(ctx.clientIp)}\n`;
+  }
+  return material;
+}
+
+/** The /24 of an IPv4 address, the /64 of an IPv6 one. */
+export function ipPrefix(ip: string): string {
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.\d+$/i.exec(ip);
+  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0/24`;
+  if (!ip.includes(':')) return ip;
+  const [head, tail] = ip.split('::') as [string, string | undefined];
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (g || '0').toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
