@@ -314,7 +314,11 @@ async function measure(env: Env, target: Target, load: Load, scenario: Scenario 
   const background = Math.max(0, machineBusyMicros() - busy0 - (ours() - ours0) - r.generatorCpuUs) / wallUs;
   let errors = r.errors;
   const where = `${target.id} ${scenario?.id ?? 'load'} c=${concurrency}`;
-  if (r.errors) problems.push(`${where}: ${r.errors} failed requests (${r.errorDetail})`);
+  if (r.errors) {
+    // What the proxy said about them (coatcheck logs every failed request at warn or error).
+    const said = target.tail?.().trim().split('\n').slice(-5).join('\n    ');
+    problems.push(`${where}: ${r.errors} failed requests (${r.errorDetail})${said ? `; its last log lines:\n    ${said}` : ''}`);
+  }
   if (!(r.requests > 0)) {
     errors += 1;
     problems.push(`${where}: no request completed`);

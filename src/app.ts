@@ -37,11 +37,10 @@ export interface Coatcheck {
   readonly metrics: Metrics;
 }
 
-export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
-  const { config, logger } = deps;
+/** Everything the pipeline shares, built from the configuration and a store: no socket is opened. */
+export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }): PipelineDeps {
+  const { config, logger, store } = deps;
   const clock = deps.clock ?? systemClock;
-  const store = deps.store ?? createStore(config.store, { clock, logger });
-  const engine = deps.engine ?? new UndiciEngine({ origin: config.upstream, timeout: config.upstreamTimeout });
   const service = new SessionService({
     store,
     secrets: config.secrets,
@@ -56,20 +55,23 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     logger,
     ...(deps.random ? { random: deps.random } : {}),
   });
-  const metrics = deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null });
-  const pipelineDeps: PipelineDeps = {
+  return {
     config,
     service,
-    engine,
+    engine: deps.engine ?? new UndiciEngine({ origin: config.upstream, timeout: config.upstreamTimeout }),
     clock,
     logger,
-    metrics,
+    metrics: deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null }),
     cookies: new CookiePolicy({ ticketName: config.cookie.name, managed: config.session.managed, passthrough: config.session.passthrough }),
     ticket: new TicketCookie(config.cookie.name, config.cookie, config.session.absoluteTimeout),
     onCookieCleared: new Set(config.logout.onCookieCleared),
   };
+}
 
-  const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, createHandler(pipelineDeps));
+/** The proxy's HTTP server, with the socket-level answers (CONNECT, malformed requests) that come before any stage. */
+function createProxyServer(pipeline: PipelineDeps): { server: Server; sockets: Set<Socket> } {
+  const { config, logger } = pipeline;
+  const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, createHandler(pipeline));
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
@@ -88,6 +90,44 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
   });
+  return { server, sockets };
+}
+
+/** Stops accepting, lets in-flight requests finish until the deadline, then closes their connections. */
+async function drain(server: Server, sockets: Set<Socket>, timeoutMs: number, logger: Logger): Promise<void> {
+  const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const result = await Promise.race([drained.then(() => 'drained' as const), deadline]);
+  clearTimeout(timer);
+  if (result === 'timeout') {
+    logger.warn({ event: 'shutdown.deadline', open: sockets.size }, 'in-flight requests did not finish in time; closing their connections');
+    server.closeAllConnections();
+    for (const s of sockets) s.destroy();
+    await drained;
+  }
+}
+
+function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise<AddressInfo>((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
+  const { config, logger } = deps;
+  const store = deps.store ?? createStore(config.store, { clock: deps.clock ?? systemClock, logger });
+  const pipeline = createPipelineDeps({ ...deps, store });
+  const { engine, metrics } = pipeline;
+  const { server, sockets } = createProxyServer(pipeline);
 
   let started = false;
   let closing: Promise<void> | undefined;
@@ -100,16 +140,8 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     metrics,
     async start() {
       await store.start();
-      await new Promise<void>((resolve, reject) => {
-        const onError = (err: Error) => reject(err);
-        server.once('error', onError);
-        server.listen(config.listen.port, config.listen.host, () => {
-          server.off('error', onError);
-          resolve();
-        });
-      });
+      const addr = await listen(server, config.listen.port, config.listen.host);
       started = true;
-      const addr = server.address() as AddressInfo;
       if (admin && config.admin.listen) {
         const a = await admin.start(config.admin.listen.host, config.admin.listen.port);
         return { host: addr.address, port: addr.port, admin: a };
@@ -118,22 +150,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     },
     close() {
       closing ??= (async () => {
-        if (started) {
-          const drained = new Promise<void>((resolve) => server.close(() => resolve()));
-          server.closeIdleConnections();
-          let timer: NodeJS.Timeout | undefined;
-          const deadline = new Promise<'timeout'>((resolve) => {
-            timer = setTimeout(() => resolve('timeout'), config.shutdownTimeout);
-          });
-          const result = await Promise.race([drained.then(() => 'drained' as const), deadline]);
-          clearTimeout(timer);
-          if (result === 'timeout') {
-            logger.warn({ event: 'shutdown.deadline', open: sockets.size }, 'in-flight requests did not finish in time; closing their connections');
-            server.closeAllConnections();
-            for (const s of sockets) s.destroy();
-            await drained;
-          }
-        }
+        if (started) await drain(server, sockets, config.shutdownTimeout, logger);
         await admin?.close();
         await engine.close().catch(() => undefined);
         await store.close();

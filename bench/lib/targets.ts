@@ -28,6 +28,8 @@ export interface Target {
   /** The proxy's process and its descendants; empty for `direct`. */
   pids(): number[];
   readonly usesRedis: boolean;
+  /** The last lines the proxy printed (its warnings and errors), when it is a process of ours. */
+  tail?(): string;
   stop(): Promise<void>;
 }
 
@@ -165,6 +167,7 @@ export async function startCoatcheck(
       origin: `http://127.0.0.1:${port}`,
       pids: () => [child.pid],
       usesRedis: store.kind === 'redis',
+      tail: () => child.tail(),
       async stop() {
         await child.stop('SIGTERM', 15_000);
         await rm(dir, { recursive: true, force: true });

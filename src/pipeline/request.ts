@@ -30,7 +30,7 @@ function cookieTargetOfHost(host: string, path: string, secure: boolean): Cookie
 }
 
 /** 1. Where the request is going: target, public URL, client address. */
-const identify: Stage = (ctx, deps) => {
+export const identify: Stage = (ctx, deps) => {
   const { req } = ctx;
   const rawUrl = req.url ?? '/';
   // Two Host lines are ambiguous (RFC 9112 §3.2): refuse rather than guess. (Node keeps only the
@@ -85,7 +85,7 @@ const identify: Stage = (ctx, deps) => {
 };
 
 /** 2. Read the ticket, verify it, load the session. A forged ticket never reaches the store. */
-const resolveSession: Stage = async (ctx, deps) => {
+export const resolveSession: Stage = async (ctx, deps) => {
   const ticketName = deps.config.cookie.name;
   const cookies = parseCookieHeader(ctx.req.headers.cookie);
   ctx.clientCookies = cookies;
@@ -112,7 +112,7 @@ const resolveSession: Stage = async (ctx, deps) => {
 };
 
 /** 3. Tickets that are no longer (or never were) valid: reject or go on as anonymous. */
-const handleInvalid: Stage = (ctx, deps) => {
+export const handleInvalid: Stage = (ctx, deps) => {
   const r = ctx.resolution;
   if (r.state === 'none' || r.state === 'live') return undefined;
   const who = { client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null };
@@ -143,7 +143,7 @@ const handleInvalid: Stage = (ctx, deps) => {
 };
 
 /** 3b. Optional binding: the session must come from the user agent and address prefix that created it. */
-const checkBinding: Stage = (ctx, deps) => {
+export const checkBinding: Stage = (ctx, deps) => {
   const session = ctx.session;
   if (!session || deps.config.session.bind.length === 0) return undefined;
   ctx.bind = bindingOf(ctx, deps);
@@ -169,14 +169,14 @@ async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session:
 }
 
 /** 4. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
-const matchRules: Stage = (ctx, deps) => {
+export const matchRules: Stage = (ctx, deps) => {
   const { login } = deps.config;
   ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
   return ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
 };
 
 /** 5. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
-const buildCookieHeader: Stage = (ctx, deps) => {
+export const buildCookieHeader: Stage = (ctx, deps) => {
   const policy = deps.cookies;
   let passed = '';
   for (const c of ctx.clientCookies) {
@@ -204,7 +204,7 @@ const buildCookieHeader: Stage = (ctx, deps) => {
 };
 
 /** 6. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
-const forwardHeaders: Stage = (ctx, deps) => {
+export const forwardHeaders: Stage = (ctx, deps) => {
   const raw = ctx.req.rawHeaders;
   // Header names listed in Connection are hop-by-hop too.
   const listed = ctx.req.headers.connection !== undefined ? connectionListed(raw) : undefined;

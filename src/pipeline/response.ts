@@ -11,7 +11,7 @@ import { bindingOf, logout, mayClearTicket } from './session-actions.js';
  * 1. Take every managed Set-Cookie out of the upstream response and turn it into jar changes;
  * strip hop-by-hop headers. A Set-Cookie that cannot be parsed never reaches the browser.
  */
-const collectSetCookies: Stage = (ctx, deps) => {
+export const collectSetCookies: Stage = (ctx, deps) => {
   const raw = (ctx.upstream as NonNullable<RequestContext['upstream']>).headers;
   // Header names listed in Connection are hop-by-hop too.
   const listed = connectionListed(raw);
@@ -74,13 +74,13 @@ const collectSetCookies: Stage = (ctx, deps) => {
  * 2a. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
  * in logout.onCookieCleared): revoke it and its family now, as a logout rule would have.
  */
-const appRevocation: Stage = (ctx, deps) => (ctx.appRevoke && !ctx.isLogout ? logout(ctx, deps, 'app') : undefined);
+export const appRevocation: Stage = (ctx, deps) => (ctx.appRevoke && !ctx.isLogout ? logout(ctx, deps, 'app') : undefined);
 
 /**
  * 2. Persist the jar changes: update the session, create one for the first managed cookie,
  * or rotate the id on login. A write to a revoked session is dropped.
  */
-const persist: Stage = (ctx, deps) => {
+export const persist: Stage = (ctx, deps) => {
   // After logout the old session is gone: whatever the app sets now starts a new, anonymous one.
   const session = ctx.isLogout ? undefined : ctx.session;
   // A login rule rotates only when the login went through: a failed attempt changes no privilege
@@ -128,7 +128,7 @@ async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSess
 }
 
 /** 3. The one ticket Set-Cookie (new, or cleared), with Cache-Control: no-store. */
-const emitTicket: Stage = (ctx, deps) => {
+export const emitTicket: Stage = (ctx, deps) => {
   let setCookie: string | undefined;
   if (ctx.newTicket) setCookie = deps.ticket.give(ctx.newTicket);
   else if (ctx.clearTicket && ctx.ticketValues.length > 0) setCookie = deps.ticket.clear;
