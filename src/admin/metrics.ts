@@ -1,16 +1,9 @@
 // Prometheus metrics, on a registry of our own (no global state).
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 
-export type SecurityEvent =
-  | 'revoked'
-  | 'expired'
-  | 'forged'
-  | 'unknown'
-  | 'legacy_cookie_presented'
-  | 'binding_mismatch'
-  | 'write_after_revoke';
-
-export type SessionAction = 'created' | 'rotated' | 'renewed' | 'revoked';
+/** Every security event class, counted from zero so that dashboards see them before the first one. */
+const SECURITY_EVENTS = ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke'] as const;
+const SESSION_ACTIONS = ['created', 'rotated', 'renewed', 'revoked'] as const;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -39,8 +32,8 @@ export class Metrics {
     this.sessions = new Counter({ name: 'coatcheck_sessions_total', help: 'Session lifecycle events.', labelNames: ['action'], registers });
     this.storeErrors = new Counter({ name: 'coatcheck_store_errors_total', help: 'Requests failed closed because the store was unavailable.', registers });
     this.upstreamErrors = new Counter({ name: 'coatcheck_upstream_errors_total', help: 'Requests the app did not answer, by the status sent instead.', labelNames: ['status'], registers });
-    for (const e of ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke'] as const) this.security.inc({ event: e }, 0);
-    for (const a of ['created', 'rotated', 'renewed', 'revoked'] as const) this.sessions.inc({ action: a }, 0);
+    for (const event of SECURITY_EVENTS) this.security.inc({ event }, 0);
+    for (const action of SESSION_ACTIONS) this.sessions.inc({ action }, 0);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'coatcheck_' });
   }
 }

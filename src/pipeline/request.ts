@@ -142,7 +142,7 @@ export const handleInvalid: Stage = (ctx, deps) => {
   return undefined;
 };
 
-/** 3b. Optional binding: the session must come from the user agent and address prefix that created it. */
+/** 4. Optional binding: the session must come from the user agent and address prefix that created it. */
 export const checkBinding: Stage = (ctx, deps) => {
   const session = ctx.session;
   if (!session || deps.config.session.bind.length === 0) return undefined;
@@ -168,14 +168,14 @@ async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session:
   return reject(action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
 }
 
-/** 4. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
+/** 5. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
 export const matchRules: Stage = (ctx, deps) => {
   const { login } = deps.config;
   ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
   return ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
 };
 
-/** 5. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
+/** 6. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
 export const buildCookieHeader: Stage = (ctx, deps) => {
   const policy = deps.cookies;
   let passed = '';
@@ -203,7 +203,7 @@ export const buildCookieHeader: Stage = (ctx, deps) => {
   return undefined;
 };
 
-/** 6. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
+/** 7. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
 export const forwardHeaders: Stage = (ctx, deps) => {
   const raw = ctx.req.rawHeaders;
   // Header names listed in Connection are hop-by-hop too.

@@ -71,13 +71,13 @@ export const collectSetCookies: Stage = (ctx, deps) => {
 };
 
 /**
- * 2a. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
+ * 2. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
  * in logout.onCookieCleared): revoke it and its family now, as a logout rule would have.
  */
 export const appRevocation: Stage = (ctx, deps) => (ctx.appRevoke && !ctx.isLogout ? logout(ctx, deps, 'app') : undefined);
 
 /**
- * 2. Persist the jar changes: update the session, create one for the first managed cookie,
+ * 3. Persist the jar changes: update the session, create one for the first managed cookie,
  * or rotate the id on login. A write to a revoked session is dropped.
  */
 export const persist: Stage = (ctx, deps) => {
@@ -127,7 +127,7 @@ async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSess
   return undefined;
 }
 
-/** 3. The one ticket Set-Cookie (new, or cleared), with Cache-Control: no-store. */
+/** 4. The one ticket Set-Cookie (new, or cleared), with Cache-Control: no-store. */
 export const emitTicket: Stage = (ctx, deps) => {
   let setCookie: string | undefined;
   if (ctx.newTicket) setCookie = deps.ticket.give(ctx.newTicket);
