@@ -1,7 +1,7 @@
 // From zod issues to configuration problems: the messages (zod's built-in issues reworded, values
 // described but never a secret), union issues narrowed to the branch that was meant, unknown keys
 // with a "did you mean", and each problem's key path and line:col.
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { Document } from 'yaml';
 import { configSchema } from './schema.js';
 import { dotted, locate } from './positions.js';
@@ -146,40 +146,37 @@ function valueAt(data: unknown, path: Path): unknown {
   return v;
 }
 
-/** The keys the schema accepts for the object at `path` (walking defaults, pipes, unions). */
+/**
+ * The keys the schema accepts for the object at `path` (walking defaults, pipes, unions).
+ * Only zod 4's public API: `instanceof` on the classic schema classes and their accessors
+ * (`unwrap()`, `in`, `options`, `element`, `shape`), so no `_zod.def` internals. Every schema in
+ * schema.ts is built with classic `z`; a kind of schema not listed here contributes no keys.
+ */
 function knownKeys(path: Path): string[] {
   const keys = new Set<string>();
   const visit = (schema: z.core.$ZodType, rest: Path): void => {
-    const def = schema._zod.def as unknown as Record<string, unknown> & { type: string };
-    switch (def.type) {
-      case 'default':
-      case 'prefault':
-      case 'optional':
-      case 'nullable':
-      case 'readonly':
-        visit(def.innerType as z.core.$ZodType, rest);
-        return;
-      case 'pipe':
-        visit(def.in as z.core.$ZodType, rest);
-        return;
-      case 'union':
-        for (const option of def.options as z.core.$ZodType[]) visit(option, rest);
-        return;
-      case 'array':
-        if (rest.length > 0 && typeof rest[0] === 'number') visit(def.element as z.core.$ZodType, rest.slice(1));
-        return;
-      case 'object': {
-        const shape = def.shape as Record<string, z.core.$ZodType>;
-        if (rest.length === 0) {
-          for (const k of Object.keys(shape)) keys.add(k);
-          return;
-        }
-        const child = typeof rest[0] === 'string' ? shape[rest[0]] : undefined;
-        if (child) visit(child, rest.slice(1));
+    if (
+      schema instanceof z.ZodDefault ||
+      schema instanceof z.ZodPrefault ||
+      schema instanceof z.ZodOptional ||
+      schema instanceof z.ZodNullable ||
+      schema instanceof z.ZodReadonly
+    ) {
+      visit(schema.unwrap(), rest);
+    } else if (schema instanceof z.ZodPipe) {
+      visit(schema.in, rest);
+    } else if (schema instanceof z.ZodUnion) {
+      for (const option of schema.options) visit(option, rest);
+    } else if (schema instanceof z.ZodArray) {
+      if (rest.length > 0 && typeof rest[0] === 'number') visit(schema.element, rest.slice(1));
+    } else if (schema instanceof z.ZodObject) {
+      const shape = schema.shape;
+      if (rest.length === 0) {
+        for (const k of Object.keys(shape)) keys.add(k);
         return;
       }
-      default:
-        return;
+      const child = typeof rest[0] === 'string' ? shape[rest[0]] : undefined;
+      if (child) visit(child, rest.slice(1));
     }
   };
   visit(configSchema, path);
