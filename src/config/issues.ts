@@ -152,7 +152,7 @@ function valueAt(data: unknown, path: Path): unknown {
  * (`unwrap()`, `in`, `options`, `element`, `shape`), so no `_zod.def` internals. Every schema in
  * schema.ts is built with classic `z`; a kind of schema not listed here contributes no keys.
  */
-function knownKeys(path: Path): string[] {
+export function knownKeys(path: Path): string[] {
   const keys = new Set<string>();
   const visit = (schema: z.core.$ZodType, rest: Path): void => {
     if (
