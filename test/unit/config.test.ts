@@ -13,9 +13,9 @@ import { knownKeys, suggest } from '../../src/config/issues.js';
 import type { Path } from '../../src/config/positions.js';
 import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
 import type { LoadedConfig } from '../../src/config/load.js';
-import { formatListen, printConfig, redactUrlPassword } from '../../src/config/print.js';
-import { formatDuration, parseDuration, parseListen } from '../../src/config/schema.js';
+import { printConfig, redactUrlPassword } from '../../src/config/print.js';
 import type { Config } from '../../src/config/schema.js';
+import { formatDuration, formatListen, parseDuration, parseListen } from '../../src/config/values.js';
 
 const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url));
 const SECRET = 'test-secret-0123456789-abcdefghijklmnop';
