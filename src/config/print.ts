@@ -2,8 +2,8 @@
 // in, durations as "30m", the logout key in its mapping form, secrets and passwords redacted.
 // With the redactions replaced by the real values, the output loads back to an equal config.
 import { Document, isScalar, isSeq, visit } from 'yaml';
-import { formatDuration } from './schema.js';
-import type { Config, ListenAddress, Rule } from './schema.js';
+import type { Config, Rule } from './schema.js';
+import { formatDuration, formatListen } from './values.js';
 
 /** What a secret or a password is printed as. */
 export const REDACTED = '[redacted]';
@@ -63,10 +63,6 @@ function printRule(rule: Rule): Record<string, unknown> {
     [rule.kind === 'exact' ? 'path' : 'prefix']: rule.path,
     ...(rule.methods !== null ? { methods: [...rule.methods] } : {}),
   };
-}
-
-export function formatListen(addr: ListenAddress): string {
-  return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
 }
 
 /** `redis://user:pw@host/0` → `redis://user:[redacted]@host/0`; everything else kept as written. */

@@ -1,7 +1,9 @@
 // The configuration schema: one zod schema gives the types, the defaults and the checks.
-// Loading (YAML, env interpolation, line:col) lives in load.ts.
+// Loading (YAML, env interpolation, line:col) lives in load.ts; the written forms of durations and
+// listen addresses in values.ts.
 import { z } from 'zod';
 import { isCookieName, isCookieNamePattern, patternToRegExp } from '../cookies/names.js';
+import { formatDuration, parseDuration, parseListen } from './values.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /**
@@ -9,34 +11,6 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * reported at once (zod skips them by default). Each refinement checks the types it reads.
  */
 const always = { when: () => true };
-
-const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Parses "250ms", "30s", "30m", "12h", "7d" or an integer number of seconds into milliseconds. */
-export function parseDuration(input: unknown): number | undefined {
-  if (typeof input === 'number') {
-    return Number.isSafeInteger(input) && input >= 0 && Number.isSafeInteger(input * 1000) ? input * 1000 : undefined;
-  }
-  if (typeof input !== 'string') return undefined;
-  const s = input.trim();
-  if (/^\d+$/.test(s)) {
-    const ms = Number(s) * 1000;
-    return Number.isSafeInteger(ms) ? ms : undefined;
-  }
-  const m = DURATION_RE.exec(s);
-  if (!m) return undefined;
-  const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
-  return Number.isSafeInteger(ms) ? ms : undefined;
-}
-
-/** Prints milliseconds back as the shortest exact duration string. */
-export function formatDuration(ms: number): string {
-  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
-    if (ms !== 0 && ms % size === 0) return `${ms / size}${unit}`;
-  }
-  return `${ms}ms`;
-}
 
 const duration = (opts: { min?: number } = {}) =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -51,21 +25,6 @@ const duration = (opts: { min?: number } = {}) =>
     }
     return ms;
   });
-
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
-
-/** "host:port", ":port", "[::1]:port". */
-export function parseListen(input: string): ListenAddress | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*)):(\d{1,5})$/.exec(input.trim());
-  if (!m) return undefined;
-  const port = Number(m[3]);
-  if (port > 65535) return undefined;
-  const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '0.0.0.0' : host, port };
-}
 
 const listen = z.string().transform((v, ctx) => {
   const addr = parseListen(v);

@@ -8,11 +8,14 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../src/errors.js';
 import type { ConfigProblem } from '../../src/errors.js';
-import { interpolate, loadConfigFile, loadConfigText, suggest } from '../../src/config/load.js';
+import { interpolate } from '../../src/config/interpolate.js';
+import { knownKeys, suggest } from '../../src/config/issues.js';
+import type { Path } from '../../src/config/positions.js';
+import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
 import type { LoadedConfig } from '../../src/config/load.js';
-import { formatListen, printConfig, redactUrlPassword } from '../../src/config/print.js';
-import { formatDuration, parseDuration, parseListen } from '../../src/config/schema.js';
+import { printConfig, redactUrlPassword } from '../../src/config/print.js';
 import type { Config } from '../../src/config/schema.js';
+import { formatDuration, formatListen, parseDuration, parseListen } from '../../src/config/values.js';
 
 const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url));
 const SECRET = 'test-secret-0123456789-abcdefghijklmnop';
@@ -679,10 +682,52 @@ describe('environment interpolation', () => {
     { text: 'pa$$word$', env: {}, want: 'pa$word$' },
     { text: 'cost: $5', env: {}, want: 'cost: $5' },
     { text: '${A}', env: { A: '${B}' }, want: '${B}' }, // no recursive expansion
+    { text: '${A:-x}', env: { A: '$${B}' }, want: '$${B}' }, // a value is never re-read
+    // $ at the end, and runs of $
+    { text: '$', env: {}, want: '$' },
+    { text: 'a$', env: {}, want: 'a$' },
+    { text: 'x${A}$', env: { A: '1' }, want: 'x1$' },
+    { text: '$$$', env: {}, want: '$$' },
+    { text: '$$$$', env: {}, want: '$$' },
+    { text: '$${', env: {}, want: '${' },
+    { text: '$$${A}', env: { A: 'x' }, want: '$x' },
+    { text: '$A', env: { A: 'x' }, want: '$A' }, // only the braced form
+    // ${A:-}: unset and empty both take the (empty) default; set does not
+    { text: '${A:-}', env: { A: '' }, want: '', defaulted: ['A'] },
+    { text: '${A:-}', env: { A: 'v' }, want: 'v' },
+    // nested-looking defaults are not nested: the reference ends at the first "}"
+    { text: '${A:-${B}}', env: {}, want: '${B}', defaulted: ['A'] },
+    { text: '${A:-${B}}', env: { B: 'w' }, want: '${B}', defaulted: ['A'] },
+    { text: '${A:-${B}}', env: { A: 'v' }, want: 'v}' },
+    { text: '${A:-}}', env: {}, want: '}', defaulted: ['A'] },
+    { text: '${A:-a:-b}', env: {}, want: 'a:-b', defaulted: ['A'] }, // the first ":-" separates
+    { text: '${A:-x}${B:-y}', env: {}, want: 'xy', defaulted: ['A', 'B'] },
+    { text: '${_}', env: { _: 'u' }, want: 'u' },
   ];
   for (const c of cases) {
     it(`${JSON.stringify(c.text)} with ${JSON.stringify(c.env)} → ${JSON.stringify(c.want)}`, () => {
       assert.deepEqual(interpolate(c.text, c.env), { value: c.want, defaulted: c.defaulted ?? [] });
+    });
+  }
+
+  const UNSET = 'environment variable "A" is not set (give a default with ${NAME:-default})';
+  const MALFORMED = 'malformed variable reference (write ${NAME} or ${NAME:-default}, and $$ for a literal "$")';
+  const UNTERMINATED = 'unterminated "${" (write ${NAME} or ${NAME:-default}, and $$ for a literal "$")';
+  const errors: { text: string; env: Record<string, string>; error: string }[] = [
+    { text: '${A}', env: {}, error: UNSET }, // unset is an error, empty (above) is not
+    { text: 'x-${A}-y', env: { B: 'b' }, error: UNSET },
+    { text: '${}', env: {}, error: MALFORMED },
+    { text: '${ A }', env: { A: 'x' }, error: MALFORMED },
+    { text: '${1A}', env: {}, error: MALFORMED },
+    { text: '${A-x}', env: {}, error: MALFORMED }, // only ":-" gives a default
+    { text: '${A:=x}', env: {}, error: MALFORMED },
+    { text: '${', env: {}, error: UNTERMINATED },
+    { text: '${A', env: { A: 'x' }, error: UNTERMINATED },
+    { text: '${MISSING}${', env: {}, error: UNTERMINATED }, // a broken reference is reported instead of unset names
+  ];
+  for (const c of errors) {
+    it(`${JSON.stringify(c.text)} with ${JSON.stringify(c.env)} is refused`, () => {
+      assert.deepEqual(interpolate(c.text, c.env), { error: c.error });
     });
   }
 
@@ -1031,6 +1076,23 @@ describe('unknown keys', () => {
   ];
   for (const [key, list, want] of cases) {
     it(`suggest(${JSON.stringify(key)}) = ${want}`, () => assert.equal(suggest(key, list), want));
+  }
+
+  const levels: [Path, string[]][] = [
+    [[], ['listen', 'upstream', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin']],
+    [['store'], ['kind', 'url', 'prefix', 'timeout', 'connectTimeout', 'maxSessions']],
+    [['cookie'], ['name', 'secure', 'sameSite', 'domain', 'persistent']],
+    [['logout'], ['rules', 'onCookieCleared', 'clearSiteData']], // the mapping form, through default, pipe and union
+    [['logout', 0], ['path', 'prefix', 'methods']], // a rule of the list form
+    [['logout', 'rules', 0], ['path', 'prefix', 'methods']],
+    [['login', 0], ['path', 'prefix', 'methods']],
+    [['login'], []], // a list, not a mapping
+    [['login', 'x'], []],
+    [['secrets', 0], []],
+    [['nope'], []],
+  ];
+  for (const [path, want] of levels) {
+    it(`knownKeys(${JSON.stringify(path)})`, () => assert.deepEqual(knownKeys(path), want));
   }
 
   it('suggests from the right level of the document', () => {

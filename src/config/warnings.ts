@@ -1,0 +1,50 @@
+// Warnings: a valid configuration that is allowed but risky (plain-HTTP ticket, memory store,
+// weak, repeated or defaulted secrets), as "file:line:col: key.path: message". Never a secret's value.
+import type { Document } from 'yaml';
+import { formatConfigProblem } from '../errors.js';
+import { dotted, locate, sortProblems } from './positions.js';
+import type { At, Located, Path } from './positions.js';
+import type { Config } from './schema.js';
+
+export interface WarningSource {
+  file: string;
+  doc: Document;
+  at: At;
+  /** Dotted path of a value → the first variable whose `${VAR:-default}` default it used. */
+  defaulted: ReadonlyMap<string, string>;
+}
+
+export function collectWarnings(config: Config, { file, doc, at, defaulted }: WarningSource): string[] {
+  const out: Located[] = [];
+  const warn = (path: Path, message: string): void => {
+    // A warning about a default points at the parent key when there is one, else nowhere.
+    const found = locate(doc, path);
+    out.push({ path: dotted(path), message, ...at(found.exists ? (found.offset ?? found.keyOffset) : found.keyOffset) });
+  };
+  if (!config.cookie.secure) {
+    warn(['cookie', 'secure'], 'is false, so the ticket cookie travels over plain HTTP, where anyone on the network can copy it and take over the session; use only for local development');
+  }
+  if (config.store.kind === 'memory') {
+    const explicit = locate(doc, ['store', 'kind']).exists;
+    warn(
+      ['store', 'kind'],
+      `is memory${explicit ? '' : ' (the default)'}: sessions live in this process only, are not shared between instances and are lost on restart; use redis in production`,
+    );
+  }
+  const seen = new Map<string, number>();
+  config.secrets.forEach((secret, i) => {
+    const first = seen.get(secret);
+    if (first !== undefined) {
+      warn(['secrets', i], `is the same as secrets[${first}]`);
+    } else {
+      seen.set(secret, i);
+    }
+    const variable = defaulted.get(`secrets[${i}]`);
+    if (variable !== undefined) {
+      warn(['secrets', i], `environment variable ${JSON.stringify(variable)} is not set, so the default written in the configuration file is used; anyone who can read the file can forge tickets`);
+    } else if (new Set(secret).size < 8) {
+      warn(['secrets', i], `has only ${new Set(secret).size} distinct characters and looks like a placeholder; use a random value, e.g. \`openssl rand -base64 48\``);
+    }
+  });
+  return sortProblems(out).map((w) => formatConfigProblem(file, w));
+}
