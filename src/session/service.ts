@@ -10,7 +10,7 @@ import type { JarChange } from '../cookies/jar.js';
 import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
 import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
 import { SID_BYTES, TicketCodec } from './ticket.js';
-import { Lru } from '../util/lru.js';
+import { FifoCache } from '../util/fifo-cache.js';
 import { ownCopy, ownString } from '../util/buffers.js';
 
 /**
@@ -142,7 +142,7 @@ export class SessionService {
    * tickets whose signature verified are kept, so garbage cannot fill the cache with anything
    * useful.
    */
-  private readonly tickets = new Lru<string, KnownTicket>(TICKET_CACHE);
+  private readonly tickets = new FifoCache<string, KnownTicket>(TICKET_CACHE);
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
