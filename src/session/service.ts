@@ -87,12 +87,15 @@ export type Resolution =
   | { state: 'revoked'; logId: string; family?: string }
   | { state: 'live'; session: LiveSession };
 
+/** Why a live session gets a new id: a login ('rotated') or periodic renewal ('renewed'). */
+export type Rotation = 'rotated' | 'renewed';
+
 export type CommitOutcome =
   /** Nothing to write, or written to the request's session. */
   | { kind: 'unchanged' }
   | { kind: 'updated' }
   /** A new id (first managed cookie, rotation at login, renewal): give the browser this ticket. */
-  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | 'rotated' | 'renewed' }
+  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | Rotation }
   /** The session was revoked or expired while the request was in flight: the changes are dropped. */
   | { kind: 'gone' };
 
@@ -291,8 +294,8 @@ export class SessionService {
   async commit(input: CommitInput): Promise<CommitOutcome> {
     const now = this.clock();
     const { session } = input;
-    if (session && input.rotate) return this.rotate(session, input, now, false);
-    if (session && this.renewDue(session, now)) return this.rotate(session, input, now, true);
+    if (session && input.rotate) return this.rotate(session, input, now, 'rotated');
+    if (session && this.renewDue(session, now)) return this.rotate(session, input, now, 'renewed');
     if (session) return this.update(session, input, now);
     if (!input.changes.some((c) => c.kind === 'set')) return { kind: 'unchanged' };
     return this.create(input, now);
@@ -386,12 +389,11 @@ export class SessionService {
   }
 
   /**
-   * A new id for a live session, its jar (with this response's changes) moved over.
-   * Login (`renew` false): a new family and deadline; the old id becomes a tombstone.
-   * Renewal (`renew` true): same family and deadline; the old id becomes an alias for the
-   * grace window, so requests already in flight with it still work.
+   * A new id for a live session, its jar (with this response's changes) moved over, the old id
+   * ended in the same atomic step. `cause` says which kind (see newIdMeta); a write that lost
+   * to another request starts again from what that request wrote.
    */
-  private async rotate(first: LiveSession, input: CommitInput, now: number, renew: boolean): Promise<CommitOutcome> {
+  private async rotate(first: LiveSession, input: CommitInput, now: number, cause: Rotation): Promise<CommitOutcome> {
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
     const jarKey = jarKeyOf(minted.sid);
@@ -399,23 +401,7 @@ export class SessionService {
     let session = first;
     for (let attempt = 1; ; attempt++) {
       const jar = this.buildJar(session.cookies, input.changes, logId);
-      let meta: SessionMeta;
-      let alias: RenewalAlias | undefined;
-      if (renew) {
-        meta = { ...session.meta, touched: now, issued: now };
-        delete meta.bind;
-        if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
-        if (input.user !== undefined) meta.user = input.user;
-        alias = {
-          successor: seal(session.jarKey, SUCCESSOR_FIELD, minted.sid.toString('base64url')),
-          graceUntil: now + this.timeouts.renewGrace,
-          family: meta.family,
-          familyDeadline: meta.deadline,
-        };
-      } else {
-        const user = input.user ?? session.meta.user;
-        meta = this.newMeta(now, { ...input, ...(user !== undefined ? { user } : {}) }, jarKey);
-      }
+      const { meta, alias } = this.newIdMeta(session, input, now, cause, minted.sid, jarKey);
       const ttlMs = this.ttlAt(meta, now);
       if (ttlMs <= 0) return { kind: 'gone' };
       const oldTtl = Math.max(1000, session.meta.deadline - now);
@@ -425,24 +411,58 @@ export class SessionService {
         // A renewed id stays usable through its alias for the grace window, loaded afresh.
         this.forget(session);
         this.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
-        return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
+        return { kind: 'created', ticket: minted.ticket, logId, cause };
       }
-      if (result === 'conflict') {
-        // Another request wrote the old id first: start again from what it wrote.
-        if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
-        const again = await this.loadLive(session.sid, this.clock());
-        if (again.state !== 'live') return { kind: 'gone' };
-        session = again.session;
-        continue;
-      }
-      if (!renew) return { kind: 'gone' };
-      // A concurrent request renewed this id first: follow its alias and write there instead.
-      const followed = await this.resolveKnown(this.know(session.sid));
-      if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
-      const outcome = await this.update(followed.session, input, now);
-      if (outcome.kind === 'gone') return outcome;
-      return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
+      if (result === 'gone') return cause === 'renewed' ? this.followRenewal(session, input, now) : { kind: 'gone' };
+      // A conflict: another request wrote the old id first.
+      if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
+      const again = await this.loadLive(session.sid, this.clock());
+      if (again.state !== 'live') return { kind: 'gone' };
+      session = again.session;
     }
+  }
+
+  /**
+   * The metadata of the id that replaces `session`'s, and what its old id becomes:
+   * - 'rotated' (a login): a new family and deadline; the old id becomes a tombstone (no alias).
+   * - 'renewed' (periodic renewal): same family and deadline; the old id becomes an alias of the
+   *   new one for the grace window, so requests already in flight with it still work.
+   */
+  private newIdMeta(
+    session: LiveSession,
+    input: CommitInput,
+    now: number,
+    cause: Rotation,
+    sid: Buffer,
+    jarKey: Buffer,
+  ): { meta: SessionMeta; alias?: RenewalAlias } {
+    if (cause === 'rotated') {
+      const user = input.user ?? session.meta.user;
+      return { meta: this.newMeta(now, { ...input, ...(user !== undefined ? { user } : {}) }, jarKey) };
+    }
+    const meta: SessionMeta = { ...session.meta, touched: now, issued: now };
+    delete meta.bind;
+    if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
+    if (input.user !== undefined) meta.user = input.user;
+    const alias: RenewalAlias = {
+      successor: seal(session.jarKey, SUCCESSOR_FIELD, sid.toString('base64url')),
+      graceUntil: now + this.timeouts.renewGrace,
+      family: meta.family,
+      familyDeadline: meta.deadline,
+    };
+    return { meta, alias };
+  }
+
+  /**
+   * A renewal found its old id already gone: when a concurrent request renewed it first, follow
+   * that request's alias and write this response's changes to its successor instead.
+   */
+  private async followRenewal(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
+    const followed = await this.resolveKnown(this.know(session.sid));
+    if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
+    const outcome = await this.update(followed.session, input, now);
+    if (outcome.kind === 'gone') return outcome;
+    return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
   }
 
   /**
