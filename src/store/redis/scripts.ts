@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { RenewalAlias, WriteResult } from '../types.js';
 
 // Shared by every script.
-const HELPERS = `
+const LUA_HELPERS = `
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -34,7 +34,7 @@ end
  * Compare-and-set of a live record. KEYS[1] key; ARGV[1] expected version; ARGV[2] new value;
  * ARGV[3] ttl. 1 ok, 0 gone (not live), -1 conflict (another version).
  */
-const UPDATE = `${HELPERS}
+const LUA_UPDATE = `${LUA_HELPERS}
 local v = live_version(KEYS[1])
 if not v then return 0 end
 if v ~= ARGV[1] then return -1 end
@@ -43,7 +43,7 @@ return 1
 `;
 
 /** Revocation. KEYS[1] key; ARGV[1] tombstone ttl. Returns 1 when a live record was revoked. */
-const REVOKE = `${HELPERS}
+const LUA_REVOKE = `${LUA_HELPERS}
 local live = 0
 if type_byte(KEYS[1]) == 'L' then live = 1 end
 tombstone(KEYS[1], ARGV[1])
@@ -57,7 +57,7 @@ return live
  * a tombstone, or an alias that joins the family set with the new key. 1 ok, 0 gone (old not
  * live, or new taken), -1 conflict.
  */
-const ROTATE = `${HELPERS}
+const LUA_ROTATE = `${LUA_HELPERS}
 local v = live_version(KEYS[1])
 if not v then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -80,7 +80,7 @@ return 1
  * Tombstones every live member and alias, and the key whatever it holds. Returns how many live
  * records were revoked.
  */
-const REVOKE_FAMILY = `${HELPERS}
+const LUA_REVOKE_FAMILY = `${LUA_HELPERS}
 local revoked = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if key ~= KEYS[2] then
@@ -109,10 +109,10 @@ export interface ScriptedRedis extends Redis {
 
 /** Defines the scripts on a new client. */
 export function defineScripts(client: Redis): ScriptedRedis {
-  client.defineCommand('ccUpdate', { numberOfKeys: 1, lua: UPDATE });
-  client.defineCommand('ccRevoke', { numberOfKeys: 1, lua: REVOKE });
-  client.defineCommand('ccRotate', { numberOfKeys: 3, lua: ROTATE });
-  client.defineCommand('ccRevokeFamily', { numberOfKeys: 2, lua: REVOKE_FAMILY });
+  client.defineCommand('ccUpdate', { numberOfKeys: 1, lua: LUA_UPDATE });
+  client.defineCommand('ccRevoke', { numberOfKeys: 1, lua: LUA_REVOKE });
+  client.defineCommand('ccRotate', { numberOfKeys: 3, lua: LUA_ROTATE });
+  client.defineCommand('ccRevokeFamily', { numberOfKeys: 2, lua: LUA_REVOKE_FAMILY });
   return client as ScriptedRedis;
 }
 
@@ -140,7 +140,7 @@ export interface RotateArgs {
   alias: RenewalAlias | undefined;
 }
 
-/** Moves a live record to a new key, ending the old one (see ROTATE). */
+/** Moves a live record to a new key, ending the old one (see LUA_ROTATE). */
 export async function rotate(redis: ScriptedRedis, r: RotateArgs): Promise<WriteResult> {
   const { alias } = r;
   const code = await redis.ccRotate(
