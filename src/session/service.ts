@@ -9,7 +9,7 @@ import type { RenewalAlias, SessionStore } from '../store/types.js';
 import type { JarChange } from '../cookies/jar.js';
 import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
 import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
-import { SID_BYTES, TicketCodec } from './ticket.js';
+import { SID_BYTES, TicketCodec, type RandomSource } from './ticket.js';
 import { FifoCache } from '../util/fifo-cache.js';
 import { ownCopy, ownString } from '../util/buffers.js';
 
@@ -34,12 +34,10 @@ export interface KnownTicket {
   opened?: { version: number; tag: string; record: OpenedRecord };
 }
 
-/** Bounds of the per-process caches (entries). */
+/** Most verified tickets cached per process (see SessionService.tickets). */
 const TICKET_CACHE = 20_000;
 /** Compare-and-set attempts of one write before giving up (each lost attempt means another write landed). */
 const MAX_WRITE_ATTEMPTS = 8;
-
-export type { SessionMeta } from './record.js';
 
 export interface SessionTimeouts {
   idleTimeout: number;
@@ -120,7 +118,7 @@ export interface SessionServiceDeps {
   limits: SessionLimits;
   clock: Clock;
   logger: Logger;
-  random?: (size: number) => Buffer;
+  random?: RandomSource;
 }
 
 /** Random bytes of a family id (an index key, not a secret: 96 bits keep ids of different logins apart). */
@@ -130,16 +128,16 @@ const FAMILY_BYTES = 12;
 const SUCCESSOR_FIELD = '@n';
 
 export class SessionService {
-  readonly codec: TicketCodec;
-  readonly hasher: LogHasher;
+  private readonly codec: TicketCodec;
+  private readonly hasher: LogHasher;
   private readonly store: SessionStore;
   private readonly timeouts: SessionTimeouts;
   private readonly limits: SessionLimits;
   private readonly clock: Clock;
   private readonly logger: Logger;
-  private readonly random: (size: number) => Buffer;
+  private readonly random: RandomSource;
   /** A sliding touch is written at most this often per session. */
-  readonly touchInterval: number;
+  private readonly touchInterval: number;
   /**
    * Verified tickets (ticket → id, store key, log id, jar key, last opened record). Only
    * tickets whose signature verified are kept, so garbage cannot fill the cache with anything
