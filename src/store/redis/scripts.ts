@@ -97,14 +97,24 @@ tombstone(KEYS[2], ARGV[1])
 return revoked
 `;
 
-type Arg = string | number | Buffer;
-
-/** An ioredis client with the scripts defined on it as commands (keys first, then arguments). */
+/** An ioredis client with the scripts defined on it as commands: KEYS first, then ARGV. */
 export interface ScriptedRedis extends Redis {
-  ccUpdate(key: string, ...args: Arg[]): Promise<number>;
-  ccRevoke(key: string, ...args: Arg[]): Promise<number>;
-  ccRotate(oldKey: string, newKey: string, familyKey: string, ...args: Arg[]): Promise<number>;
-  ccRevokeFamily(familyKey: string, key: string, ...args: Arg[]): Promise<number>;
+  ccUpdate(key: string, expectedVersion: number, value: Buffer, ttlMs: number): Promise<number>;
+  ccRevoke(key: string, tombstoneTtlMs: number): Promise<number>;
+  ccRotate(
+    oldKey: string,
+    newKey: string,
+    familyKey: string,
+    oldVersion: number,
+    oldTtlMs: number,
+    newValue: Buffer,
+    newTtlMs: number,
+    graceUntil: string,
+    family: string,
+    successor: string,
+    familyDeadline: string,
+  ): Promise<number>;
+  ccRevokeFamily(familyKey: string, key: string, tombstoneTtlMs: number): Promise<number>;
 }
 
 /** Defines the scripts on a new client. */
