@@ -9,8 +9,8 @@ import type { RenewalAlias, SessionStore } from '../store/types.js';
 import type { JarChange } from '../cookies/jar.js';
 import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
 import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
-import { SID_BYTES, TicketCodec } from './ticket.js';
-import { Lru } from '../util/lru.js';
+import { SID_BYTES, TicketCodec, type RandomSource } from './ticket.js';
+import { FifoCache } from '../util/fifo-cache.js';
 import { ownCopy, ownString } from '../util/buffers.js';
 
 /**
@@ -34,12 +34,10 @@ export interface KnownTicket {
   opened?: { version: number; tag: string; record: OpenedRecord };
 }
 
-/** Bounds of the per-process caches (entries). */
+/** Most verified tickets cached per process (see SessionService.tickets). */
 const TICKET_CACHE = 20_000;
 /** Compare-and-set attempts of one write before giving up (each lost attempt means another write landed). */
 const MAX_WRITE_ATTEMPTS = 8;
-
-export type { SessionMeta } from './record.js';
 
 export interface SessionTimeouts {
   idleTimeout: number;
@@ -87,12 +85,15 @@ export type Resolution =
   | { state: 'revoked'; logId: string; family?: string }
   | { state: 'live'; session: LiveSession };
 
+/** Why a live session gets a new id: a login ('rotated') or periodic renewal ('renewed'). */
+export type Rotation = 'rotated' | 'renewed';
+
 export type CommitOutcome =
   /** Nothing to write, or written to the request's session. */
   | { kind: 'unchanged' }
   | { kind: 'updated' }
   /** A new id (first managed cookie, rotation at login, renewal): give the browser this ticket. */
-  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | 'rotated' | 'renewed' }
+  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | Rotation }
   /** The session was revoked or expired while the request was in flight: the changes are dropped. */
   | { kind: 'gone' };
 
@@ -117,7 +118,7 @@ export interface SessionServiceDeps {
   limits: SessionLimits;
   clock: Clock;
   logger: Logger;
-  random?: (size: number) => Buffer;
+  random?: RandomSource;
 }
 
 /** Random bytes of a family id (an index key, not a secret: 96 bits keep ids of different logins apart). */
@@ -127,22 +128,22 @@ const FAMILY_BYTES = 12;
 const SUCCESSOR_FIELD = '@n';
 
 export class SessionService {
-  readonly codec: TicketCodec;
-  readonly hasher: LogHasher;
+  private readonly codec: TicketCodec;
+  private readonly hasher: LogHasher;
   private readonly store: SessionStore;
   private readonly timeouts: SessionTimeouts;
   private readonly limits: SessionLimits;
   private readonly clock: Clock;
   private readonly logger: Logger;
-  private readonly random: (size: number) => Buffer;
+  private readonly random: RandomSource;
   /** A sliding touch is written at most this often per session. */
-  readonly touchInterval: number;
+  private readonly touchInterval: number;
   /**
    * Verified tickets (ticket → id, store key, log id, jar key, last opened record). Only
    * tickets whose signature verified are kept, so garbage cannot fill the cache with anything
    * useful.
    */
-  private readonly tickets = new Lru<string, KnownTicket>(TICKET_CACHE);
+  private readonly tickets = new FifoCache<string, KnownTicket>(TICKET_CACHE);
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -291,8 +292,8 @@ export class SessionService {
   async commit(input: CommitInput): Promise<CommitOutcome> {
     const now = this.clock();
     const { session } = input;
-    if (session && input.rotate) return this.rotate(session, input, now, false);
-    if (session && this.renewDue(session, now)) return this.rotate(session, input, now, true);
+    if (session && input.rotate) return this.rotate(session, input, now, 'rotated');
+    if (session && this.renewDue(session, now)) return this.rotate(session, input, now, 'renewed');
     if (session) return this.update(session, input, now);
     if (!input.changes.some((c) => c.kind === 'set')) return { kind: 'unchanged' };
     return this.create(input, now);
@@ -386,12 +387,11 @@ export class SessionService {
   }
 
   /**
-   * A new id for a live session, its jar (with this response's changes) moved over.
-   * Login (`renew` false): a new family and deadline; the old id becomes a tombstone.
-   * Renewal (`renew` true): same family and deadline; the old id becomes an alias for the
-   * grace window, so requests already in flight with it still work.
+   * A new id for a live session, its jar (with this response's changes) moved over, the old id
+   * ended in the same atomic step. `cause` says which kind (see newIdMeta); a write that lost
+   * to another request starts again from what that request wrote.
    */
-  private async rotate(first: LiveSession, input: CommitInput, now: number, renew: boolean): Promise<CommitOutcome> {
+  private async rotate(first: LiveSession, input: CommitInput, now: number, cause: Rotation): Promise<CommitOutcome> {
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
     const jarKey = jarKeyOf(minted.sid);
@@ -399,23 +399,7 @@ export class SessionService {
     let session = first;
     for (let attempt = 1; ; attempt++) {
       const jar = this.buildJar(session.cookies, input.changes, logId);
-      let meta: SessionMeta;
-      let alias: RenewalAlias | undefined;
-      if (renew) {
-        meta = { ...session.meta, touched: now, issued: now };
-        delete meta.bind;
-        if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
-        if (input.user !== undefined) meta.user = input.user;
-        alias = {
-          successor: seal(session.jarKey, SUCCESSOR_FIELD, minted.sid.toString('base64url')),
-          graceUntil: now + this.timeouts.renewGrace,
-          family: meta.family,
-          familyDeadline: meta.deadline,
-        };
-      } else {
-        const user = input.user ?? session.meta.user;
-        meta = this.newMeta(now, { ...input, ...(user !== undefined ? { user } : {}) }, jarKey);
-      }
+      const { meta, alias } = this.newIdMeta(session, input, now, cause, minted.sid, jarKey);
       const ttlMs = this.ttlAt(meta, now);
       if (ttlMs <= 0) return { kind: 'gone' };
       const oldTtl = Math.max(1000, session.meta.deadline - now);
@@ -425,24 +409,58 @@ export class SessionService {
         // A renewed id stays usable through its alias for the grace window, loaded afresh.
         this.forget(session);
         this.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
-        return { kind: 'created', ticket: minted.ticket, logId, cause: renew ? 'renewed' : 'rotated' };
+        return { kind: 'created', ticket: minted.ticket, logId, cause };
       }
-      if (result === 'conflict') {
-        // Another request wrote the old id first: start again from what it wrote.
-        if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
-        const again = await this.loadLive(session.sid, this.clock());
-        if (again.state !== 'live') return { kind: 'gone' };
-        session = again.session;
-        continue;
-      }
-      if (!renew) return { kind: 'gone' };
-      // A concurrent request renewed this id first: follow its alias and write there instead.
-      const followed = await this.resolveKnown(this.know(session.sid));
-      if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
-      const outcome = await this.update(followed.session, input, now);
-      if (outcome.kind === 'gone') return outcome;
-      return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
+      if (result === 'gone') return cause === 'renewed' ? this.followRenewal(session, input, now) : { kind: 'gone' };
+      // A conflict: another request wrote the old id first.
+      if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
+      const again = await this.loadLive(session.sid, this.clock());
+      if (again.state !== 'live') return { kind: 'gone' };
+      session = again.session;
     }
+  }
+
+  /**
+   * The metadata of the id that replaces `session`'s, and what its old id becomes:
+   * - 'rotated' (a login): a new family and deadline; the old id becomes a tombstone (no alias).
+   * - 'renewed' (periodic renewal): same family and deadline; the old id becomes an alias of the
+   *   new one for the grace window, so requests already in flight with it still work.
+   */
+  private newIdMeta(
+    session: LiveSession,
+    input: CommitInput,
+    now: number,
+    cause: Rotation,
+    sid: Buffer,
+    jarKey: Buffer,
+  ): { meta: SessionMeta; alias?: RenewalAlias } {
+    if (cause === 'rotated') {
+      const user = input.user ?? session.meta.user;
+      return { meta: this.newMeta(now, { ...input, ...(user !== undefined ? { user } : {}) }, jarKey) };
+    }
+    const meta: SessionMeta = { ...session.meta, touched: now, issued: now };
+    delete meta.bind;
+    if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
+    if (input.user !== undefined) meta.user = input.user;
+    const alias: RenewalAlias = {
+      successor: seal(session.jarKey, SUCCESSOR_FIELD, sid.toString('base64url')),
+      graceUntil: now + this.timeouts.renewGrace,
+      family: meta.family,
+      familyDeadline: meta.deadline,
+    };
+    return { meta, alias };
+  }
+
+  /**
+   * A renewal found its old id already gone: when a concurrent request renewed it first, follow
+   * that request's alias and write this response's changes to its successor instead.
+   */
+  private async followRenewal(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
+    const followed = await this.resolveKnown(this.know(session.sid));
+    if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
+    const outcome = await this.update(followed.session, input, now);
+    if (outcome.kind === 'gone') return outcome;
+    return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
   }
 
   /**

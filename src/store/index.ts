@@ -7,10 +7,6 @@ import { MemoryStore } from './memory.js';
 import { RedisStore } from './redis.js';
 import type { SessionStore } from './types.js';
 
-export type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
-export { MemoryStore, type MemoryStoreOptions } from './memory.js';
-export { RedisStore, type RedisStoreOptions } from './redis.js';
-
 export interface StoreDeps {
   clock: Clock;
   logger: Logger;

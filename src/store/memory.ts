@@ -50,7 +50,8 @@ export class MemoryStore implements SessionStore {
   private readonly clock: Clock;
   private readonly maxSessions: number;
   private readonly log: Logger;
-  // Both maps are kept in least-recently-used-first order (re-inserted on every use).
+  // Live records and tombstones are kept in least-recently-used-first order (re-inserted on
+  // every use); the families map is not reordered.
   private readonly live = new Map<string, LiveEntry>();
   private readonly tombs = new Map<string, Tombstone>();
   private readonly families = new Map<string, Family>();

@@ -177,7 +177,7 @@ describe('RedisStore specifics', () => {
   test("the writes asked for in one turn leave in one system call (the socket is corked until the turn ends), and all land", async (t) => {
     const { store, get } = await setup(t);
     type Sink = (...args: unknown[]) => void;
-    const socket = (store as unknown as { client: { stream: { _write: Sink; _writev: Sink } } }).client.stream;
+    const socket = (store as unknown as { client: { ioredis: { stream: { _write: Sink; _writev: Sink } } } }).client.ioredis.stream;
     const writev = t.mock.method(socket, '_writev');
     const write = t.mock.method(socket, '_write');
     const results = await Promise.all([1, 2, 3, 4, 5].map((i) => store.create(`c${i}`, b(`v${i}`), HOUR)));

@@ -1,9 +1,10 @@
 /**
- * A small bounded cache: a Map in insertion order, the oldest entry evicted past `max`. A hit
- * does not reorder (that delete-and-set showed in the profile): entries age out by insertion,
- * and a busy key simply comes back after its eviction.
+ * A small bounded cache that evicts in write order (first in, first out): a Map in insertion
+ * order, the oldest written entry dropped past `max`. A hit does not reorder (that
+ * delete-and-set showed in the profile), so this is not an LRU: a busy key ages out like any
+ * other and simply comes back on its next miss. Writing a key again makes it the newest.
  */
-export class Lru<K, V> {
+export class FifoCache<K, V> {
   private readonly map = new Map<K, V>();
   constructor(private readonly max: number) {
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`max must be a positive integer, got ${max}`);

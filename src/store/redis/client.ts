@@ -1,0 +1,171 @@
+// The Redis store's client: the lifecycle of its one connection (connection.ts), and its
+// commands, run so that every failure surfaces as StoreUnavailableError (naming host:port,
+// never a password or a command's arguments) and that many requests cost few system calls:
+// the loads asked for in one event-loop turn go out as one MGET (fetch, load-batcher.ts), and
+// the other commands of one turn leave in one write (the socket is corked until setImmediate).
+import { StoreUnavailableError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { corkableSocket, createConnection, dropConnection, endConnection, waitReady } from './connection.js';
+import { LoadBatcher, type Fetched } from './load-batcher.js';
+import { describeAddress, messageOf, sanitize } from './redact.js';
+import type { ScriptedRedis } from './scripts.js';
+
+export interface RedisClientOptions {
+  /** redis:// or rediss:// URL (credentials and db allowed). */
+  url: string;
+  /** Per-command timeout in ms. */
+  timeout: number;
+  /** How long start() waits for Redis to answer, in ms. */
+  connectTimeout: number;
+  log: Logger;
+  /** The store's key prefix: only named in the log line on connect. */
+  prefix: string;
+}
+
+/** At most one connection-error log line per this many ms. */
+const ERROR_LOG_INTERVAL_MS = 10_000;
+/** How long close() waits for QUIT before dropping the connection. */
+const QUIT_TIMEOUT_MAX_MS = 1000;
+
+export class RedisClient {
+  /** host:port for messages; never the password. */
+  readonly address: string;
+  private readonly options: RedisClientOptions;
+  private readonly log: Logger;
+
+  /** The ioredis client, from start() until close(). */
+  private ioredis: ScriptedRedis | undefined;
+  private starting: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private wasReady = false;
+  private lastErrorLog = -Infinity;
+  private suppressedErrors = 0;
+  private readonly loads = new LoadBatcher({ ready: () => this.ready(), unavailable: (op, err) => this.unavailable(op, err) });
+  /** The socket is corked until the end of this turn (see coalesceWrites). */
+  private corked = false;
+
+  constructor(options: RedisClientOptions) {
+    this.options = options;
+    this.log = options.log;
+    this.address = describeAddress(options.url);
+  }
+
+  start(): Promise<void> {
+    if (this.closing) return Promise.reject(new StoreUnavailableError(`redis session store at ${this.address} is closed`));
+    this.starting ??= this.doStart().catch((err: unknown) => {
+      this.starting = undefined; // a later start() may try again
+      throw err;
+    });
+    return this.starting;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  /** Runs one command on the started client; any failure or timeout becomes StoreUnavailableError. */
+  async run<T>(op: string, command: (redis: ScriptedRedis) => Promise<T>): Promise<T> {
+    return this.send(op, this.ready(), command);
+  }
+
+  /** The value at `key` (WRONG_TYPE: a value of another type), sent with this turn's other loads. */
+  fetch(key: string): Promise<Fetched> {
+    return this.loads.fetch(key);
+  }
+
+  /** A failed command `op` as the store reports it. */
+  unavailable(op: string, err: unknown): StoreUnavailableError {
+    return new StoreUnavailableError(`redis ${op} failed at ${this.address}: ${messageOf(err)}`, { cause: sanitize(err) });
+  }
+
+  private async doStart(): Promise<void> {
+    const client = createConnection(this.options.url, this.options.timeout, this.options.connectTimeout);
+    this.watch(client);
+    this.ioredis = client;
+    try {
+      await waitReady(client, this.options.connectTimeout, this.address);
+      await this.send('ping', client, (redis) => redis.ping());
+    } catch (err) {
+      // Leave nothing running: no reconnect loop, no socket.
+      this.ioredis = undefined;
+      dropConnection(client);
+      throw err instanceof StoreUnavailableError
+        ? err
+        : new StoreUnavailableError(`redis at ${this.address} is not reachable: ${messageOf(err)}`, { cause: sanitize(err) });
+    }
+    this.log.info({ redis: this.address, prefix: this.options.prefix }, 'redis session store connected');
+  }
+
+  private async doClose(): Promise<void> {
+    const client = this.ioredis;
+    this.ioredis = undefined;
+    if (client) await endConnection(client, Math.min(this.options.timeout + 250, QUIT_TIMEOUT_MAX_MS));
+  }
+
+  /** Logs the connection's trouble and recovery. */
+  private watch(client: ScriptedRedis): void {
+    client.on('error', (err: unknown) => this.logError('redis connection error', err));
+    client.on('ready', () => {
+      if (this.wasReady) this.log.info({ redis: this.address }, 'redis connection restored');
+      this.wasReady = true;
+    });
+    client.on('close', () => {
+      if (this.wasReady && !this.closing && this.ioredis === client) {
+        this.logError('redis connection lost; reconnecting in the background', undefined);
+      }
+    });
+  }
+
+  private ready(): ScriptedRedis {
+    if (this.closing) throw new StoreUnavailableError(`redis session store at ${this.address} is closed`);
+    if (!this.ioredis) throw new StoreUnavailableError(`redis session store at ${this.address} is not started`);
+    return this.ioredis;
+  }
+
+  private async send<T>(op: string, redis: ScriptedRedis, command: (redis: ScriptedRedis) => Promise<T>): Promise<T> {
+    try {
+      this.coalesceWrites(redis);
+      return await command(redis);
+    } catch (err) {
+      throw this.unavailable(op, err);
+    }
+  }
+
+  /**
+   * Holds this turn's commands in the socket's buffer and writes them in one system call when
+   * the turn ends (the socket is corked until a setImmediate): under load, the loads and writes
+   * of the requests handled in one turn cost one write between them instead of one each. The
+   * commands' timeouts run from when they were asked for, as before.
+   */
+  private coalesceWrites(redis: ScriptedRedis): void {
+    if (this.corked) return;
+    const socket = corkableSocket(redis);
+    if (socket === undefined) return;
+    socket.cork();
+    this.corked = true;
+    setImmediate(() => {
+      this.corked = false;
+      socket.uncork();
+    });
+  }
+
+  /** Logs connection trouble at most once per interval, counting what it skipped. */
+  private logError(msg: string, err: unknown): void {
+    const now = Date.now();
+    if (now - this.lastErrorLog < ERROR_LOG_INTERVAL_MS) {
+      this.suppressedErrors += 1;
+      return;
+    }
+    this.lastErrorLog = now;
+    const fields: Record<string, unknown> = { redis: this.address, suppressed: this.suppressedErrors };
+    if (err !== undefined) {
+      // Message and code only: a stack trace is noise in an operator's log, and ioredis errors
+      // may carry command arguments.
+      const e = sanitize(err);
+      fields.err = { message: e.message, ...((e as { code?: string }).code ? { code: (e as { code?: string }).code } : {}) };
+    }
+    this.suppressedErrors = 0;
+    this.log.warn(fields, msg);
+  }
+}

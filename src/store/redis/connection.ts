@@ -1,0 +1,133 @@
+// One ioredis connection, the fail-fast way: how it is made, waited for, and ended. The only
+// file that reaches past ioredis' typed API (see IoredisInternals).
+//
+// Fail fast: no offline queue, a per-command timeout, no per-command retries, an explicit
+// connect (waitReady). Once up, the connection reconnects forever in the background (backoff
+// capped at 1s) so the proxy recovers by itself.
+import { Redis, type RedisOptions } from 'ioredis';
+import { StoreUnavailableError } from '../../errors.js';
+import { messageOf, sanitize } from './redact.js';
+import { defineScripts, type ScriptedRedis } from './scripts.js';
+
+/** Longest pause between reconnect attempts. */
+const MAX_RECONNECT_DELAY_MS = 1000;
+
+/**
+ * The parts of an ioredis 5.9 client used beyond its typed API, reached through internals()
+ * and nowhere else; check them on an ioredis upgrade (the redis store tests notice when they
+ * move).
+ * - `stream`, the socket: typed as always there, but absent before the first connect. Corked
+ *   to write one turn's commands at once (socketOf); destroyed to drop a connection at once.
+ * - `socketTimeoutTimer` (private): ioredis 5.9 keeps it when the socket goes away without an
+ *   answer, so it would outlive the client by up to socketTimeout unless cleared.
+ */
+interface IoredisInternals {
+  stream?: { cork?: () => void; uncork: () => void; writable?: boolean; destroy?: () => void };
+  socketTimeoutTimer?: ReturnType<typeof setTimeout>;
+}
+
+function internals(client: Redis): IoredisInternals {
+  return client as unknown as IoredisInternals;
+}
+
+/**
+ * A new client for `url`, the store's scripts defined on it, not connected yet (waitReady
+ * connects). `timeout` is the per-command timeout, in ms.
+ */
+export function createConnection(url: string, timeout: number, connectTimeout: number): ScriptedRedis {
+  const options: RedisOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    // A command cut off by a dropped connection fails; it is never replayed later.
+    autoResendUnfulfilledCommands: false,
+    commandTimeout: timeout,
+    connectTimeout,
+    // A connection that stops answering (peer frozen, packets dropped) is torn down and
+    // rebuilt instead of timing out every command forever.
+    socketTimeout: Math.max(2000, timeout * 4),
+    // ioredis ends a dropped socket politely, then destroys it after this long.
+    disconnectTimeout: 100,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), MAX_RECONNECT_DELAY_MS),
+    connectionName: 'coatcheck',
+    disableClientInfo: true,
+  };
+  return defineScripts(new Redis(url, options));
+}
+
+/**
+ * Connects; resolves on 'ready', rejects with StoreUnavailableError (naming `address`) after
+ * `connectTimeout` ms, or when the client gives up.
+ */
+export function waitReady(client: Redis, connectTimeout: number, address: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let lastError: unknown;
+    const finish = (err?: StoreUnavailableError) => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      client.off('end', onEnd);
+      client.off('error', onErr);
+      if (err) reject(err);
+      else resolve();
+    };
+    const fail = (why: string) =>
+      finish(
+        new StoreUnavailableError(
+          `redis at ${address} is not reachable (${why}${lastError !== undefined ? `: ${messageOf(lastError)}` : ''})`,
+          lastError !== undefined ? { cause: sanitize(lastError) } : undefined,
+        ),
+      );
+    const onReady = () => finish();
+    const onEnd = () => fail('connection closed');
+    const onErr = (err: unknown) => {
+      lastError = err;
+    };
+    const timer = setTimeout(() => fail(`no answer within ${connectTimeout}ms`), connectTimeout);
+    client.once('ready', onReady);
+    client.once('end', onEnd);
+    client.on('error', onErr);
+    // A refused first attempt rejects here; the retry strategy keeps trying until the timer.
+    client.connect().catch((err: unknown) => {
+      lastError ??= err;
+    });
+  });
+}
+
+/** Ends a connection: QUIT when it is up (waiting at most `quitTimeout` ms), then drops it. */
+export async function endConnection(client: Redis, quitTimeout: number): Promise<void> {
+  if (client.status === 'ready') {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        client.quit(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('quit timed out')), quitTimeout);
+        }),
+      ]);
+    } catch {
+      // Dropped below.
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  dropConnection(client);
+}
+
+/** Stops the reconnect loop and destroys the socket at once, leaving no timer behind. */
+export function dropConnection(client: Redis): void {
+  client.disconnect(false);
+  const io = internals(client);
+  // disconnect() ends the socket politely and waits for the peer; a frozen peer never answers.
+  io.stream?.destroy?.();
+  if (io.socketTimeoutTimer !== undefined) {
+    clearTimeout(io.socketTimeoutTimer);
+    io.socketTimeoutTimer = undefined;
+  }
+}
+
+/** The connection's socket, when it has one that can be corked and is writable. */
+export function corkableSocket(client: Redis): { cork(): void; uncork(): void } | undefined {
+  const stream = internals(client).stream;
+  if (stream === undefined || typeof stream.cork !== 'function' || stream.writable === false) return undefined;
+  return stream as { cork(): void; uncork(): void };
+}
