@@ -13,6 +13,7 @@ import { createHandler } from './pipeline/handler.js';
 import { TicketCookie } from './pipeline/ticket-cookie.js';
 import { UndiciEngine, type ForwardEngine } from './proxy/engine.js';
 import { SessionService } from './session/service.js';
+import type { RandomSource } from './session/ticket.js';
 import { createStore } from './store/index.js';
 import type { SessionStore } from './store/types.js';
 
@@ -24,7 +25,7 @@ export interface CoatcheckDeps {
   store?: SessionStore;
   /** Defaults to an undici pool to config.upstream. */
   engine?: ForwardEngine;
-  random?: (size: number) => Buffer;
+  random?: RandomSource;
   metrics?: Metrics;
 }
 
