@@ -82,7 +82,9 @@ export function pathAtOffset(doc: Document, offset: number): Path {
   let node: unknown = doc.contents;
   for (;;) {
     if (isMap(node)) {
-      const pair = node.items.find((p) => contains(p.key) || contains(p.value));
+      // Keys first: a value's range ends after its line break, so it also "contains" column 1
+      // of the next line, where the next key starts.
+      const pair = node.items.find((p) => contains(p.key)) ?? node.items.find((p) => contains(p.value));
       if (!pair) return path;
       path.push(String(isScalar(pair.key) ? pair.key.value : pair.key));
       if (contains(pair.key)) return path;

@@ -514,6 +514,13 @@ describe('problems: path, message and line:col', () => {
       at: 'name: b',
     },
     {
+      name: 'a duplicate top-level key that does not follow its first occurrence',
+      lines: ['upstream: "http://127.0.0.1:3000"', 'secrets: ["${COATCHECK_SECRET}"]', 'upstream: "http://127.0.0.1:3001"'],
+      path: 'upstream',
+      message: 'duplicate key "upstream"',
+      at: 'upstream: "http://127.0.0.1:3001"',
+    },
+    {
       name: 'a YAML syntax error',
       lines: [...BASE, 'cookie:', '  name: a', ' secure: true'],
       path: '',
