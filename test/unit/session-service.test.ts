@@ -44,16 +44,14 @@ function setup(times: number) {
   let now = Date.UTC(2026, 5, 1);
   const clock = () => now;
   const log = captureLogger();
-  let service: SessionService | undefined;
   // The other writer: a second request on the same session that sets `other=<n>`.
-  const interfere = async (_key: string, _version: number) => {
+  const interfere = async (_key: string, _version: number): Promise<void> => {
     const live = await resolve();
-    const outcome = await svc().commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
+    const outcome = await service.commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
     assert.equal(outcome.kind, 'updated');
   };
   const store = new ContendedStore(clock, log.logger, interfere, 0);
-  const svc = () => service as SessionService;
-  service = new SessionService({
+  const service = new SessionService({
     store,
     secrets: ['0123456789abcdef0123456789abcdef'],
     timeouts: { idleTimeout: 30 * MIN, absoluteTimeout: 12 * 60 * MIN, renewAfter: null, renewGrace: 30_000 },
@@ -67,14 +65,14 @@ function setup(times: number) {
     return setCookies.map((sc) => jar.apply(sc, URL_ROOT, now, undefined));
   };
   const resolve = async (): Promise<LiveSession> => {
-    const r = await svc().resolve([ticket]);
+    const r = await service.resolve([ticket]);
     assert.equal(r.state, 'live');
     return (r as { session: LiveSession }).session;
   };
   const cookies = async () => [...(await resolve()).cookies.values()].map((c) => `${c.key}=${c.value}`).sort();
   return {
     store,
-    service: svc(),
+    service,
     log,
     changesOf,
     resolve,
@@ -84,7 +82,7 @@ function setup(times: number) {
       now += ms;
     },
     async login() {
-      const created = await svc().commit({ session: undefined, changes: changesOf('app=1'), rotate: false });
+      const created = await service.commit({ session: undefined, changes: changesOf('app=1'), rotate: false });
       assert.equal(created.kind, 'created');
       ticket = (created as { ticket: string }).ticket;
       store.times = times;
