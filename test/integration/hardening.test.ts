@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Browser, cookieValue, send, type Reply } from '../helpers/client.js';
-import { FakeClock, startCoatcheck, storeOverrides, TEST_SECRET, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
+import { FakeClock } from '../helpers/clock.js';
+import { startCoatcheck, storeOverrides, TEST_SECRET, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
 import { jarKeyOf, openRecord, storeKeyOf } from '../../src/session/crypto.js';

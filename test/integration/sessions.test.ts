@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ServerResponse } from 'node:http';
 import { Browser, cookieValue, send } from '../helpers/client.js';
-import { FakeClock, startCoatcheck, storeOverrides, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
+import { FakeClock } from '../helpers/clock.js';
+import { startCoatcheck, storeOverrides, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
 
