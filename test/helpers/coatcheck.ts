@@ -31,14 +31,22 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
   return out;
 }
 
+/**
+ * The logout and login rules most suites use: a test that relies on them spreads them into its
+ * overrides (`{ ...DEFAULT_RULES, ... }`); testConfig adds no rule of its own.
+ */
+export const DEFAULT_RULES = {
+  logout: [{ path: '/logout' }],
+  login: [{ path: '/login', methods: ['POST'] }],
+} satisfies Partial<ConfigInput>;
+
+/** The test configuration: a loopback listener, the test secret, an insecure cookie, debug logs; no rules. */
 export function testConfig(upstream: string, overrides: Partial<ConfigInput> = {}): Config {
   const base: Record<string, unknown> = {
     listen: '127.0.0.1:0',
     upstream,
     secrets: [TEST_SECRET],
     cookie: { name: 'coatcheck', secure: false, sameSite: 'lax' },
-    logout: [{ path: '/logout' }],
-    login: [{ path: '/login', methods: ['POST'] }],
     log: { level: 'debug' },
   };
   return configSchema.parse(merge(base, overrides as Record<string, unknown>));
