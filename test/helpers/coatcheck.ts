@@ -91,7 +91,9 @@ export interface CliProcess {
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
   const proc = spawn(process.execPath, [`${REPO_ROOT}dist/cli.js`, ...args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH, ...env },
+    // Only PATH and what the test passes; NODE_V8_COVERAGE too when set, so that c8 (npm test)
+    // also sees the code the CLI runs.
+    env: { PATH: process.env.PATH, ...(process.env.NODE_V8_COVERAGE ? { NODE_V8_COVERAGE: process.env.NODE_V8_COVERAGE } : {}), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout = new LogCapture();
