@@ -42,9 +42,12 @@ USER node
 ENV COATCHECK_CONFIG=/etc/coatcheck/config.yaml
 EXPOSE 8080
 
-# No HEALTHCHECK yet: coatcheck has no admin/health endpoint so far. When src/admin/ gains
-# one, add e.g.
-#   HEALTHCHECK --interval=30s --timeout=3s CMD node -e "fetch('http://127.0.0.1:<admin-port>/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-# (the slim image has no curl).
+# No HEALTHCHECK here: health is served by the admin listener, which is off unless the config
+# sets `admin.listen` (its address is the config's choice, e.g. "127.0.0.1:9090"). It answers
+# GET /healthz (alive), /readyz (the store answers; 503 while draining or when it does not) and
+# /metrics (Prometheus). With an admin listener configured, add e.g.
+#   HEALTHCHECK --interval=30s --timeout=3s CMD node -e "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# (the slim image has no curl). An orchestrator's probes (/healthz, /readyz) reach it only on a
+# non-loopback address such as 0.0.0.0:9090: do not publish that port.
 
 ENTRYPOINT ["node", "/app/dist/cli.js"]

@@ -829,7 +829,7 @@ async function main(): Promise<number> {
   if (values.generator !== undefined && values.generator !== 'wrk' && values.generator !== 'autocannon') {
     throw new Error(`--generator must be wrk or autocannon, got ${values.generator}`);
   }
-  let generator: GeneratorName = (values.generator as GeneratorName | undefined) ?? (onPath('wrk') ? 'wrk' : 'autocannon');
+  const generator: GeneratorName = (values.generator as GeneratorName | undefined) ?? (onPath('wrk') ? 'wrk' : 'autocannon');
   if (generator === 'wrk' && !onPath('wrk')) throw new Error('--generator wrk: wrk is not on PATH');
   if (generator === 'autocannon' && values.generator === undefined) notes.push('wrk is not on PATH: load from autocannon (a Node process: it takes more CPU from the proxies than wrk)');
   const nproc = Number(commandOutput('nproc', []) ?? cpus().length);

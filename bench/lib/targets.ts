@@ -160,7 +160,7 @@ export async function startCoatcheck(
       await child.stop('SIGKILL');
       if (/EADDRINUSE/.test(child.tail())) continue;
       await rm(dir, { recursive: true, force: true });
-      throw new Error(`${id} did not start: ${(err as Error).message}\n${child.tail()}`);
+      throw new Error(`${id} did not start: ${(err as Error).message}\n${child.tail()}`, { cause: err });
     }
     return {
       id,
@@ -227,7 +227,7 @@ http {
       await child.stop('SIGKILL');
       if (/Address already in use/i.test(child.tail())) continue;
       await rm(dir, { recursive: true, force: true });
-      throw new Error(`nginx did not start: ${(err as Error).message}\n${child.tail()}`);
+      throw new Error(`nginx did not start: ${(err as Error).message}\n${child.tail()}`, { cause: err });
     }
     return {
       id: 'nginx',

@@ -2,7 +2,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createStore } from '../../src/store/index.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import { fakeClock, runStoreContract, type FakeClock } from './store.contract.js';
+import { runStoreContract } from './store.contract.js';
+import { FakeClock } from '../helpers/clock.js';
 import { captureLogger } from '../helpers/logs.js';
 
 
@@ -24,7 +25,7 @@ function alias(clock: FakeClock, family = 'f') {
 }
 
 function setup(maxSessions: number) {
-  const clock = fakeClock(1_000_000);
+  const clock = new FakeClock(1_000_000);
   const log = captureLogger();
   const store = new MemoryStore({ clock: clock.now, maxSessions, logger: log.logger });
   return { clock, store, ...log };
@@ -32,8 +33,8 @@ function setup(maxSessions: number) {
 
 describe('MemoryStore specifics', () => {
   test('createStore builds a MemoryStore with the configured bound and the injected clock', async () => {
-    const clock = fakeClock(5000);
-    const { logger, warnings } = captureLogger();
+    const clock = new FakeClock(5000);
+    const { logger, logs } = captureLogger();
     const store = createStore({ kind: 'memory', prefix: 'x:', timeout: 250, connectTimeout: 5000, maxSessions: 2 }, { clock: clock.now, logger });
     assert.ok(store instanceof MemoryStore);
     assert.equal(store.kind, 'memory');
@@ -41,7 +42,7 @@ describe('MemoryStore specifics', () => {
     await store.create('b', data(), 1000);
     await store.create('c', data(), 1000);
     assert.equal(store.size, 2);
-    assert.equal(warnings().length, 1);
+    assert.equal(logs.warnings().length, 1);
     clock.advance(1000);
     assert.deepEqual(await store.load('c'), { state: 'none' });
   });
@@ -54,23 +55,23 @@ describe('MemoryStore specifics', () => {
   });
 
   test('start() warns that the store is neither shared nor durable', async () => {
-    const { store, warnings } = setup(10);
+    const { store, logs } = setup(10);
     await store.start();
-    const w = warnings();
+    const w = logs.warnings();
     assert.equal(w.length, 1);
     assert.match(w[0]?.msg ?? '', /neither shared between processes nor durable/);
   });
 
   test('when full, the least recently used record is evicted with a warning, never an error', async () => {
-    const { clock, store, warnings } = setup(3);
+    const { clock, store, logs } = setup(3);
     for (const k of ['a', 'b', 'c']) assert.equal(await store.create(k, data(k), HOUR), true);
-    assert.equal(warnings().length, 0);
+    assert.equal(logs.warnings().length, 0);
     assert.equal((await store.load('a')).state, 'live'); // a is now the most recently used
     assert.equal(await store.create('d', data(), HOUR), true);
     assert.equal(store.size, 3);
     assert.deepEqual(await store.load('b'), { state: 'none' });
     for (const k of ['a', 'c', 'd']) assert.equal((await store.load(k)).state, 'live', k);
-    const w = warnings();
+    const w = logs.warnings();
     assert.equal(w.length, 1);
     assert.match(w[0]?.msg ?? '', /full/);
     assert.equal(w[0]?.evicted, 1);
@@ -83,18 +84,18 @@ describe('MemoryStore specifics', () => {
     // A conflicting update is no use: d stays the least recently used...
     assert.equal(await store.update('d', 7, data('x'), HOUR), 'conflict');
     // Rate-limited: the second eviction within 10s does not warn again...
-    assert.equal(warnings().length, 1);
+    assert.equal(logs.warnings().length, 1);
     clock.advance(10_000);
     assert.equal(await store.create('f', data(), HOUR), true);
     assert.deepEqual(await store.load('d'), { state: 'none' });
     // ...the next one after 10s does, counting the evictions it skipped.
-    assert.equal(warnings().length, 2);
-    assert.equal(warnings()[1]?.evicted, 2);
+    assert.equal(logs.warnings().length, 2);
+    assert.equal(logs.warnings()[1]?.evicted, 2);
     assert.equal(store.size, 3);
   });
 
   test('tombstones and aliases are evicted before live records', async () => {
-    const { clock, store, warnings } = setup(4);
+    const { clock, store, logs } = setup(4);
     await store.create('a', data(), HOUR);
     await store.create('b', data(), HOUR);
     assert.equal(await store.revoke('x', HOUR), false);
@@ -105,18 +106,18 @@ describe('MemoryStore specifics', () => {
     assert.equal(await store.create('d', data(), HOUR), true);
     assert.deepEqual(await store.load('b'), { state: 'none' });
     for (const k of ['a', 'b2', 'c', 'd']) assert.equal((await store.load(k)).state, 'live', k);
-    assert.equal(warnings().length, 1);
+    assert.equal(logs.warnings().length, 1);
   });
 
   test('expired entries make room silently before anything live is evicted', async () => {
-    const { clock, store, warnings } = setup(2);
+    const { clock, store, logs } = setup(2);
     await store.create('short', data(), 1000);
     await store.create('long', data(), HOUR);
     clock.advance(1000);
     assert.equal(await store.create('new', data(), HOUR), true);
     assert.equal((await store.load('long')).state, 'live');
     assert.equal((await store.load('new')).state, 'live');
-    assert.equal(warnings().length, 0);
+    assert.equal(logs.warnings().length, 0);
   });
 
   test('the size bound holds under any mix of writes, rotate with and without an alias and revokeFamily included', async () => {
@@ -174,7 +175,7 @@ describe('MemoryStore specifics', () => {
   });
 
   test('the incremental sweep removes expired entries nobody reads again, aliases included', async () => {
-    const { clock, store, warnings } = setup(100_000);
+    const { clock, store, logs } = setup(100_000);
     for (let i = 0; i < 100; i++) await store.create(`old${i}`, data('y'.repeat(100)), 1000);
     for (let i = 0; i < 50; i++) await store.revoke(`tomb${i}`, 1000);
     for (let i = 0; i < 50; i++) {
@@ -186,7 +187,7 @@ describe('MemoryStore specifics', () => {
     // Only writes to other keys: the expired ones are never loaded again.
     for (let i = 0; i < 100; i++) await store.create(`new${i}`, data(), HOUR);
     assert.equal(store.size, 100);
-    assert.equal(warnings().length, 0);
+    assert.equal(logs.warnings().length, 0);
   });
 
   test('a closed store drops everything it held', async () => {

@@ -316,7 +316,7 @@ describe('RedisStore specifics', () => {
   });
 
   test('corrupt values load as documented: a damaged live record is none (with a warning), a damaged tombstone or alias is revoked', async (t) => {
-    const { store, raw, rawKey, warnings } = await setup(t);
+    const { store, raw, rawKey, logs } = await setup(t);
     const cases: Array<[string, string | Buffer, LoadResult, boolean]> = [
       // [name, raw value, expected load, warns]
       ['garbage', 'garbage', { state: 'none' }, true],
@@ -356,9 +356,9 @@ describe('RedisStore specifics', () => {
     for (const [i, [name, value, expected, warns]] of cases.entries()) {
       const key = `corrupt-key-${i}-0123456789abcdef`;
       await raw.set(rawKey(key), value);
-      const before = warnings().length;
+      const before = logs.warnings().length;
       assert.deepEqual(await store.load(key), expected, name);
-      const w = warnings().slice(before);
+      const w = logs.warnings().slice(before);
       assert.equal(w.length, warns ? 1 : 0, `${name}: ${w.length} warnings`);
       if (warns) {
         const expectedMsg = expected.state === 'none' ? /corrupt entry/ : name.startsWith('R') ? /malformed tombstone/ : /malformed renewal alias/;
@@ -385,10 +385,10 @@ describe('RedisStore specifics', () => {
   });
 
   test('a key of another type loads as no session (with a warning when it is loaded alone: an MGET reads it as nil); writes to it fail as StoreUnavailableError; create, rotate onto it and revoke still behave', async (t) => {
-    const { store, raw, rawKey, get, familyKey, warnings } = await setup(t);
+    const { store, raw, rawKey, get, familyKey, logs } = await setup(t);
     for (const k of ['h1', 'h2', 'h3']) await raw.hset(rawKey(k), '@c', '1', 'sid;example.com;/', 'v');
     assert.deepEqual(await store.load('h1'), { state: 'none' });
-    assert.equal(warnings().filter((l) => /another type/.test(l.msg)).length, 1);
+    assert.equal(logs.warnings().filter((l) => /another type/.test(l.msg ?? '')).length, 1);
     for (const call of [
       () => store.update('h1', 1, b('x'), HOUR),
       () => store.rotate('h1', 1, HOUR, 'n1', b('x'), HOUR),

@@ -5,24 +5,9 @@
 // `expireNow` / `expireFamilyNow`).
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Clock } from '../../src/clock.js';
 import { StoreUnavailableError } from '../../src/errors.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from '../../src/store/types.js';
-
-export interface FakeClock {
-  now: Clock;
-  advance(ms: number): void;
-}
-
-export function fakeClock(start = Date.now()): FakeClock {
-  let t = start;
-  return {
-    now: () => t,
-    advance(ms: number) {
-      t += ms;
-    },
-  };
-}
+import { FakeClock } from '../helpers/clock.js';
 
 export interface StoreHarness {
   store: SessionStore;
@@ -102,7 +87,8 @@ function awkwardPayloads(): Buffer[] {
 export function runStoreContract(name: string, makeStore: MakeStore): void {
   describe(`SessionStore contract: ${name}`, () => {
     async function setup(t: TestContext): Promise<{ h: StoreHarness; store: SessionStore; peer: SessionStore; clock: FakeClock }> {
-      const clock = fakeClock();
+      // From the real time: a backend on real time (Redis) checks deadlines against Date.now().
+      const clock = new FakeClock(Date.now());
       const h = await makeStore(clock);
       t.after(() => h.cleanup());
       return { h, store: h.store, peer: h.peer ?? h.store, clock };

@@ -1,65 +1,13 @@
 // Starts coatcheck in-process on 127.0.0.1 port 0 with a test configuration, capturing its logs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { createCoatcheck, type Coatcheck } from '../../src/app.js';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
-import { createLogger } from '../../src/log.js';
+import type { FakeClock } from './clock.js';
+import { captureLogger, LogCapture } from './logs.js';
 
 export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-
-export type LogLine = Record<string, unknown> & { msg?: string; event?: string; level?: string };
-
-/** Collects pino's JSON lines; tests wait on them as events. */
-export class LogCapture extends Writable {
-  readonly lines: LogLine[] = [];
-  readonly raw: string[] = [];
-  private readonly waiters: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
-  private partial = '';
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
-    this.partial += chunk.toString('utf8');
-    let nl: number;
-    while ((nl = this.partial.indexOf('\n')) !== -1) {
-      const text = this.partial.slice(0, nl);
-      this.partial = this.partial.slice(nl + 1);
-      if (!text) continue;
-      this.raw.push(text);
-      let line: LogLine;
-      try {
-        line = JSON.parse(text) as LogLine;
-      } catch {
-        line = { msg: text };
-      }
-      this.lines.push(line);
-      for (let i = this.waiters.length - 1; i >= 0; i--) {
-        const w = this.waiters[i] as (typeof this.waiters)[number];
-        if (w.pred(line)) {
-          this.waiters.splice(i, 1);
-          w.resolve(line);
-        }
-      }
-    }
-    cb();
-  }
-  events(event: string): LogLine[] {
-    return this.lines.filter((l) => l.event === event);
-  }
-  /** Resolves with the first line (already written or to come) that matches. */
-  waitFor(pred: (l: LogLine) => boolean): Promise<LogLine> {
-    const found = this.lines.find(pred);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
-  }
-}
-
-export class FakeClock {
-  constructor(public t = Date.UTC(2026, 0, 1)) {}
-  readonly now = (): number => this.t;
-  advance(ms: number): void {
-    this.t += ms;
-  }
-}
 
 export interface Harness {
   readonly port: number;
@@ -83,14 +31,22 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
   return out;
 }
 
+/**
+ * The logout and login rules most suites use: a test that relies on them spreads them into its
+ * overrides (`{ ...DEFAULT_RULES, ... }`); testConfig adds no rule of its own.
+ */
+export const DEFAULT_RULES = {
+  logout: [{ path: '/logout' }],
+  login: [{ path: '/login', methods: ['POST'] }],
+} satisfies Partial<ConfigInput>;
+
+/** The test configuration: a loopback listener, the test secret, an insecure cookie, debug logs; no rules. */
 export function testConfig(upstream: string, overrides: Partial<ConfigInput> = {}): Config {
   const base: Record<string, unknown> = {
     listen: '127.0.0.1:0',
     upstream,
     secrets: [TEST_SECRET],
     cookie: { name: 'coatcheck', secure: false, sameSite: 'lax' },
-    logout: [{ path: '/logout' }],
-    login: [{ path: '/login', methods: ['POST'] }],
     log: { level: 'debug' },
   };
   return configSchema.parse(merge(base, overrides as Record<string, unknown>));
@@ -102,8 +58,7 @@ export async function startCoatcheck(
   opts: { clock?: FakeClock } = {},
 ): Promise<Harness> {
   const config = testConfig(upstream, overrides);
-  const logs = new LogCapture();
-  const logger = createLogger(config.log.level, logs);
+  const { logger, logs } = captureLogger(config.log.level);
   const app = createCoatcheck({ config, logger, ...(opts.clock ? { clock: opts.clock.now } : {}) });
   let addr: Awaited<ReturnType<typeof app.start>>;
   try {
@@ -136,7 +91,9 @@ export interface CliProcess {
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
   const proc = spawn(process.execPath, [`${REPO_ROOT}dist/cli.js`, ...args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH, ...env },
+    // Only PATH and what the test passes; NODE_V8_COVERAGE too when set, so that c8 (npm test)
+    // also sees the code the CLI runs.
+    env: { PATH: process.env.PATH, ...(process.env.NODE_V8_COVERAGE ? { NODE_V8_COVERAGE: process.env.NODE_V8_COVERAGE } : {}), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout = new LogCapture();

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Browser, cookieValue, send, type Reply } from '../helpers/client.js';
-import { FakeClock, startCoatcheck, storeOverrides, TEST_SECRET, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
+import { FakeClock } from '../helpers/clock.js';
+import { DEFAULT_RULES, startCoatcheck, storeOverrides, TEST_SECRET, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
 import { jarKeyOf, openRecord, storeKeyOf } from '../../src/session/crypto.js';
@@ -48,7 +49,7 @@ async function login(h: Harness, headers: Record<string, string> = {}): Promise<
 
 describe('data at rest', () => {
   test('raw Redis holds neither a session id nor any cookie value', async (t) => {
-    const { h, prefix } = await start(redisChoice(), { session: { renewAfter: '10m' } });
+    const { h, prefix } = await start(redisChoice(), { ...DEFAULT_RULES, session: { renewAfter: '10m' } });
     t.after(() => h.close());
     const b = await login(h);
     const tickets = [b.ticket as string];
@@ -81,7 +82,7 @@ describe('data at rest', () => {
   });
 
   test('a tampered or transplanted session record is refused with a warning, never sent to the app', async (t) => {
-    const { h, prefix } = await start(redisChoice());
+    const { h, prefix } = await start(redisChoice(), DEFAULT_RULES);
     t.after(() => h.close());
     const a = await login(h);
     const b = await login(h);
@@ -114,7 +115,7 @@ describe('data at rest', () => {
   });
 
   test('a forged ticket sends no command to Redis', async (t) => {
-    const { h } = await start(redisChoice());
+    const { h } = await start(redisChoice(), DEFAULT_RULES);
     t.after(() => h.close());
     const b = await login(h);
     const real = b.ticket as string;
@@ -183,7 +184,7 @@ for (const [name, choice] of [
 ] as const) {
   describe(`families and renewal (${name})`, () => {
     test('log in, renew twice, log out: every earlier ticket is dead', async (t) => {
-      const { h, clock } = await start(choice(), { session: { renewAfter: '15m', renewGrace: '30s', idleTimeout: '30m' } });
+      const { h, clock } = await start(choice(), { ...DEFAULT_RULES, session: { renewAfter: '15m', renewGrace: '30s', idleTimeout: '30m' } });
       t.after(() => h.close());
       const b = await login(h);
       const seen = [b.ticket as string];
@@ -212,7 +213,7 @@ for (const [name, choice] of [
     });
 
     test('renewal under concurrent requests loses no request; the old ticket dies after the grace window', async (t) => {
-      const { h, clock } = await start(choice(), { session: { renewAfter: '15m', renewGrace: '30s' } });
+      const { h, clock } = await start(choice(), { ...DEFAULT_RULES, session: { renewAfter: '15m', renewGrace: '30s' } });
       t.after(() => h.close());
       const b = await login(h);
       const old = b.ticket as string;
@@ -242,7 +243,7 @@ for (const [name, choice] of [
 
 describe('binding', () => {
   test('userAgent binding: another agent is rejected, the owner goes on; revoke ends it for both', async (t) => {
-    const { h } = await start(redisChoice(), { session: { bind: ['userAgent'], bindMismatch: 'reject' } });
+    const { h } = await start(redisChoice(), { ...DEFAULT_RULES, session: { bind: ['userAgent'], bindMismatch: 'reject' } });
     t.after(() => h.close());
     const b = await login(h, { 'user-agent': 'Browser/1.0' });
     const thief = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${b.ticket}`, 'user-agent': 'curl/8' } });
@@ -253,7 +254,7 @@ describe('binding', () => {
     const owner = await b.send('/echo', { headers: { 'user-agent': 'Browser/1.0' } });
     assert.equal(echoCookie(owner), 'app_session=alice-secret-value; prefs=dark-secret-pref');
 
-    const { h: h2 } = await start(redisChoice(), { session: { bind: ['userAgent'], bindMismatch: 'revoke' } });
+    const { h: h2 } = await start(redisChoice(), { ...DEFAULT_RULES, session: { bind: ['userAgent'], bindMismatch: 'revoke' } });
     t.after(() => h2.close());
     const c = await login(h2, { 'user-agent': 'Browser/1.0' });
     assert.equal((await send(h2.port, '/echo', { headers: { cookie: `coatcheck=${c.ticket}`, 'user-agent': 'curl/8' } })).status, 401);
@@ -263,7 +264,7 @@ describe('binding', () => {
   test('a binding survives secret rotation, and follows renewals', async (t) => {
     const prefix = `h${++prefixes}:`;
     const clock = new FakeClock(Date.now());
-    const base = { ...storeOverrides(redisChoice(), prefix), session: { bind: ['userAgent' as const], renewAfter: '15m' } };
+    const base = { ...DEFAULT_RULES, ...storeOverrides(redisChoice(), prefix), session: { bind: ['userAgent' as const], renewAfter: '15m' } };
     const h1 = await startCoatcheck(upstream.origin, base, { clock });
     const b = await login(h1, { 'user-agent': 'Browser/1.0' });
     await h1.close();
@@ -283,7 +284,7 @@ describe('binding', () => {
   });
 
   test('ipPrefix binding: same /24 passes, another /24 is only logged with bindMismatch: log', async (t) => {
-    const { h } = await start({ kind: 'memory' }, { trustProxy: true, session: { bind: ['ipPrefix'], bindMismatch: 'log' } });
+    const { h } = await start({ kind: 'memory' }, { ...DEFAULT_RULES, trustProxy: true, session: { bind: ['ipPrefix'], bindMismatch: 'log' } });
     t.after(() => h.close());
     const b = await login(h, { 'x-forwarded-for': '198.51.100.7' });
     const same = await b.send('/echo', { headers: { 'x-forwarded-for': '198.51.100.200' } });
@@ -298,7 +299,7 @@ describe('binding', () => {
 
 describe('logout without configuration, and control from the app', () => {
   test('the app clearing an onCookieCleared cookie revokes the session', async (t) => {
-    const { h } = await start(redisChoice(), { logout: { rules: [], onCookieCleared: ['app_session'] } });
+    const { h } = await start(redisChoice(), { login: DEFAULT_RULES.login, logout: { rules: [], onCookieCleared: ['app_session'] } });
     t.after(() => h.close());
     upstream.route('/signout-somewhere', setsCookies('app_session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT'));
     const b = await login(h);
@@ -309,7 +310,7 @@ describe('logout without configuration, and control from the app', () => {
   });
 
   test('Coatcheck-Session and Coatcheck-User are acted on and never reach the browser', async (t) => {
-    const { h, prefix } = await start(redisChoice());
+    const { h, prefix } = await start(redisChoice(), DEFAULT_RULES);
     t.after(() => h.close());
     const b = await login(h);
     upstream.route('/whoami-set', (_req, res) => {
@@ -355,7 +356,7 @@ describe('logout without configuration, and control from the app', () => {
   });
 
   test('logout responses can carry Clear-Site-Data; ticket changes carry Cache-Control: no-store', async (t) => {
-    const { h } = await start({ kind: 'memory' }, { logout: { rules: [{ path: '/logout' }], clearSiteData: true } });
+    const { h } = await start({ kind: 'memory' }, { login: DEFAULT_RULES.login, logout: { rules: [{ path: '/logout' }], clearSiteData: true } });
     t.after(() => h.close());
     const b = await login(h);
     const out = await b.send('/logout');
@@ -369,7 +370,7 @@ describe('logout without configuration, and control from the app', () => {
 
 describe('alarms and metrics', () => {
   test('admin: health, readiness follows the store, metrics count each class once', async (t) => {
-    const { h } = await start(redisChoice(), { admin: { listen: '127.0.0.1:0' } });
+    const { h } = await start(redisChoice(), { ...DEFAULT_RULES, admin: { listen: '127.0.0.1:0' } });
     t.after(() => h.close());
     const adminPort = h.adminPort;
     assert.ok(adminPort, 'the admin listener is up');

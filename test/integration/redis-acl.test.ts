@@ -30,7 +30,7 @@ describe('the documented Redis ACL', () => {
     const password = 'acl-test-password-0123456789';
     const args = acl.map((a) => (a.startsWith('>') ? `>${password}` : a));
     await redis().client().call('ACL', 'SETUSER', ...args);
-    const { logger, warnings } = captureLogger();
+    const { logger, logs } = captureLogger();
     const store = new RedisStore({ url: `redis://coatcheck:${password}@127.0.0.1:${redis().port}`, prefix: 'coatcheck:', timeout: 2000, connectTimeout: 5000, logger });
     t.after(() => store.close());
     await store.start();
@@ -52,7 +52,7 @@ describe('the documented Redis ACL', () => {
       (await Promise.all(['k1', 'k2', 'k3', 'none'].map((k) => store.load(k)))).map((r) => r.state),
       ['revoked', 'revoked', 'revoked', 'none'],
     );
-    assert.deepEqual(warnings(), []);
+    assert.deepEqual(logs.warnings(), []);
     // and nothing outside the prefix
     const outside = new Redis({ port: redis().port, host: '127.0.0.1', username: 'coatcheck', password, lazyConnect: true, maxRetriesPerRequest: 0 });
     t.after(() => outside.disconnect());

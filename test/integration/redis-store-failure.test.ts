@@ -103,7 +103,7 @@ describe('RedisStore failure handling', () => {
   test('start() with nothing listening fails with StoreUnavailableError within connectTimeout, names host:port, never the password, and leaves nothing running', async (t) => {
     const port = await freePort();
     const connectTimeout = 600;
-    const { store, lines, consoleError } = newStore(t, { url: `redis://:hunter2-secret@127.0.0.1:${port}`, connectTimeout });
+    const { store, logs, consoleError } = newStore(t, { url: `redis://:hunter2-secret@127.0.0.1:${port}`, connectTimeout });
     const baseline = ioResources();
     const { err, ms } = await timedFailure(() => store.start());
     assert.ok(err instanceof StoreUnavailableError, String(err));
@@ -112,7 +112,7 @@ describe('RedisStore failure handling', () => {
     assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
     assert.doesNotMatch(err.message, /hunter2/);
     assert.ok(ms < connectTimeout + MARGIN_MS, `start() took ${ms}ms`);
-    for (const line of lines) assert.doesNotMatch(JSON.stringify(line), /hunter2/);
+    for (const line of logs.lines) assert.doesNotMatch(JSON.stringify(line), /hunter2/);
     // No reconnect loop and no socket survive the failed start.
     await expectResourcesBackTo(baseline, 1500);
     // Commands after a failed start fail the same way; close() resolves, twice.
@@ -187,7 +187,7 @@ describe('RedisStore failure handling', () => {
 
   test('after Redis crashes and restarts, the store recovers by itself, logging quietly', async (t) => {
     const timeout = 300;
-    const { store, lines, consoleError } = newStore(t, { timeout });
+    const { store, logs, consoleError } = newStore(t, { timeout });
     await store.start();
     assert.equal(await store.create('k1', data, HOUR), true);
     const t0 = performance.now();
@@ -211,11 +211,11 @@ describe('RedisStore failure handling', () => {
     assert.equal(await store.update('k2', 1, data, HOUR), 'ok');
     assert.equal(await store.revoke('k2', HOUR), true);
 
-    const trouble = lines.filter((l) => l.level === 'warn' || l.level === 'error');
+    const trouble = logs.lines.filter((l) => l.level === 'warn' || l.level === 'error');
     assert.ok(trouble.length >= 1, 'the outage was logged');
     // Rate-limited: at most one line per 10s of outage, although ioredis retried many times.
     assert.ok(trouble.length <= 1 + Math.ceil(downMs / 10_000), `${trouble.length} warn lines in ${downMs}ms`);
-    assert.ok(lines.some((l) => /restored/.test(l.msg)), 'the recovery was logged');
+    assert.ok(logs.lines.some((l) => /restored/.test(l.msg ?? '')), 'the recovery was logged');
     assert.equal(consoleError.mock.callCount(), 0);
   });
 });

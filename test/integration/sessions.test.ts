@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ServerResponse } from 'node:http';
 import { Browser, cookieValue, send } from '../helpers/client.js';
-import { FakeClock, startCoatcheck, storeOverrides, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
+import { FakeClock } from '../helpers/clock.js';
+import { DEFAULT_RULES, startCoatcheck, storeOverrides, type Harness, type StoreChoice } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
 
@@ -60,7 +61,7 @@ function suite(name: string, choose: () => StoreChoice) {
     }
 
     test('1. the browser gets only the ticket; anonymous traffic creates no session', async (t) => {
-      const h = await fresh({ session: { passthrough: ['consent'] } });
+      const h = await fresh({ ...DEFAULT_RULES, session: { passthrough: ['consent'] } });
       t.after(() => h.close());
       const anon = await send(h.port, '/anon');
       assert.equal(anon.status, 200);
@@ -111,7 +112,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('3. managed cookies sent by the client are stripped and reported', async (t) => {
-      const h = await fresh({ session: { passthrough: ['_ga*'] } });
+      const h = await fresh({ ...DEFAULT_RULES, session: { passthrough: ['_ga*'] } });
       t.after(() => h.close());
       const b = await login(h);
       const r = await b.send('/echo', { headers: { cookie: 'app_session=stolen-before-deploy; _ga_X=GA1.1; random=1' } });
@@ -129,7 +130,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('4. logout revokes before forwarding; a replay gets 401 without reaching the app; others stay in', async (t) => {
-      const h = await fresh();
+      const h = await fresh(DEFAULT_RULES);
       t.after(() => h.close());
       const alice = await login(h);
       const bob = await login(h);
@@ -155,7 +156,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('4b. revoked handling is configurable: anonymous, or a redirect', async (t) => {
-      const h = await fresh({ invalidSession: { revoked: 'anonymous' } });
+      const h = await fresh({ ...DEFAULT_RULES, invalidSession: { revoked: 'anonymous' } });
       t.after(() => h.close());
       const b = await login(h);
       const stolen = b.ticket as string;
@@ -167,7 +168,7 @@ function suite(name: string, choose: () => StoreChoice) {
       const nav = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen}`, 'sec-fetch-mode': 'navigate' } });
       assert.ok(nav.setCookies.some((c) => /^coatcheck=; .*Max-Age=0/.test(c)), 'a page load clears it, so nobody stays stuck with it');
 
-      const h2 = await fresh({ invalidSession: { redirect: '/signed-out' } });
+      const h2 = await fresh({ ...DEFAULT_RULES, invalidSession: { redirect: '/signed-out' } });
       t.after(() => h2.close());
       const b2 = await login(h2);
       const stolen2 = b2.ticket as string;
@@ -178,7 +179,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('5. idle timeout slides per session; an expired ticket goes on as anonymous and is cleared', async (t) => {
-      const h = await fresh({ session: { idleTimeout: '10m', absoluteTimeout: '1h' } });
+      const h = await fresh({ ...DEFAULT_RULES, session: { idleTimeout: '10m', absoluteTimeout: '1h' } });
       t.after(() => h.close());
       const b = await login(h);
       for (let i = 0; i < 3; i++) {
@@ -194,7 +195,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('5b. absolute timeout caps a session however active; reject policy answers 401', async (t) => {
-      const h = await fresh({ session: { idleTimeout: '10m', absoluteTimeout: '30m' }, invalidSession: { expired: 'reject' } });
+      const h = await fresh({ ...DEFAULT_RULES, session: { idleTimeout: '10m', absoluteTimeout: '30m' }, invalidSession: { expired: 'reject' } });
       t.after(() => h.close());
       const b = await login(h);
       for (let i = 0; i < 4; i++) {
@@ -208,7 +209,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('6. login rotates the ticket: the one from before login dies, the jar moves over', async (t) => {
-      const h = await fresh();
+      const h = await fresh(DEFAULT_RULES);
       t.after(() => h.close());
       const b = new Browser(h.port);
       await b.send('/set-theme');
@@ -246,7 +247,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('6c. a background request racing the login does not clear the new ticket', async (t) => {
-      const h = await fresh();
+      const h = await fresh(DEFAULT_RULES);
       t.after(() => h.close());
       const b = new Browser(h.port);
       await b.send('/set-theme');
@@ -274,7 +275,7 @@ function suite(name: string, choose: () => StoreChoice) {
     });
 
     test('8. revocation is final under concurrency; concurrent writes both persist', async (t) => {
-      const h = await fresh();
+      const h = await fresh(DEFAULT_RULES);
       t.after(() => h.close());
       const b = await login(h);
       const ticket = b.ticket as string;
@@ -343,7 +344,7 @@ describe('with a real redis-server', () => {
     after(() => upstream.close());
 
     test('1. anonymous traffic writes nothing to Redis; the TTL follows the idle timeout', async (t) => {
-      const h = await startCoatcheck(upstream.origin, { ...storeOverrides({ kind: 'redis', url: redis.url }, 'anon:'), session: { idleTimeout: '10m' } });
+      const h = await startCoatcheck(upstream.origin, { ...DEFAULT_RULES, ...storeOverrides({ kind: 'redis', url: redis.url }, 'anon:'), session: { idleTimeout: '10m' } });
       t.after(() => h.close());
       const raw = redis.client();
       for (let i = 0; i < 5; i++) await send(h.port, '/echo');
@@ -359,7 +360,7 @@ describe('with a real redis-server', () => {
     });
 
     test('7. store down or slow: 503 fail-closed within the timeout, nobody logged out, recovery without restart', async (t) => {
-      const h = await startCoatcheck(upstream.origin, storeOverrides({ kind: 'redis', url: redis.url }, 'fail:'));
+      const h = await startCoatcheck(upstream.origin, { ...DEFAULT_RULES, ...storeOverrides({ kind: 'redis', url: redis.url }, 'fail:') });
       t.after(() => h.close());
       const b = new Browser(h.port);
       await b.send('/login', { method: 'POST' });
@@ -412,7 +413,7 @@ describe('with a real redis-server', () => {
     });
 
     test('4. a revoked session leaves only a tombstone that lives until the absolute deadline', async (t) => {
-      const h = await startCoatcheck(upstream.origin, { ...storeOverrides({ kind: 'redis', url: redis.url }, 'tomb:'), session: { idleTimeout: '5m', absoluteTimeout: '2h' } });
+      const h = await startCoatcheck(upstream.origin, { ...DEFAULT_RULES, ...storeOverrides({ kind: 'redis', url: redis.url }, 'tomb:'), session: { idleTimeout: '5m', absoluteTimeout: '2h' } });
       t.after(() => h.close());
       const b = new Browser(h.port);
       await b.send('/login', { method: 'POST' });

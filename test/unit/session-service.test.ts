@@ -8,6 +8,7 @@ import { StoreUnavailableError } from '../../src/errors.js';
 import { SessionService, type LiveSession } from '../../src/session/service.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { WriteResult } from '../../src/store/types.js';
+import { FakeClock } from '../helpers/clock.js';
 import { captureLogger } from '../helpers/logs.js';
 
 const URL_ROOT = 'https://app.example.com/';
@@ -41,50 +42,45 @@ class ContendedStore extends MemoryStore {
 }
 
 function setup(times: number) {
-  let now = Date.UTC(2026, 5, 1);
-  const clock = () => now;
+  const clock = new FakeClock(Date.UTC(2026, 5, 1));
   const log = captureLogger();
-  let service: SessionService | undefined;
   // The other writer: a second request on the same session that sets `other=<n>`.
-  const interfere = async (_key: string, _version: number) => {
+  const interfere = async (_key: string, _version: number): Promise<void> => {
     const live = await resolve();
-    const outcome = await svc().commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
+    const outcome = await service.commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
     assert.equal(outcome.kind, 'updated');
   };
-  const store = new ContendedStore(clock, log.logger, interfere, 0);
-  const svc = () => service as SessionService;
-  service = new SessionService({
+  const store = new ContendedStore(clock.now, log.logger, interfere, 0);
+  const service = new SessionService({
     store,
     secrets: ['0123456789abcdef0123456789abcdef'],
     timeouts: { idleTimeout: 30 * MIN, absoluteTimeout: 12 * 60 * MIN, renewAfter: null, renewGrace: 30_000 },
     limits: { maxCookiesPerSession: 50, maxJarBytes: 32_768 },
-    clock,
+    clock: clock.now,
     logger: log.logger,
   });
   let ticket = '';
   const changesOf = (...setCookies: string[]): JarChange[] => {
     const jar = new RequestJar();
-    return setCookies.map((sc) => jar.apply(sc, URL_ROOT, now, undefined));
+    return setCookies.map((sc) => jar.apply(sc, URL_ROOT, clock.now(), undefined));
   };
   const resolve = async (): Promise<LiveSession> => {
-    const r = await svc().resolve([ticket]);
+    const r = await service.resolve([ticket]);
     assert.equal(r.state, 'live');
     return (r as { session: LiveSession }).session;
   };
   const cookies = async () => [...(await resolve()).cookies.values()].map((c) => `${c.key}=${c.value}`).sort();
   return {
     store,
-    service: svc(),
+    service,
     log,
     changesOf,
     resolve,
     cookies,
     ticket: () => ticket,
-    advance: (ms: number) => {
-      now += ms;
-    },
+    advance: (ms: number) => clock.advance(ms),
     async login() {
-      const created = await svc().commit({ session: undefined, changes: changesOf('app=1'), rotate: false });
+      const created = await service.commit({ session: undefined, changes: changesOf('app=1'), rotate: false });
       assert.equal(created.kind, 'created');
       ticket = (created as { ticket: string }).ticket;
       store.times = times;
@@ -113,7 +109,7 @@ describe('session writes under concurrency (compare-and-set)', () => {
       return true;
     });
     assert.equal(s.store.interferences, 8);
-    const warned = s.log.lines.filter((l) => l.event === 'session.write_contention');
+    const warned = s.log.logs.lines.filter((l) => l.event === 'session.write_contention');
     assert.equal(warned.length, 1);
     assert.equal(warned[0]?.attempts, 8);
     s.store.times = 0;
