@@ -7,7 +7,7 @@ import { configSchema, type Config, type ConfigInput } from '../../src/config/sc
 import { RequestContext, type PipelineDeps } from '../../src/pipeline/context.js';
 import type { ForwardEngine } from '../../src/proxy/engine.js';
 import { createStore } from '../../src/store/index.js';
-import { captureLogger, type LogLine } from './logs.js';
+import { captureLogger, type LogCapture } from './logs.js';
 
 export const STAGE_SECRET = 'stage-test-secret-0123456789-abcdefghijklmnop';
 
@@ -56,7 +56,7 @@ const refusingEngine: ForwardEngine = {
 export interface StageHarness {
   deps: PipelineDeps;
   config: Config;
-  logs: LogLine[];
+  logs: LogCapture;
   /** A fresh context for `req`. */
   context(req?: IncomingMessage): RequestContext;
   /** The value of a security-event counter. */
@@ -70,14 +70,14 @@ export function stageConfig(input: Partial<ConfigInput> = {}): Config {
 
 export function stageHarness(input: Partial<ConfigInput> = {}, clock: () => number = Date.now): StageHarness {
   const config = stageConfig(input);
-  const { logger, lines } = captureLogger();
+  const { logger, logs } = captureLogger();
   const store = createStore(config.store, { clock, logger });
   const deps = createPipelineDeps({ config, logger, clock, store, engine: refusingEngine });
   let n = 0;
   return {
     deps,
     config,
-    logs: lines,
+    logs,
     context: (req = fakeRequest()) => new RequestContext(`req-${++n}`, req, {} as ServerResponse, logger),
     async securityCount(event) {
       const metric = await deps.metrics.security.get();
