@@ -1,7 +1,9 @@
 // The forwarding engine behind one small interface. HTTP goes through an undici Pool: its
 // response (status and headers) arrives before anything is written to the client, so the
-// response stages can await the store first. (WebSocket upgrades will sit behind the same
-// interface, through http-proxy-3.)
+// response stages can await the store first. Only HTTP is forwarded: there is no WebSocket
+// support yet. Node's server hands a request with `Upgrade` to the handler as a plain request
+// (no 'upgrade' listener), the request stages drop `Upgrade` as hop-by-hop, and the app gets an
+// ordinary HTTP request.
 //
 // The Pool is driven through `dispatch()` with one handler object per request (`Exchange`),
 // not through `request()`: that one makes, per request, an AsyncResource, a promise, a Readable
