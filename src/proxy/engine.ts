@@ -89,11 +89,6 @@ export class UndiciEngine implements ForwardEngine {
   async close(): Promise<void> {
     await this.pool.close();
   }
-
-  /** Drops every connection at once (after a drain deadline has passed). */
-  async destroy(): Promise<void> {
-    await this.pool.destroy();
-  }
 }
 
 /** The error an exchange is aborted with when the client went away. */

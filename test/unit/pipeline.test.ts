@@ -36,9 +36,10 @@ async function app(handler: (req: IncomingMessage, res: ServerResponse) => void)
   return {
     engine,
     async close() {
-      await engine.destroy();
+      // The app's connections first: a request still running then fails, and close() does not wait for it.
       server.closeAllConnections();
       server.close();
+      await engine.close();
     },
   };
 }
