@@ -73,6 +73,7 @@ test('engine: status, raw headers in order (values as latin1) and the body come 
 
 test('engine: a body larger than what is kept before sendTo() streams completely, in order', async (t) => {
   const chunk = Buffer.alloc(64 * 1024);
+  const heldBack = deferred<void>();
   const a = await app((_req, res) => {
     res.writeHead(200, { 'content-length': String(chunk.length * 40) });
     let i = 0;
@@ -80,7 +81,10 @@ test('engine: a body larger than what is kept before sendTo() streams completely
       while (i < 40) {
         const c = Buffer.from(chunk);
         c.writeUInt32BE(i++, 0);
-        if (!res.write(c)) return void res.once('drain', more);
+        if (!res.write(c)) {
+          heldBack.resolve();
+          return void res.once('drain', more);
+        }
       }
       res.end();
     };
@@ -89,7 +93,7 @@ test('engine: a body larger than what is kept before sendTo() streams completely
   t.after(() => a.close());
   const r = await a.engine.forward({ method: 'GET', path: '/big', headers: [], body: null }).response;
   // The response stages may take a while; the app's socket waits meanwhile.
-  await new Promise((ok) => setTimeout(ok, 50));
+  await heldBack.promise;
   const got = await relay(r);
   assert.equal(got.body.length, chunk.length * 40);
   for (let i = 0; i < 40; i++) assert.equal(got.body.readUInt32BE(i * chunk.length), i);
@@ -97,9 +101,11 @@ test('engine: a body larger than what is kept before sendTo() streams completely
 
 test('engine: abort() before the answer rejects quietly with an abort error; discard() of a large body closes the exchange', async (t) => {
   let answer: (() => void) | undefined;
+  const arrived = deferred<void>();
   const a = await app((req, res) => {
     if (req.url === '/slow') {
       answer = () => res.end('late');
+      arrived.resolve();
       return;
     }
     res.writeHead(200);
@@ -107,7 +113,7 @@ test('engine: abort() before the answer rejects quietly with an abort error; dis
   });
   t.after(() => a.close());
   const slow = a.engine.forward({ method: 'GET', path: '/slow', headers: [], body: null });
-  await new Promise((ok) => setTimeout(ok, 50));
+  await arrived.promise;
   slow.abort();
   await assert.rejects(slow.response, (err: Error & { code?: string }) => err.name === 'AbortError' && err.code === 'UND_ERR_ABORTED');
   answer?.();
@@ -121,11 +127,25 @@ test('engine: abort() before the answer rejects quietly with an abort error; dis
   assert.throws(() => again.body.sendTo({} as ServerResponse, () => undefined, undefined), /already consumed/);
 });
 
+test('engine: abort() right after forward(), before the request went out: rejects with an abort error, and the app never sees it', async (t) => {
+  const seen: string[] = [];
+  const a = await app((req, res) => {
+    seen.push(req.url as string);
+    res.end('ok');
+  });
+  t.after(() => a.close());
+  const f = a.engine.forward({ method: 'GET', path: '/never', headers: [], body: null });
+  f.abort();
+  await assert.rejects(f.response, (err: Error & { code?: string }) => err.name === 'AbortError' && err.code === 'UND_ERR_ABORTED');
+  const got = await relay(await a.engine.forward({ method: 'GET', path: '/after', headers: [], body: null }).response);
+  assert.equal(got.body.toString(), 'ok');
+  assert.deepEqual(seen, ['/after']);
+});
+
 test('engine: an app that dies mid-body: the error reaches sendTo()\'s callback and the client connection is cut', async (t) => {
   const a = await app((_req, res) => {
     res.writeHead(200, { 'content-length': '100000' });
-    res.write(Buffer.alloc(1000));
-    setTimeout(() => res.socket?.destroy(), 20);
+    res.write(Buffer.alloc(1000), () => res.socket?.destroy());
   });
   t.after(() => a.close());
   const r = await a.engine.forward({ method: 'GET', path: '/dies', headers: [], body: null }).response;
