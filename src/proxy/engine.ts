@@ -302,6 +302,8 @@ class Exchange implements Forwarding, UpstreamBody, Dispatcher.DispatchHandler {
  * names in their original case; values as latin1 so bytes pass through unchanged. undici gives
  * the raw list on the controller (Buffers from its HTTP/1.1 parser). Should a dispatcher give
  * none, the parsed headers are the fallback: names lower-cased, repeated headers still in order.
+ * (undici builds that parsed object for every response of this interface whether it is used or
+ * not: 1.5-3 µs for nine headers, measured on a busy 2-core machine; the old interface had no such cost.)
  */
 function rawHeaderList(raw: Dispatcher.DispatchController['rawHeaders'], parsed: ParsedHeaders): string[] {
   if (Array.isArray(raw)) {
