@@ -151,6 +151,7 @@ async function runAutocannon(load: Load, opts: RunOptions): Promise<LoadResult> 
     durationSec: opts.durationSec,
     timeoutSec: 5,
     requests,
+    spread: load.kind === 'simple' && load.cookies.length > 1,
   };
   const file = join(opts.tmpDir, `load-${++seq}.json`);
   await writeFile(file, JSON.stringify(spec));

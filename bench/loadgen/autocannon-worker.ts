@@ -23,6 +23,13 @@ export interface WorkerSpec {
   durationSec: number;
   timeoutSec: number;
   requests: WorkerRequest[];
+  /**
+   * The requests differ only in their cookie (one per session): start each connection at its
+   * own place in the list. autocannon starts every connection at the first request and they
+   * advance in step, so without this all connections use the same session at the same moment
+   * (every cookie update then races every other one on one record).
+   */
+  spread?: boolean;
 }
 
 export interface WorkerResult {
@@ -70,6 +77,24 @@ function toRequest(r: WorkerRequest): AutocannonRequest {
   return out;
 }
 
+/** The requests with per-connection starting places (see WorkerSpec.spread). */
+function spread(requests: AutocannonRequest[], connections: number): AutocannonRequest[] {
+  const n = requests.length;
+  const stride = Math.max(1, Math.floor(n / Math.max(1, connections)));
+  const cookies = requests.map((r) => (r.headers as Record<string, string> | undefined)?.cookie);
+  let starts = 0;
+  return requests.map((r, i) => ({
+    ...r,
+    // autocannon gives each connection a fresh context at the start of every pass over the
+    // list: the pass's offset is chosen then, a different one for each pass that starts.
+    setupRequest: (req, context) => {
+      if (typeof context.offset !== 'number') context.offset = (starts++ * stride) % n;
+      const cookie = cookies[(i + (context.offset as number)) % n];
+      return cookie === undefined ? req : { ...req, headers: { ...(req.headers ?? {}), cookie } };
+    },
+  }));
+}
+
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return 0;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -87,7 +112,7 @@ async function main(): Promise<void> {
     connections: spec.connections,
     duration: spec.durationSec,
     timeout: spec.timeoutSec,
-    requests: spec.requests.map(toRequest),
+    requests: spec.spread ? spread(spec.requests.map(toRequest), spec.connections) : spec.requests.map(toRequest),
   });
   instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => {
     if (n === lat.length) {
