@@ -4,8 +4,12 @@
 // Starts the "legacy" demo app (examples/demo-app.mjs) on 127.0.0.1:3000 in this process,
 // then coatcheck in front of it (node dist/cli.js --config config/demo.yaml, listening on
 // 127.0.0.1:8080), forwards coatcheck's log lines, and prints a short walk-through once the
-// proxy is listening. Ctrl-C (SIGINT) or SIGTERM stops both and exits 0; if the proxy exits
-// on its own, the app is stopped and this script exits with the proxy's code.
+// proxy is listening. Ctrl-C (SIGINT) or SIGTERM stops coatcheck, waits for it to exit, closes
+// the app and exits 0 (or coatcheck's own non-zero code, when its shutdown failed); coatcheck is
+// killed if it has not stopped within 10 s. If the proxy exits on its own, the app is stopped and this
+// script exits with the proxy's code. `npm start` runs this script with `exec`, so the signals
+// npm forwards reach it (a plain `sh -c` would die on them and leave both running).
+// COATCHECK_DEMO_PORT and COATCHECK_DEMO_APP_PORT move the two listeners (0: any free port).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,7 +21,8 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
 const CONFIG = join(ROOT, 'config', 'demo.yaml');
 const APP_HOST = '127.0.0.1';
-const APP_PORT = 3000;
+/** COATCHECK_DEMO_APP_PORT moves the demo app (0: any free port); coatcheck is told where it went. */
+const APP_PORT = Number(process.env.COATCHECK_DEMO_APP_PORT || 3000);
 const PROXY_URL = 'http://127.0.0.1:8080';
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -49,9 +54,10 @@ console.error(`demo: legacy demo app listening on ${app.url}`);
 
 const proxy = spawn(process.execPath, [CLI, '--config', CONFIG], {
   cwd: ROOT,
-  env: process.env,
+  env: { ...process.env, COATCHECK_DEMO_APP_PORT: String(new URL(app.url).port) },
   stdio: ['ignore', 'pipe', 'pipe'],
 });
+console.error(`demo: coatcheck starting (demo pid ${process.pid}, coatcheck pid ${proxy.pid})`);
 
 let stopping = false;
 let bannerShown = false;
@@ -64,7 +70,8 @@ function banner(port) {
     `    legacy app (direct, vulnerable) ${app.url}`,
     `    coatcheck in front of it        ${url}   <- use this one`,
     '',
-    '  Try it with curl (see the README walk-through):',
+    '  Try it with curl (see the README walk-through), in a temporary folder for the cookie files:',
+    '    cd "$(mktemp -d)"',
     `    curl -i -c jar.txt -d user=alice -d password=pw ${url}/login   # only a "coatcheck" ticket comes back`,
     `    curl -i -b jar.txt ${url}/profile                             # Hello, alice`,
     `    cp jar.txt stolen.txt; curl -i -b jar.txt ${url}/logout`,
@@ -105,7 +112,7 @@ proxy.on('exit', (code, signal) => {
   // before (or instead of) the SIGTERM we send: that too is a requested stop.
   const requested = stopping || signal === 'SIGINT' || signal === 'SIGTERM';
   let exitCode;
-  if (requested) exitCode = 0;
+  if (requested) exitCode = code ?? 0;
   else if (code !== null) exitCode = code;
   else exitCode = 128 + (osConstants.signals[/** @type {NodeJS.Signals} */ (signal)] ?? 0);
   if (!requested) console.error(`demo: coatcheck exited (${code !== null ? `code ${code}` : signal}); stopping the demo app`);
@@ -113,6 +120,7 @@ proxy.on('exit', (code, signal) => {
 });
 
 function stop(signal) {
+  // Ctrl-C under npm arrives twice (from the terminal, and forwarded by npm): one stop is enough.
   if (stopping) return;
   stopping = true;
   console.error(`\ndemo: ${signal}: stopping coatcheck and the demo app`);

@@ -66,6 +66,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     cookies: new CookiePolicy({ ticketName: config.cookie.name, managed: config.session.managed, passthrough: config.session.passthrough }),
     ticket: new TicketCookie(config.cookie.name, config.cookie, config.session.absoluteTimeout),
     onCookieCleared: new Set(config.logout.onCookieCleared),
+    strippedCookieNames: new Set(),
   };
 }
 

@@ -27,6 +27,8 @@ export interface PipelineDeps {
   ticket: TicketCookie;
   /** App cookie names whose clearing by the app revokes the session (logout.onCookieCleared). */
   onCookieCleared: ReadonlySet<string>;
+  /** Client cookie names already logged as stripped (once per name per process; bounded by the stage). */
+  strippedCookieNames: Set<string>;
 }
 
 const NO_STRINGS: readonly string[] = Object.freeze([]);
@@ -91,6 +93,11 @@ export class RequestContext {
   forwarding: Forwarding | undefined = undefined;
   /** The client went away before the response was complete. */
   aborted = false;
+  /**
+   * coatcheck itself cut the response after it started, and why: 'upstream' (the app's body
+   * failed), 'failed' (a failure after the headers were sent). Unset: not cut by coatcheck.
+   */
+  cutBy: 'upstream' | 'failed' | undefined = undefined;
   upstream: UpstreamResponse | undefined = undefined;
   /** Flat raw header list for the client response (made by the collectSetCookies stage). */
   responseHeaders: string[] = NO_STRINGS as string[];

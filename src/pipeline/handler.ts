@@ -43,13 +43,17 @@ export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: S
     counter.inc();
     const ms = performance.now() - ctx.started;
     metrics.duration.observe(ms / 1000);
-    if (!this.writableFinished) {
+    const complete = this.writableFinished;
+    // A response coatcheck cut itself was logged as what cut it (upstream.body_failed,
+    // request.failed): only an incomplete response nobody here cut is the client's doing.
+    if (!complete && ctx.cutBy === undefined) {
       ctx.aborted = true;
       ctx.forwarding?.abort();
       ctx.log.info({ event: 'client.aborted' }, 'client went away before the response was complete');
     }
     if (access) {
-      ctx.log.info({ event: 'access', method: ctx.method, path: ctx.pathname, status, ms: Math.round(ms * 10) / 10 }, 'request');
+      const line = { event: 'access', method: ctx.method, path: ctx.pathname, status, ms: Math.round(ms * 10) / 10 };
+      ctx.log.info(complete ? line : { ...line, incomplete: ctx.cutBy ?? 'client' }, 'request');
     }
   }
 
@@ -86,6 +90,7 @@ function finish(ctx: RequestContext, deps: PipelineDeps, outcome: Outcome): void
   if (outcome.kind === 'reject') replyReject(ctx, deps, outcome.error);
   else if (!res.headersSent) replyError(ctx, deps, outcome.error);
   else {
+    ctx.cutBy ??= 'failed';
     ctx.log.error({ event: 'request.failed', err: (outcome.error as Error)?.message }, 'request failed after the response started');
     res.destroy();
   }
@@ -121,6 +126,8 @@ async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
   ctx.upstream.body.sendTo(res, bodyFailed, ctx);
 }
 
+/** The app's body failed mid-way (the engine then cuts the client's response): an upstream failure. */
 function bodyFailed(err: Error, ctx: RequestContext): void {
-  ctx.log.warn({ event: 'upstream.body_failed', err: err.message }, 'the response body stream failed');
+  ctx.cutBy = 'upstream';
+  ctx.log.warn({ event: 'upstream.body_failed', err: err.message }, "the app's response body failed; the client's response was cut");
 }

@@ -2,7 +2,7 @@
 // of the context: it fills it in and goes on, or returns an Outcome; none answers the client.
 import { parseCookieHeader } from '../cookies/header.js';
 import { isLoopbackHost, jarCookieHeader, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
-import { CoatcheckError } from '../errors.js';
+import { CoatcheckError, StoreUnavailableError } from '../errors.js';
 import type { LiveSession } from '../session/service.js';
 import { fail, reject, type Outcome, type PipelineDeps, type RequestContext, type Stage } from './context.js';
 import { connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
@@ -27,6 +27,20 @@ function cookieTargetOfHost(host: string, path: string, secure: boolean): Cookie
   let name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
   name = name.toLowerCase().replace(/\.$/, '');
   return { host: name, path, secure: secure || isLoopbackHost(name) };
+}
+
+/**
+ * Does Host name the same authority as an absolute-form target? Both are read the URL way, in
+ * the target's scheme: an explicit default port (`h:80` for http, `h:443` for https) is the
+ * same authority as none, and case does not matter. A malformed Host names nothing.
+ */
+function namesAuthority(target: URL, host: string): boolean {
+  if (!HOST_RE.test(host)) return false;
+  try {
+    return new URL(`${target.protocol}//${host}`).host === target.host;
+  } catch {
+    return false;
+  }
 }
 
 /** 1. Where the request is going: target, public URL, client address. */
@@ -54,7 +68,7 @@ export const identify: Stage = (ctx, deps) => {
     } catch {
       u = undefined;
     }
-    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || (req.headers.host !== undefined && u.host !== req.headers.host.toLowerCase())) {
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || (req.headers.host !== undefined && !namesAuthority(u, req.headers.host))) {
       return fail(new CoatcheckError('BAD_REQUEST', 'unsupported request target'));
     }
     target = u.pathname + u.search;
@@ -175,20 +189,60 @@ export const matchRules: Stage = (ctx, deps) => {
   return ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
 };
 
+/**
+ * 5b. A login while the store is known to be unreachable is refused before the app runs it: the
+ * session it would create could not be stored, so the user would get a 503 after the app's login
+ * side effects (audit lines, lockout counters, one-time codes) had happened anyway.
+ */
+export const refuseLoginWithoutStore: Stage = (ctx, deps) => {
+  if (!ctx.isLogin || deps.service.storeAvailable()) return undefined;
+  return fail(new StoreUnavailableError('login refused: the session store is unreachable'));
+};
+
+/** Distinct stripped cookie names logged per process; past this, one line says logging stopped. */
+export const MAX_STRIPPED_NAMES_LOGGED = 256;
+/** Longest cookie name logged in full. */
+const MAX_LOGGED_NAME = 128;
+
+/**
+ * A client cookie that is neither the ticket nor passthrough never reaches the app. Say so once
+ * per name per process (debug: the usual cause of "my JavaScript cookie vanished" is a name
+ * missing from session.passthrough). The name only, never the value.
+ */
+function reportStripped(ctx: RequestContext, seen: Set<string>, name: string): void {
+  if (seen.size > MAX_STRIPPED_NAMES_LOGGED || seen.has(name)) return;
+  if (seen.size === MAX_STRIPPED_NAMES_LOGGED) {
+    seen.add('\0full'); // no cookie name holds a NUL: a marker that this line was written
+    ctx.log.debug({ event: 'cookie.stripped_names_limit', limit: MAX_STRIPPED_NAMES_LOGGED }, 'stripped client cookie names: the limit of names logged is reached; no more are logged');
+    return;
+  }
+  seen.add(name);
+  const cookieName = name.length > MAX_LOGGED_NAME ? `${name.slice(0, MAX_LOGGED_NAME)}…` : name;
+  ctx.log.debug(
+    { event: 'cookie.client_stripped', cookieName },
+    'a client cookie was stripped before the app (logged once per name): list it in session.passthrough if the page itself sets it',
+  );
+}
+
 /** 6. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */
 export const buildCookieHeader: Stage = (ctx, deps) => {
   const policy = deps.cookies;
+  const debug = deps.logger.isLevelEnabled('debug');
   let passed = '';
   for (const c of ctx.clientCookies) {
     const owner = policy.ownerOf(c.name);
     if (owner === 'client') {
       passed = passed === '' ? `${c.name}=${c.value}` : `${passed}; ${c.name}=${c.value}`;
-    } else if (owner === 'jar' && policy.isAppCookie(c.name)) {
-      ctx.log.warn(
-        { event: 'session.legacy_cookie_presented', cookieName: c.name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
-        'the client presented an app cookie directly; it was stripped',
-      );
-      deps.metrics.security.inc({ event: 'legacy_cookie_presented' });
+    } else if (owner === 'jar') {
+      if (policy.isAppCookie(c.name)) {
+        ctx.log.warn(
+          { event: 'session.legacy_cookie_presented', cookieName: c.name, client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null },
+          'the client presented an app cookie directly; it was stripped',
+        );
+        deps.metrics.security.inc({ event: 'legacy_cookie_presented' });
+      } else if (debug) {
+        reportStripped(ctx, deps.strippedCookieNames, c.name);
+      }
     }
   }
   let header = '';
@@ -244,6 +298,7 @@ export const REQUEST_STAGES: readonly Stage[] = [
   handleInvalid,
   checkBinding,
   matchRules,
+  refuseLoginWithoutStore,
   buildCookieHeader,
   forwardHeaders,
 ];

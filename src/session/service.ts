@@ -157,6 +157,11 @@ export class SessionService {
     this.touchInterval = Math.min(60_000, Math.floor(deps.timeouts.idleTimeout / 10));
   }
 
+  /** Whether the store is known to be reachable now (no round trip; see SessionStore.available). */
+  storeAvailable(): boolean {
+    return this.store.available();
+  }
+
   /**
    * Classifies the ticket values a client presented (normally one). A value that fails the
    * signature check never reaches the store.

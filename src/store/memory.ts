@@ -98,6 +98,11 @@ export class MemoryStore implements SessionStore {
     this.assertOpen();
   }
 
+  /** In the process: always available until closed. */
+  available(): boolean {
+    return !this.closed;
+  }
+
   async load(key: string): Promise<LoadResult> {
     this.assertOpen();
     const now = this.clock();

@@ -57,6 +57,11 @@ export class RedisStore implements SessionStore {
     await this.client.run('ping', (redis) => redis.ping());
   }
 
+  /** The connection is up (ready): a command now would be sent, not refused. */
+  available(): boolean {
+    return this.client.available();
+  }
+
   /** One GET, or one key of the MGET that carries this turn's loads (see load-batcher.ts). */
   async load(key: string): Promise<LoadResult> {
     const value = await this.client.fetch(this.keys.session(key));

@@ -54,6 +54,12 @@ export interface SessionStore {
   close(): Promise<void>;
   /** Round trip to the store; throws StoreUnavailableError on failure. */
   ping(): Promise<void>;
+  /**
+   * Whether the store is known to be reachable right now, without a round trip: false when a
+   * call would certainly fail (not started, closed, Redis connection not ready). True is no
+   * promise that the next call succeeds. Cheap and synchronous: asked before a login is forwarded.
+   */
+  available(): boolean;
 
   load(key: string): Promise<LoadResult>;
 

@@ -469,14 +469,17 @@ describe('RedisStore specifics', () => {
     const { logger } = captureLogger();
     const idle = makeStore(prefix, logger);
     t.after(() => idle.close());
+    assert.equal(idle.available(), false, 'never started: not available');
     await assert.rejects(idle.ping(), StoreUnavailableError);
     await assert.rejects(idle.load('k'), /not started/);
     await assert.rejects(idle.create('k', b('x'), HOUR), StoreUnavailableError);
     await assert.rejects(idle.revokeFamily('F', 'k', HOUR), StoreUnavailableError);
     // Starting later works.
     await idle.start();
+    assert.equal(idle.available(), true);
     assert.equal(await idle.create('k', b('x'), HOUR), true);
     await idle.close();
+    assert.equal(idle.available(), false);
     await assert.rejects(idle.start(), /closed/);
     await assert.rejects(idle.load('k'), /closed/);
     // What was written stays for other clients.

@@ -664,7 +664,9 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
       const { store, clock } = await setup(t);
       await store.create('k1', b('a'), HOUR);
       await store.ping();
+      assert.equal(store.available(), true, 'a started store is available');
       await store.close();
+      assert.equal(store.available(), false, 'a closed store is not');
       await store.close();
       await assert.rejects(store.ping(), StoreUnavailableError);
       await assert.rejects(store.load('k1'), StoreUnavailableError);

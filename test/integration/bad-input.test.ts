@@ -322,22 +322,47 @@ describe('bad input', () => {
       });
     }
 
-    test('a well-formed absolute-form target naming this host is forwarded in origin-form', async () => {
-      const seen = up.nextRequest('/echo');
-      const r = await sendRaw(cc.port, 'GET http://h.example/echo?q=1 HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n');
-      assert.equal(r.status, 200);
-      const rec = await seen;
-      assert.equal(rec.url, '/echo?q=1');
-      assert.equal(rec.headers.host, 'h.example');
-    });
+    // The target's authority and Host are compared the URL way: an explicit default port is the
+    // same authority as none, case does not matter.
+    const sameAuthority: Array<[target: string, host: string]> = [
+      ['http://h.example/echo?q=1', 'h.example'],
+      ['http://h.example:80/echo?q=1', 'h.example'],
+      ['http://h.example/echo?q=1', 'h.example:80'],
+      ['http://h.example:80/echo?q=1', 'h.example:80'],
+      ['http://H.Example/echo?q=1', 'h.example'],
+      ['https://h.example:443/echo?q=1', 'h.example'],
+      ['https://h.example/echo?q=1', 'h.example:443'],
+      ['http://h.example:8080/echo?q=1', 'h.example:8080'],
+      ['http://[::1]:80/echo?q=1', '[::1]'],
+    ];
+    for (const [target, host] of sameAuthority) {
+      test(`an absolute-form target naming this host is forwarded in origin-form: ${target} with Host ${host}`, async () => {
+        const seen = up.nextRequest('/echo');
+        const r = await sendRaw(cc.port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        assert.equal(r.status, 200, `got ${JSON.stringify(r.head)}`);
+        const rec = await seen;
+        assert.equal(rec.url, '/echo?q=1');
+        assert.equal(rec.headers.host, host);
+      });
+    }
 
     // RFC 9112 §3.2.2 would have the target's authority win over Host: the ambiguity is refused.
-    test('an absolute-form target naming another host than Host → 400, the app is not contacted', async () => {
-      const received = up.received.length;
-      const r = await sendRaw(cc.port, 'GET http://other.example/echo HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n');
-      assert.equal(r.status, 400, `got ${JSON.stringify(r.head)}`);
-      assert.equal(up.received.length, received);
-    });
+    const otherAuthority: Array<[target: string, host: string]> = [
+      ['http://other.example/echo', 'h.example'],
+      ['http://h.example:8080/echo', 'h.example'],
+      ['http://h.example/echo', 'h.example:8080'],
+      ['http://h.example/echo', 'h.example:443'],
+      ['https://h.example/echo', 'h.example:80'],
+      ['http://h.example/echo', 'user@h.example'],
+    ];
+    for (const [target, host] of otherAuthority) {
+      test(`an absolute-form target naming another authority than Host → 400, the app is not contacted: ${target} with Host ${host}`, async () => {
+        const received = up.received.length;
+        const r = await sendRaw(cc.port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        assert.equal(r.status, 400, `got ${JSON.stringify(r.head)}`);
+        assert.equal(up.received.length, received);
+      });
+    }
 
     // RFC 9112 §3.2: a request with more than one Host line gets a 400.
     test('two Host header lines → 400, the app is not contacted', async () => {

@@ -627,8 +627,42 @@ describe('forwarding', () => {
       await within(closed, 10_000, 'the app never saw the request go away: the upstream request was not aborted');
       assert.equal(res.writableFinished, false);
       await within(proxy.logs.waitFor((l) => l.event === 'client.aborted'), 10_000, 'no client.aborted log line');
+      const access = await within(proxy.logs.waitFor((l) => l.event === 'access' && l.path === '/think'), 10_000, 'no access line');
+      assert.equal(access.incomplete, 'client');
       assert.equal((await send(proxy.port, '/echo')).status, 200, 'still serving');
     });
+
+    // The app's body failing mid-way is an upstream failure: coatcheck cuts the client's
+    // response itself, and must not report that as the client going away.
+    const bodyFailures: Array<[name: string, overrides: Parameters<typeof startCoatcheck>[1], fail: (res: ServerResponse) => void]> = [
+      ['the app drops its connection mid-body', {}, (res) => res.socket?.destroy()],
+      ['the app stalls mid-body past upstreamTimeout', { upstreamTimeout: '300ms' }, () => undefined],
+    ];
+    for (const [name, overrides, breakBody] of bodyFailures) {
+      test(`${name} → logged as upstream.body_failed, never client.aborted; the client's response is cut`, { timeout: 30_000 }, async (t) => {
+        const { up: app, cc: proxy } = await startPair(t, overrides);
+        const appRes = deferred<ServerResponse>();
+        app.route('/half', (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(4 * CHUNK) });
+          res.write(Buffer.alloc(CHUNK, 0x61));
+          appRes.resolve(res);
+        });
+        const { req, response } = open(proxy.port, '/half');
+        req.end();
+        const clientRes = await within(response, 10_000, 'no response headers');
+        clientRes.on('error', () => undefined);
+        await once(clientRes, 'data');
+        // Not events.once: the 'error' (aborted) that comes with the cut would reject it.
+        const clientGone = new Promise<void>((resolve) => clientRes.on('close', resolve));
+        breakBody(await appRes.promise);
+        await within(clientGone, 10_000, "the client's response was not cut");
+        assert.equal(clientRes.complete, false, 'the client saw a complete body');
+        const access = await within(proxy.logs.waitFor((l) => l.event === 'access' && l.path === '/half'), 10_000, 'no access line');
+        assert.equal(access.incomplete, 'upstream');
+        assert.equal(proxy.logs.events('upstream.body_failed').length, 1);
+        assert.deepEqual(proxy.logs.events('client.aborted'), [], 'an upstream failure was logged as a client abort');
+      });
+    }
 
     test('client gone mid-upload → the app sees its request aborted', { timeout: 30_000 }, async (t) => {
       const { up: app, cc: proxy } = await startPair(t);

@@ -5,11 +5,11 @@ import { parseCookieHeader } from '../../src/cookies/header.js';
 import { RequestJar } from '../../src/cookies/jar.js';
 import { fail, reject, type Outcome, type Stage } from '../../src/pipeline/context.js';
 import { runStages } from '../../src/pipeline/handler.js';
-import { buildCookieHeader, checkBinding, forwardHeaders, handleInvalid, identify, matchRules } from '../../src/pipeline/request.js';
+import { buildCookieHeader, checkBinding, forwardHeaders, handleInvalid, identify, matchRules, MAX_STRIPPED_NAMES_LOGGED, refuseLoginWithoutStore } from '../../src/pipeline/request.js';
 import { normalizePath, ruleMatches } from '../../src/pipeline/rules.js';
 import { bindingOf, ipPrefix } from '../../src/pipeline/session-actions.js';
 import type { ConfigInput, Rule } from '../../src/config/schema.js';
-import type { Resolution } from '../../src/session/service.js';
+import type { Resolution, SessionService } from '../../src/session/service.js';
 import { fakeRequest, stageConfig, stageHarness, type FakeRequestInit } from '../helpers/pipeline.js';
 
 function rules(input: ConfigInput['login']): readonly Rule[] {
@@ -117,6 +117,12 @@ describe('request target and Host (identify)', () => {
     { name: 'origin-form', req: { url: '/a/../b?q=1', headers: ['Host', 'app.example'] }, publicUrl: 'http://app.example/a/../b', pathname: '/b' },
     { name: 'absolute-form naming Host', req: { url: 'http://app.example/x?y', headers: ['Host', 'app.example'] }, publicUrl: 'http://app.example/x', pathname: '/x' },
     { name: 'absolute-form naming another host', req: { url: 'http://evil.example/x', headers: ['Host', 'app.example'] }, bad: 'unsupported request target' },
+    { name: 'absolute-form with the default port, Host without', req: { url: 'http://app.example:80/x', headers: ['Host', 'app.example'] }, publicUrl: 'http://app.example/x' },
+    { name: 'absolute-form without a port, Host with the default port', req: { url: 'http://app.example/x', headers: ['Host', 'app.example:80'] }, publicUrl: 'http://app.example:80/x' },
+    { name: 'absolute-form https with port 443, Host without', req: { url: 'https://app.example:443/x', headers: ['Host', 'app.example'] }, publicUrl: 'http://app.example/x' },
+    { name: 'absolute-form with another port than Host', req: { url: 'http://app.example:8080/x', headers: ['Host', 'app.example'] }, bad: 'unsupported request target' },
+    { name: 'absolute-form http, Host with the https port', req: { url: 'http://app.example/x', headers: ['Host', 'app.example:443'] }, bad: 'unsupported request target' },
+    { name: 'absolute-form, Host with userinfo', req: { url: 'http://app.example/x', headers: ['Host', 'u@app.example'] }, bad: 'unsupported request target' },
     { name: 'asterisk-form', req: { method: 'OPTIONS', url: '*', headers: ['Host', 'app.example'] }, bad: 'unsupported request target' },
     { name: 'two Host lines', req: { headers: ['Host', 'a.example', 'host', 'b.example'] }, bad: 'more than one Host header' },
     { name: 'a malformed Host', req: { headers: ['Host', 'a b'] }, bad: 'malformed Host header' },
@@ -288,6 +294,57 @@ describe('the Cookie header the app gets', () => {
       assert.equal(buildCookieHeader(ctx, h.deps), undefined);
       assert.equal(ctx.upstreamCookie, row.upstream);
       assert.equal(await h.securityCount('legacy_cookie_presented'), row.alarms);
+    });
+  }
+});
+
+describe('stripped client cookies are logged by name, once per name per process', () => {
+  test('debug lines name each stripped cookie once, never a value; app cookies get their warning instead; the set of names is bounded', () => {
+    const h = stageHarness({ session: { passthrough: ['theme'] }, cookie: { name: 'cc', secure: false } });
+    h.deps.cookies.noteAppCookie('sid');
+    const send = (cookie: string) => {
+      const ctx = h.context(fakeRequest({ headers: ['Host', 'app.example', 'Cookie', cookie] }));
+      identify(ctx, h.deps);
+      ctx.clientCookies = parseCookieHeader(cookie);
+      assert.equal(buildCookieHeader(ctx, h.deps), undefined);
+    };
+    send('js_pref=SECRET1; theme=dark; cc=v1.x.y');
+    send('js_pref=SECRET2; other=SECRET3');
+    send('js_pref=SECRET4; other=SECRET5; sid=SECRET6');
+    const lines = h.logs.events('cookie.client_stripped');
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.cookieName]),
+      [
+        ['debug', 'js_pref'],
+        ['debug', 'other'],
+      ],
+    );
+    assert.equal(h.logs.events('session.legacy_cookie_presented').length, 1, 'an app cookie gets its warning, not the debug line');
+    assert.ok(!h.logs.raw.some((l) => /SECRET/.test(l)), 'a cookie value reached the log');
+    for (let i = 0; i < MAX_STRIPPED_NAMES_LOGGED + 10; i++) send(`n${i}=v`);
+    assert.equal(h.logs.events('cookie.client_stripped').length, MAX_STRIPPED_NAMES_LOGGED);
+    assert.equal(h.logs.events('cookie.stripped_names_limit').length, 1);
+    assert.equal(h.deps.strippedCookieNames.size, MAX_STRIPPED_NAMES_LOGGED + 1);
+  });
+});
+
+describe('a login while the store is known to be unreachable', () => {
+  const table: Array<{ name: string; login: boolean; available: boolean; refused: boolean }> = [
+    { name: 'a login, store available → goes on', login: true, available: true, refused: false },
+    { name: 'a login, store unreachable → 503 before the app', login: true, available: false, refused: true },
+    { name: 'not a login, store unreachable → goes on (it needs no new session)', login: false, available: false, refused: false },
+  ];
+  for (const row of table) {
+    test(row.name, () => {
+      const h = stageHarness();
+      const deps = { ...h.deps, service: { storeAvailable: () => row.available } as unknown as SessionService };
+      const ctx = h.context();
+      ctx.isLogin = row.login;
+      const out = refuseLoginWithoutStore(ctx, deps) as Outcome | undefined;
+      if (!row.refused) return assert.equal(out, undefined);
+      assert.equal(out?.kind, 'fail');
+      assert.equal((out as { error: { code: string; status: number } }).error.code, 'COATCHECK_ERR_STORE_UNAVAILABLE');
+      assert.equal((out as { error: { code: string; status: number } }).error.status, 503);
     });
   }
 });

@@ -64,6 +64,11 @@ export class RedisClient {
     return this.closing;
   }
 
+  /** Started, not closed, and the connection ready (not connecting or reconnecting). */
+  available(): boolean {
+    return this.closing === undefined && this.ioredis !== undefined && this.ioredis.status === 'ready';
+  }
+
   /** Runs one command on the started client; any failure or timeout becomes StoreUnavailableError. */
   async run<T>(op: string, command: (redis: ScriptedRedis) => Promise<T>): Promise<T> {
     return this.send(op, this.ready(), command);
