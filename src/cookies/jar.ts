@@ -3,6 +3,7 @@
 // ordering) are tough-cookie's; this file only moves cookies between tough-cookie and the
 // compact form kept in the store. Pure: every function takes `now`, none does I/O.
 import { canonicalDomain, Cookie, cookieCompare, CookieJar, domainMatch, MemoryCookieStore, pathMatch } from 'tough-cookie';
+import { splitCookiePair } from './names.js';
 
 export type SameSiteContext = 'strict' | 'lax' | 'none' | undefined;
 
@@ -200,8 +201,14 @@ export class RequestJar {
    */
   apply(setCookie: string, url: string, now: number, sameSiteContext: SameSiteContext): JarChange {
     const parsed = Cookie.parse(setCookie, { loose: false });
-    if (!parsed) return { kind: 'rejected', name: undefined, reason: 'unparseable Set-Cookie' };
-    const name = parsed.key;
+    const semi = setCookie.indexOf(';');
+    const pair = splitCookiePair(semi === -1 ? setCookie : setCookie.slice(0, semi));
+    if (!parsed || !pair) return { kind: 'rejected', name: undefined, reason: 'unparseable Set-Cookie' };
+    // tough-cookie trims the name and value with String#trim(), which also cuts 0xA0 (a byte of
+    // many UTF-8 characters in a latin1 header string): keep the bytes as the browser would.
+    parsed.key = pair.name;
+    parsed.value = pair.value;
+    const name = pair.name;
     // Max-Age is relative to the moment of receipt; keep it as an absolute expiry.
     if (typeof parsed.maxAge === 'number') {
       parsed.expires = parsed.maxAge <= 0 ? new Date(0) : new Date(now + parsed.maxAge * 1000);

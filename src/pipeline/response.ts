@@ -44,7 +44,7 @@ export const collectSetCookies: Stage = (ctx, deps) => {
     }
     const cookieName = setCookieName(value);
     if (cookieName === undefined) {
-      ctx.log.warn({ event: 'upstream.set_cookie_invalid' }, 'dropped a Set-Cookie from the app that has no valid cookie name');
+      ctx.log.warn({ event: 'upstream.set_cookie_invalid' }, 'dropped a Set-Cookie from the app whose name a browser would refuse (no `=`, an empty name, or a control character)');
       continue;
     }
     const owner = policy.ownerOf(cookieName);

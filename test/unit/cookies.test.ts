@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseCookieHeader, setCookieName } from '../../src/cookies/header.js';
-import { NameMatcher } from '../../src/cookies/names.js';
+import { isBrowserCookieName, isCookieName, isCookieNamePattern, NameMatcher } from '../../src/cookies/names.js';
+import { CookiePolicy } from '../../src/cookies/policy.js';
 import type { Cookie } from 'tough-cookie';
 import { cookieHeaderFor, cookieTargetOf, jarCookieHeader, RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
 import { decodeRecord, encodeRecord, type SessionMeta } from '../../src/session/record.js';
@@ -42,6 +43,8 @@ describe('Cookie header parsing', () => {
     ['  a = 1 ;b=2;', [['a', '1'], ['b', '2']]],
     [';;;', []],
     ['noequals; =empty; c=3', [['c', '3']]],
+    ['a@b=1; my cookie=2; "q"=3', [['a@b', '1'], ['my cookie', '2'], ['"q"', '3']]],
+    ['ctl\u0001=1; d=4', [['d', '4']]],
     ['q="quoted value"', [['q', '"quoted value"']]],
     ['t=x=y=z', [['t', 'x=y=z']]],
     ['u=Ã©', [['u', 'Ã©']]],
@@ -54,13 +57,57 @@ describe('Cookie header parsing', () => {
       );
     });
   }
-  test('Set-Cookie names', () => {
-    assert.equal(setCookieName('sid=1; Path=/'), 'sid');
-    assert.equal(setCookieName(' sid =1'), 'sid');
-    assert.equal(setCookieName('=1'), undefined);
-    assert.equal(setCookieName('novalue'), undefined);
-    assert.equal(setCookieName('a b=1'), undefined);
-    assert.equal(setCookieName('a;b=1'), undefined);
+  // Names as RFC 6265bis and Chromium/Firefox take them: anything but controls, `=` and `;`,
+  // trimmed of SP and HTAB only. Strings are latin1 header strings: `Ã©` is é's UTF-8 bytes.
+  const nameCases: Array<[string, string | undefined]> = [
+    ['sid=1; Path=/', 'sid'],
+    [' sid =1', 'sid'],
+    ['\tsid\t=1', 'sid'],
+    ['user@site=1', 'user@site'],
+    ['(paren)=1', '(paren)'],
+    ['"quoted"=1', '"quoted"'],
+    ['a b=1', 'a b'],
+    ['  my  cookie  =1', 'my  cookie'],
+    ['{a}[b]/c?d:e,f\\g=1', '{a}[b]/c?d:e,f\\g'],
+    ['prÃ©nom=1', 'prÃ©nom'],
+    // à = C3 A0, and String#trim() takes 0xA0 for a space: the byte must stay.
+    ['voilÃ\u00a0=1', 'voilÃ\u00a0'],
+    ['\u00a0lead=1', '\u00a0lead'],
+    ['=1', undefined],
+    ['  =1', undefined],
+    ['novalue', undefined],
+    ['a;b=1', undefined],
+    ['a\u0001b=1', undefined],
+    ['a\u001fb=1', undefined],
+    ['a\u007fb=1', undefined],
+    ['a\tb=1', undefined],
+    ['\u0000=1', undefined],
+    ['\u6625=1', undefined],
+  ];
+  for (const [value, expected] of nameCases) {
+    test(`Set-Cookie ${JSON.stringify(value)} is named ${JSON.stringify(expected)}`, () => {
+      assert.equal(setCookieName(value), expected);
+      // The client side reads a name the same way.
+      const pair = value.split(';')[0] as string;
+      assert.deepEqual(
+        parseCookieHeader(pair).map((p) => p.name),
+        expected === undefined ? [] : [expected],
+      );
+    });
+  }
+  test('config names stay RFC 6265 tokens; traffic takes browser names', () => {
+    for (const n of ['sid', 'XSRF-TOKEN', '__Host-x']) assert.ok(isCookieName(n) && isBrowserCookieName(n), n);
+    for (const n of ['a@b', 'a b', '(x)', '"q"', 'prÃ©nom']) {
+      assert.ok(!isCookieName(n) && !isCookieNamePattern(n), `${n} is not a config name`);
+      assert.ok(isBrowserCookieName(n), `${n} is a browser name`);
+    }
+    for (const n of ['', ' a', 'a ', 'a=b', 'a;b', 'a\u0001', '\u6625']) assert.ok(!isBrowserCookieName(n), JSON.stringify(n));
+  });
+  test('a value keeps its bytes through the Cookie header, 0xA0 included', () => {
+    assert.deepEqual(parseCookieHeader('v=lÃ\u00a0; w=\u00a0x\u00a0 '), [
+      { name: 'v', value: 'lÃ\u00a0' },
+      { name: 'w', value: '\u00a0x\u00a0' },
+    ]);
   });
   test('name patterns', () => {
     const m = new NameMatcher(['_ga*', 'theme', 'a*b']);
@@ -154,6 +201,50 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     const again = new Jar([back]);
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 99_000, undefined), 'k=v a l=ue');
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 100_000, undefined), '');
+  });
+
+  // Browser names and their values go into the jar, through a stored record and back into a
+  // Cookie header unchanged: the field `name;domain;path` splits at the name's end, since a name
+  // never holds `;` (a path may, and it comes last).
+  const jarNames: Array<{ set: string; url?: string; header: string }> = [
+    { set: 'user@site=1', header: 'user@site=1' },
+    { set: '(paren)=2', header: '(paren)=2' },
+    { set: '"quoted"="v; not an attribute"', header: '"quoted"="v' },
+    { set: ' my  cookie = a b ', header: 'my  cookie=a b' },
+    { set: 'prÃ©nom=Ã©lodie', header: 'prÃ©nom=Ã©lodie' },
+    { set: 'voilÃ\u00a0=lÃ\u00a0', header: 'voilÃ\u00a0=lÃ\u00a0' },
+    { set: 'a:b=1', url: 'https://app.example.com/x;y/z', header: 'a:b=1' },
+  ];
+  for (const row of jarNames) {
+    test(`jar and record keep ${JSON.stringify(row.set)}`, () => {
+      const url = row.url ?? URL_ROOT;
+      const change = new RequestJar().apply(row.set, url, NOW, undefined);
+      assert.equal(change.kind, 'set');
+      if (change.kind !== 'set') return;
+      assert.equal(change.name, setCookieName(row.set));
+      const record = decodeRecord(encodeRecord(META, new Map([[change.field, change.cookie]])));
+      assert.ok(record, 'the record decodes');
+      const back = record.cookies.get(change.field);
+      assert.ok(back);
+      assert.equal(back.key, change.cookie.key);
+      assert.equal(back.path, change.cookie.path);
+      assert.equal(new Jar([back]).cookieHeader(url, NOW, undefined), row.header);
+    });
+  }
+
+  test('managed and passthrough matching take browser names as they come', () => {
+    const all = new CookiePolicy({ ticketName: 'coatcheck', managed: '*', passthrough: ['_js*', 'theme'] });
+    assert.equal(all.ownerOf('user@site'), 'jar');
+    assert.equal(all.ownerOf('my cookie'), 'jar');
+    assert.equal(all.ownerOf('_js prÃ©nom'), 'client');
+    assert.equal(all.ownerOf('theme '), 'jar', 'no trimming here: names come trimmed');
+    assert.equal(all.ownerOf('coatcheck'), 'ticket');
+    all.noteAppCookie('prÃ©nom');
+    assert.ok(all.isAppCookie('prÃ©nom'));
+    assert.ok(!all.isAppCookie('prénom'), 'bytes, not decoded text');
+    const listed = new CookiePolicy({ ticketName: 'coatcheck', managed: ['sid'], passthrough: [] });
+    assert.equal(listed.ownerOf('sid'), 'jar');
+    assert.equal(listed.ownerOf('(paren)'), 'client');
   });
 
   test('a record keeps the order cookies were created in, also within one millisecond and across a round trip', () => {
