@@ -3,7 +3,7 @@
 // listen addresses in values.ts.
 import { z } from 'zod';
 import { isCookieName, isCookieNamePattern, patternToRegExp } from '../cookies/names.js';
-import { formatDuration, parseDuration, parseListen } from './values.js';
+import { cookieDomainProblem, formatDuration, headerLocation, parseDuration, parseListen, suggestDuration } from './values.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /**
@@ -12,11 +12,16 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  */
 const always = { when: () => true };
 
+const DURATION_FORMS = 'a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds';
 const duration = (opts: { min?: number } = {}) =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
+  z.union([z.string(), z.number()], { error: `expected ${DURATION_FORMS}` }).transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration like "30m", got ${JSON.stringify(v)}` });
+      const hint = suggestDuration(v);
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected ${DURATION_FORMS}; got ${JSON.stringify(v)}${hint ? ` (did you mean "${hint}"?)` : ''}`,
+      });
       return z.NEVER;
     }
     if (opts.min !== undefined && ms < opts.min) {
@@ -26,10 +31,14 @@ const duration = (opts: { min?: number } = {}) =>
     return ms;
   });
 
-const listen = z.string().transform((v, ctx) => {
-  const addr = parseListen(v);
+const LISTEN_FORMS = '"host:port", ":port" or "[::1]:port"';
+const listen = z.union([z.string(), z.number()], { error: `expected ${LISTEN_FORMS}` }).transform((v, ctx) => {
+  const addr = typeof v === 'string' ? parseListen(v) : undefined;
   if (!addr) {
-    ctx.addIssue({ code: 'custom', message: `expected "host:port" or ":port", got ${JSON.stringify(v)}` });
+    // A bare port (8080, or "8080") is the usual slip: YAML reads the former as a number.
+    const port = /^\d{1,5}$/.test(String(v).trim()) ? String(v).trim() : undefined;
+    const hint = port ? ` (did you mean ":${port}" for every interface, or "127.0.0.1:${port}" for this machine only? Quote it)` : '';
+    ctx.addIssue({ code: 'custom', message: `expected ${LISTEN_FORMS}, got ${typeof v === 'number' ? `the number ${v}` : JSON.stringify(v)}${hint}` });
     return z.NEVER;
   }
   return addr;
@@ -143,7 +152,15 @@ const cookieSchema = z
     name: cookieName.default('__Host-coatcheck'),
     secure: z.boolean().default(true),
     sameSite: z.enum(['strict', 'lax', 'none']).default('lax'),
-    domain: z.string().min(1).nullable().default(null),
+    domain: z
+      .string()
+      .min(1)
+      .superRefine((v, ctx) => {
+        const problem = cookieDomainProblem(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .nullable()
+      .default(null),
     persistent: z.boolean().default(false),
   })
   .superRefine((c: unknown, ctx) => {
@@ -204,7 +221,20 @@ const invalidSessionSchema = z.strictObject({
   revoked: z.enum(['reject', 'anonymous']).default('reject'),
   expired: z.enum(['reject', 'anonymous']).default('anonymous'),
   status: z.number().int().min(400).max(599).default(401),
-  redirect: z.string().min(1).nullable().default(null),
+  // Goes into the Location header: checked, non-ASCII percent-encoded (values.ts headerLocation).
+  redirect: z
+    .string()
+    .min(1)
+    .transform((v, ctx) => {
+      const r = headerLocation(v);
+      if ('error' in r) {
+        ctx.addIssue({ code: 'custom', message: r.error });
+        return z.NEVER;
+      }
+      return r.value;
+    })
+    .nullable()
+    .default(null),
 });
 
 const logSchema = z.strictObject({

@@ -1,10 +1,13 @@
 // Warnings: a valid configuration that is allowed but risky (plain-HTTP ticket, memory store,
-// weak, repeated or defaulted secrets), as "file:line:col: key.path: message". Never a secret's value.
+// weak, repeated or defaulted secrets, Secure cookies behind a proxy that is not trusted, nothing
+// in the configuration that ends a session early), as "file:line:col: key.path: message". Never
+// a secret's value.
 import type { Document } from 'yaml';
 import { formatConfigProblem } from '../errors.js';
 import { dotted, locate, sortProblems } from './positions.js';
 import type { At, Located, Path } from './positions.js';
 import type { Config } from './schema.js';
+import { formatListen, isLoopbackHost } from './values.js';
 
 export interface WarningSource {
   file: string;
@@ -29,6 +32,18 @@ export function collectWarnings(config: Config, { file, doc, at, defaulted }: Wa
     warn(
       ['store', 'kind'],
       `is memory${explicit ? '' : ' (the default)'}: sessions live in this process only, are not shared between instances and are lost on restart; use redis in production`,
+    );
+  }
+  if (config.cookie.secure && config.trustProxy === false && !isLoopbackHost(config.listen.host)) {
+    warn(
+      ['trustProxy'],
+      `is false, yet listen is ${formatListen(config.listen)} (not loopback) and cookie.secure is true. coatcheck speaks plain HTTP, so browsers reach it through a TLS-terminating proxy; without trustProxy every request counts as plain HTTP, and the app's Secure cookies are refused (upstream.set_cookie_rejected), so its users get no session. Fix: set trustProxy: true, and let only that proxy reach coatcheck`,
+    );
+  }
+  if (config.logout.rules.length === 0 && config.logout.onCookieCleared.length === 0) {
+    warn(
+      ['logout'],
+      'has no rule and no onCookieCleared: coatcheck itself never ends a session early, so a logout in the app leaves the session (and a copied ticket) alive until session.idleTimeout or session.absoluteTimeout, unless the app answers its logout with the header "Coatcheck-Session: revoke". Add the logout path(s) as rules, or the app\'s session cookie to logout.onCookieCleared',
     );
   }
   const seen = new Map<string, number>();

@@ -172,10 +172,10 @@ describe('cli', () => {
         const r = await runToEnd(args);
         assert.equal(r.code, 2, `exit code of ${args.join(' ')}`);
         const expected = [
-          `${file}:1:9: listen: expected "host:port" or ":port", got "nope"`,
+          `${file}:1:9: listen: expected "host:port", ":port" or "[::1]:port", got "nope"`,
           `${file}:2:11: upstream: expected an http:// or https:// URL, got "ftp://example.com"`,
           `${file}:4:5: secrets[0]: a secret needs at least 32 characters, got ${shortSecret.length}`,
-          `${file}:6:16: session.idleTimeout: expected a duration like "30m", got "30 minutes"`,
+          `${file}:6:16: session.idleTimeout: expected a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds; got "30 minutes" (did you mean "30m"?)`,
           `${file}:7:3: session.bogusKey: unknown key "bogusKey"`,
           `${file}:9:13: cookie.sameSite: expected one of "strict", "lax", "none", got "sideways"`,
           `${file}:10:1: store.url: required when kind is "redis"`,
@@ -193,6 +193,8 @@ describe('cli', () => {
       const r = await runToEnd(['--config', file]);
       assert.equal(r.code, 2);
       assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: `));
+      // yaml's message, with a one-line hint at what usually causes it.
+      assert.match(r.stderr, /\(usually an unclosed "\[" or "\{", or a " #" inside one that starts a comment: quote such values\)/);
       assertNoStack(r.stderr, 'stderr');
     });
   });
@@ -230,6 +232,24 @@ describe('cli', () => {
       assert.equal(printed.cookie.name, 'coatcheck');
     });
 
+    test('warns, naming the fix, about Secure cookies behind an untrusted proxy and about nothing that ends a session early', async () => {
+      // Listens beyond loopback with a Secure ticket and trustProxy off; no logout rule, no onCookieCleared.
+      const lines = ['listen: ":8080"', 'upstream: "http://127.0.0.1:45679"', 'secrets:', `  - "${SECRET}"`, 'store: { kind: redis, url: "redis://127.0.0.1:1/0" }'];
+      const file = await configFile('warn.yaml', lines.join('\n'));
+      const r = await runToEnd(['check-config', '--config', file]);
+      assert.equal(r.code, 0, r.stderr);
+      const warnings = r.stderr.split('\n').filter((l) => l.startsWith('warning: '));
+      assert.equal(warnings.length, 2, r.stderr);
+      assert.match(warnings.join('\n'), new RegExp(`^warning: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: trustProxy: is false, yet listen is 0\\.0\\.0\\.0:8080 \\(not loopback\\) .* Fix: set trustProxy: true`, 'm'));
+      assert.match(warnings.join('\n'), /: logout: has no rule and no onCookieCleared: .*unless the app answers its logout with the header "Coatcheck-Session: revoke"/);
+
+      // The fix the warnings name silences them.
+      const fixed = await configFile('fixed.yaml', [...lines, 'trustProxy: true', 'logout: [{ path: /logout }]'].join('\n'));
+      const ok = await runToEnd(['check-config', '--config', fixed]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.ok(!ok.stderr.includes('warning: '), ok.stderr);
+    });
+
     test('COATCHECK_CONFIG is used when --config is missing, and --config wins over it', async () => {
       const fromEnv = await configFile('env.yaml', validConfig('http://127.0.0.1:40001'));
       const r = await runToEnd(['check-config'], { COATCHECK_CONFIG: fromEnv });
@@ -250,6 +270,20 @@ describe('cli', () => {
     });
     after(async () => {
       await up?.close();
+    });
+
+    test('start logs the configuration warnings (config.warning), e.g. that nothing ends a session early', { timeout: 60_000 }, async (t) => {
+      const file = await configFile('norules.yaml', validConfig(up.origin).replace('logout:\n  - path: /logout\n', ''));
+      const cli = runCli(['--config', file]);
+      t.after(() => killIfRunning(cli));
+      await within(cli.stdout.waitFor((l) => l.msg === 'listening'), EXIT_DEADLINE_MS, `no "listening" line; stderr:\n${cli.stderr()}`);
+      const warned = cli.stdout.events('config.warning');
+      assert.ok(
+        warned.some((l) => l.level === 'warn' && /: logout: has no rule and no onCookieCleared: .*"Coatcheck-Session: revoke"/.test(l.msg ?? '')),
+        cli.stdout.raw.join('\n'),
+      );
+      cli.proc.kill('SIGTERM');
+      assert.equal(await within(cli.exited, EXIT_DEADLINE_MS, 'no exit after SIGTERM'), 0);
     });
 
     test('port 0: logs a JSON "listening" line with the port, proxies, and SIGTERM exits 0 after the in-flight request finished', { timeout: 60_000 }, async (t) => {

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { validateHeaderValue } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -15,7 +16,7 @@ import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
 import type { LoadedConfig } from '../../src/config/load.js';
 import { printConfig, redactUrlPassword } from '../../src/config/print.js';
 import type { Config } from '../../src/config/schema.js';
-import { formatDuration, formatListen, parseDuration, parseListen } from '../../src/config/values.js';
+import { formatDuration, formatListen, isLoopbackHost, parseDuration, parseListen, suggestDuration } from '../../src/config/values.js';
 
 const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url));
 const SECRET = 'test-secret-0123456789-abcdefghijklmnop';
@@ -23,6 +24,8 @@ const SECRET2 = 'second-secret-ZYXWVUTSRQPONMLKJIHGFEDCBA';
 const ENV = { COATCHECK_SECRET: SECRET };
 /** The smallest valid configuration: lines 1 and 2 of most test documents. */
 const BASE = ['upstream: "http://127.0.0.1:3000"', 'secrets: ["${COATCHECK_SECRET}"]'];
+/** A logout rule, so that a test document does not warn that nothing ends a session early. */
+const LOGOUT = 'logout: [{ path: /logout }]';
 
 function load(text: string | string[], env: NodeJS.ProcessEnv = ENV): LoadedConfig {
   return loadConfigText(Array.isArray(text) ? text.join('\n') : text, 'test.yaml', env);
@@ -118,6 +121,10 @@ describe('example configurations in config/', () => {
 
   it('redis.yaml: redis from REDIS_URL (with a default), __Host- cookie, no warnings', async () => {
     const a = await loadConfigFile(join(CONFIG_DIR, 'redis.yaml'), ENV);
+    // It listens on every interface behind a TLS-terminating load balancer: it must trust it,
+    // or the app's Secure cookies are refused (issue 10 §5).
+    assert.deepEqual(a.config.listen, { host: '0.0.0.0', port: 8080 });
+    assert.equal(a.config.trustProxy, true);
     assert.equal(a.config.store.kind, 'redis');
     assert.equal(a.config.store.url, 'redis://127.0.0.1:6379/0');
     assert.equal(a.config.cookie.name, '__Host-coatcheck');
@@ -202,7 +209,7 @@ describe('problems: path, message and line:col', () => {
       name: 'bad duration',
       lines: [...BASE, 'session:', '  idleTimeout: 30 minutes'],
       path: 'session.idleTimeout',
-      message: 'expected a duration like "30m", got "30 minutes"',
+      message: 'expected a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds; got "30 minutes" (did you mean "30m"?)',
       at: '30 minutes',
     },
     {
@@ -332,17 +339,17 @@ describe('problems: path, message and line:col', () => {
       at: '302',
     },
     {
-      name: 'listen without a port',
+      name: 'listen without a port: a bare port, quoted',
       lines: ['listen: "8080"', ...BASE],
       path: 'listen',
-      message: 'expected "host:port" or ":port", got "8080"',
+      message: 'expected "host:port", ":port" or "[::1]:port", got "8080" (did you mean ":8080" for every interface, or "127.0.0.1:8080" for this machine only? Quote it)',
       at: '"8080"',
     },
     {
       name: 'listen with a port out of range',
       lines: ['listen: ":70000"', ...BASE],
       path: 'listen',
-      message: 'expected "host:port" or ":port", got ":70000"',
+      message: 'expected "host:port", ":port" or "[::1]:port", got ":70000"',
       at: '":70000"',
     },
     {
@@ -524,16 +531,163 @@ describe('problems: path, message and line:col', () => {
       name: 'a YAML syntax error',
       lines: [...BASE, 'cookie:', '  name: a', ' secure: true'],
       path: '',
-      message: 'All mapping items must start at the same column',
+      message: 'All mapping items must start at the same column (usually indentation: keys of one mapping, and items of one list, must start at the same column)',
       at: ' secure',
     },
     {
       name: 'an alias to an unknown anchor',
       lines: [...BASE, 'cookie:', '  name: *ticket'],
       path: '',
-      message: 'unknown alias "*ticket" (no anchor "&ticket" before it)',
+      message: 'unknown alias "*ticket" (no anchor "&ticket" before it; a value that starts with "*" or "&", such as a "*" pattern, must be quoted: "*")',
       at: '*ticket',
     },
+    // Friendlier messages (issue 10 §5): durations name their units and suggest one; a bare
+    // port suggests ":port"; YAML errors carry a hint at their usual cause.
+    ...(
+      [
+        ['1h30m', '90m'],
+        ['1.5h', '90m'],
+        ['2 hours', '2h'],
+        ['5S', '5s'],
+        ['1m30s', '90s'],
+        ['1.5s', '1500ms'],
+      ] as const
+    ).map(([written, meant]): Case => ({
+      name: `duration ${JSON.stringify(written)} suggests ${JSON.stringify(meant)}`,
+      lines: [...BASE, 'session:', `  idleTimeout: ${written}`],
+      path: 'session.idleTimeout',
+      message: `expected a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds; got ${JSON.stringify(written)} (did you mean "${meant}"?)`,
+      at: written,
+    })),
+    {
+      name: 'a duration with no clear reading suggests nothing',
+      lines: [...BASE, 'session:', '  idleTimeout: soon'],
+      path: 'session.idleTimeout',
+      message: 'expected a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds; got "soon"',
+      at: 'soon',
+    },
+    {
+      name: 'a duration of the wrong type lists the units too',
+      lines: [...BASE, 'session:', '  idleTimeout: true'],
+      path: 'session.idleTimeout',
+      message: 'expected a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds, got true',
+      at: 'true',
+    },
+    {
+      name: 'listen: 8080, a number, suggests ":8080"',
+      lines: ['listen: 8080', ...BASE],
+      path: 'listen',
+      message: 'expected "host:port", ":port" or "[::1]:port", got the number 8080 (did you mean ":8080" for every interface, or "127.0.0.1:8080" for this machine only? Quote it)',
+      at: '8080',
+    },
+    {
+      name: 'admin.listen: 9090, a number, suggests ":9090"',
+      lines: [...BASE, 'admin:', '  listen: 9090'],
+      path: 'admin.listen',
+      message: /^expected "host:port", ":port" or "\[::1\]:port", got the number 9090 \(did you mean ":9090"/,
+      at: '9090',
+    },
+    {
+      name: 'listen of the wrong type',
+      lines: ['listen: [a]', ...BASE],
+      path: 'listen',
+      message: 'expected "host:port", ":port" or "[::1]:port", got a list',
+      at: '[a]',
+    },
+    {
+      name: 'YAML: a tab as indentation',
+      lines: [...BASE, 'cookie:', '\tname: a'],
+      path: '',
+      message: 'Tabs are not allowed as indentation (indent with spaces: YAML does not allow tabs there)',
+      at: '\tname',
+    },
+    {
+      name: 'YAML: an unquoted ": " in a value',
+      lines: [...BASE, 'invalidSession:', '  redirect: /login?next=a: b'],
+      path: '',
+      message: 'Nested mappings are not allowed in compact mappings (usually a value holding ": " that is not quoted, or a line indented deeper than the key above it)',
+      at: '/login',
+    },
+    {
+      name: 'YAML: an unquoted "*"',
+      lines: [...BASE, 'session:', '  managed: *'],
+      path: '',
+      message: /^Alias cannot be an empty string \(a value that starts with "\*" or "&", such as a "\*" pattern, must be quoted: "\*"\)$/,
+      at: '*',
+    },
+    {
+      name: 'YAML: a " #" inside a flow list starts a comment',
+      lines: [...BASE, 'session:', '  passthrough: [a, #b]', 'log: {}'],
+      path: '',
+      message: /\(usually an unclosed "\[" or "\{", or a " #" inside one that starts a comment: quote such values\)$/,
+      at: 'log: {}',
+    },
+    {
+      name: 'YAML: a list item out of line',
+      lines: [...BASE, 'logout:', '- path: /x', ' methods: [GET]'],
+      path: '',
+      message: 'Sequence item without - indicator (usually indentation: every "- " of a list must start at the same column; or a key without ":")',
+      at: ' methods',
+    },
+    {
+      name: 'YAML: a value starting with "@"',
+      lines: [...BASE, 'invalidSession:', '  redirect: @login'],
+      path: '',
+      message: 'Plain value cannot start with reserved character @ (a value that starts with "@", "`", "%", "|" or ">" must be quoted)',
+      at: '@login',
+    },
+    // Values that go into a header (issue 10 §5).
+    {
+      name: 'a redirect with CR LF (header injection)',
+      lines: [...BASE, 'invalidSession:', '  redirect: "/x\\r\\nSet-Cookie: a=b"'],
+      path: 'invalidSession.redirect',
+      message: 'holds a control character (U+000D), which cannot go into a Location header',
+      at: '"/x',
+    },
+    {
+      name: 'a redirect with a tab',
+      lines: [...BASE, 'invalidSession:', '  redirect: "/x\\ty"'],
+      path: 'invalidSession.redirect',
+      message: 'holds a control character (U+0009), which cannot go into a Location header',
+      at: '"/x',
+    },
+    {
+      name: 'a redirect with a non-ASCII host',
+      lines: [...BASE, 'invalidSession:', '  redirect: "https://bücher.example/signed-out"'],
+      path: 'invalidSession.redirect',
+      message: 'has a non-ASCII character ("ü") in its scheme or host; write an internationalized host name in its ASCII "xn--" form',
+      at: '"https',
+    },
+    {
+      name: 'a redirect with a non-ASCII host, scheme-relative',
+      lines: [...BASE, 'invalidSession:', '  redirect: "//bücher.example/"'],
+      path: 'invalidSession.redirect',
+      message: /^has a non-ASCII character \("ü"\) in its scheme or host/,
+      at: '"//',
+    },
+    {
+      name: 'a redirect with an unpaired surrogate',
+      lines: [...BASE, 'invalidSession:', '  redirect: "/x\\ud800"'],
+      path: 'invalidSession.redirect',
+      message: 'holds an unpaired UTF-16 surrogate, which is not a character',
+      at: '"/x',
+    },
+    ...(
+      [
+        ['"example.com; Secure"', 'holds ";", which a cookie\'s Domain cannot hold; expected a domain name such as "example.com"'],
+        ['"exa mple.com"', 'holds a space, which a cookie\'s Domain cannot hold; expected a domain name such as "example.com"'],
+        ['"example.com\\n"', 'holds a control character (U+000A); expected a domain name such as "example.com"'],
+        ['"bücher.example"', 'has a non-ASCII character ("ü"); write an internationalized domain name in its ASCII "xn--" form'],
+        ['"example.com,evil.com"', 'holds ",", which a cookie\'s Domain cannot hold; expected a domain name such as "example.com"'],
+        ['"example..com"', 'expected a domain name such as "example.com" (labels separated by single dots)'],
+      ] as const
+    ).map(([written, message]): Case => ({
+      name: `cookie.domain ${written} is refused`,
+      lines: [...BASE, 'cookie:', '  name: cc', `  domain: ${written}`],
+      path: 'cookie.domain',
+      message,
+      at: written,
+    })),
     {
       name: 'a top level that is not a mapping',
       lines: ['- upstream: "http://127.0.0.1:3000"'],
@@ -560,9 +714,17 @@ describe('problems: path, message and line:col', () => {
     const err = failure([...BASE, 'session:', '  idleTimeout: 30 minutes']);
     assert.equal(
       err.message,
-      'invalid configuration (1 problem):\n  test.yaml:4:16: session.idleTimeout: expected a duration like "30m", got "30 minutes"',
+      'invalid configuration (1 problem):\n  test.yaml:4:16: session.idleTimeout: expected a duration: a whole number and one unit (ms, s, m, h or d, e.g. "30m"), or whole seconds; got "30 minutes" (did you mean "30m"?)',
     );
     assert.equal(err.code, 'COATCHECK_ERR_CONFIG_INVALID');
+  });
+
+  it('YAML: an unclosed quote gets its hint (placed at the end of the document)', () => {
+    const got = problems([...BASE, 'invalidSession:', '  redirect: "/login', 'log: {}']);
+    assert.deepEqual(
+      got.map((p) => p.message),
+      ['Missing closing "quote (a quoted value is not closed on its line)'],
+    );
   });
 
   it('an empty file (or only comments) reports the required keys, without a position', () => {
@@ -875,6 +1037,78 @@ describe('listen', () => {
   });
 });
 
+describe('suggestDuration, isLoopbackHost', () => {
+  const suggestions: [unknown, string | undefined][] = [
+    ['1h30m', '90m'],
+    ['1h 30m', '90m'],
+    ['1 hour and 30 minutes', '90m'],
+    ['2d12h', '60h'],
+    ['1.5h', '90m'],
+    ['0.5s', '500ms'],
+    ['30 minutes', '30m'],
+    ['30 mins', '30m'],
+    ['10 Seconds', '10s'],
+    ['5S', '5s'],
+    ['1w', undefined],
+    ['soon', undefined],
+    ['30m extra', undefined],
+    ['-5s', undefined],
+    ['0.0001s', undefined],
+    [90, undefined],
+    ['', undefined],
+  ];
+  for (const [input, want] of suggestions) {
+    it(`suggestDuration(${JSON.stringify(input)}) = ${want}`, () => {
+      assert.equal(suggestDuration(input), want);
+      if (want !== undefined) assert.notEqual(parseDuration(want), undefined);
+    });
+  }
+
+  const hosts: [string, boolean][] = [
+    ['127.0.0.1', true],
+    ['127.255.0.9', true],
+    ['::1', true],
+    ['::ffff:127.0.0.1', true],
+    ['localhost', true],
+    ['LOCALHOST', true],
+    ['app.localhost', true],
+    ['0.0.0.0', false],
+    ['::', false],
+    ['10.0.0.5', false],
+    ['128.0.0.1', false],
+    ['localhost.example.com', false],
+    ['example.com', false],
+  ];
+  for (const [host, want] of hosts) {
+    it(`isLoopbackHost(${JSON.stringify(host)}) = ${want}`, () => assert.equal(isLoopbackHost(host), want));
+  }
+});
+
+describe('invalidSession.redirect goes into a Location header', () => {
+  const cases: [string, string][] = [
+    ['/login', '/login'],
+    ['https://sso.example.com/login?next=%2F', 'https://sso.example.com/login?next=%2F'],
+    ['/ログイン', '/%E3%83%AD%E3%82%B0%E3%82%A4%E3%83%B3'],
+    ['/connexion?raison=expirée#haut', '/connexion?raison=expir%C3%A9e#haut'],
+    ['https://sso.example.com/ü?q=ü#ü', 'https://sso.example.com/%C3%BC?q=%C3%BC#%C3%BC'],
+    ['/emoji/😀', '/emoji/%F0%9F%98%80'],
+    ['/a b', '/a b'],
+  ];
+  for (const [written, sent] of cases) {
+    it(`${JSON.stringify(written)} is sent as ${JSON.stringify(sent)}, which Node accepts as a header value`, () => {
+      const { config } = load([...BASE, 'invalidSession:', `  redirect: ${JSON.stringify(written)}`]);
+      assert.equal(config.invalidSession.redirect, sent);
+      assert.doesNotThrow(() => validateHeaderValue('location', sent));
+      assert.equal(decodeURI(sent), written, 'the encoding changes no character that was written');
+    });
+  }
+
+  it('check-config prints the value as it is sent', () => {
+    const { config } = load([...BASE, 'invalidSession:', '  redirect: "/ログイン"']);
+    assert.match(printConfig(config), /redirect: \/%E3%83%AD%E3%82%B0%E3%82%A4%E3%83%B3/);
+  });
+});
+
 describe('rules', () => {
   it('path is exact, prefix is a prefix, methods are upper-cased, no methods means every method', () => {
     const { config } = load([...BASE, 'login:', '  - path: /login', '    methods: [post, Put]', '  - prefix: /sso/']);
@@ -957,7 +1191,7 @@ describe('renewal, binding and the admin listener', () => {
     );
     assert.deepEqual(
       problems([...BASE, 'admin:', '  listen: "nowhere"']).map((p) => [p.path, p.message]),
-      [['admin.listen', 'expected "host:port" or ":port", got "nowhere"']],
+      [['admin.listen', 'expected "host:port", ":port" or "[::1]:port", got "nowhere"']],
     );
   });
 });
@@ -972,6 +1206,12 @@ describe('cookie prefixes', () => {
       problems([...BASE, 'cookie:', '  name: __Host-x', '  secure: false', '  domain: example.com']).map((p) => p.path),
       ['cookie.secure', 'cookie.domain'],
     );
+  });
+
+  it('cookie.domain: ASCII host names, with or without a leading dot, are taken as written', () => {
+    for (const domain of ['example.com', '.example.com', 'xn--bcher-kva.example', 'a-b.c1.example', 'localhost']) {
+      assert.equal(load([...BASE, 'cookie:', '  name: cc', `  domain: "${domain}"`]).config.cookie.domain, domain);
+    }
   });
 
   it('a plain name may have a domain and no secure (with a warning)', () => {
@@ -1012,51 +1252,90 @@ describe('secrets', () => {
     assert.equal(err.problems.length, 7, err.message);
     for (const s of secretish) assert.ok(!err.message.includes(s), `message leaks ${s}:\n${err.message}`);
 
-    const { warnings } = load(['upstream: "http://x"', 'secrets: ["${A}", "${A}", "${B:-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}"]'], { A: SECRET });
+    const { warnings } = load(['upstream: "http://x"', 'secrets: ["${A}", "${A}", "${B:-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}"]', LOGOUT], { A: SECRET });
     assert.equal(warnings.length, 3, warnings.join('\n'));
     for (const s of [SECRET, 'aaaaaaaaaa']) assert.ok(!warnings.join('\n').includes(s));
   });
 });
 
 describe('warnings', () => {
+  /** Redis and a logout rule: a configuration with no warning of its own (lines 1-4). */
+  const PROD = [...BASE, 'store: { kind: redis, url: "redis://r" }', LOGOUT];
   const cases: { name: string; lines: string[]; env?: NodeJS.ProcessEnv; want: (string | RegExp)[] }[] = [
     {
       name: 'none for a production-like config',
-      lines: [...BASE, 'store:', '  kind: redis', '  url: "redis://127.0.0.1:6379/0"'],
+      lines: [...BASE, 'store:', '  kind: redis', '  url: "redis://127.0.0.1:6379/0"', LOGOUT],
       want: [],
     },
     {
       name: 'memory store (the default)',
-      lines: BASE,
+      lines: [...BASE, LOGOUT],
       want: [/^test\.yaml: store\.kind: is memory \(the default\): .*not shared.*lost on restart/],
     },
     {
       name: 'memory store, explicit, with its position',
-      lines: [...BASE, 'store:', '  kind: memory'],
+      lines: [...BASE, 'store:', '  kind: memory', LOGOUT],
       want: [/^test\.yaml:4:9: store\.kind: is memory: /],
     },
     {
       name: 'cookie.secure: false',
-      lines: [...BASE, 'store: { kind: redis, url: "redis://r" }', 'cookie:', '  name: cc', '  secure: false'],
+      lines: [...BASE, 'store: { kind: redis, url: "redis://r" }', 'cookie:', '  name: cc', '  secure: false', LOGOUT],
       want: [/^test\.yaml:6:11: cookie\.secure: is false, so the ticket cookie travels over plain HTTP/],
     },
     {
       name: 'a duplicated secret',
-      lines: ['upstream: "http://x"', 'store: { kind: redis, url: "redis://r" }', 'secrets: ["${A}", "${B}", "${A}"]'],
+      lines: ['upstream: "http://x"', 'store: { kind: redis, url: "redis://r" }', 'secrets: ["${A}", "${B}", "${A}"]', LOGOUT],
       env: { A: SECRET, B: SECRET2 },
       want: ['test.yaml:3:27: secrets[2]: is the same as secrets[0]'],
     },
     {
       name: 'a secret taken from the default in the file',
-      lines: ['upstream: "http://x"', 'store: { kind: redis, url: "redis://r" }', `secrets: ["\${S:-${SECRET}}"]`],
+      lines: ['upstream: "http://x"', 'store: { kind: redis, url: "redis://r" }', `secrets: ["\${S:-${SECRET}}"]`, LOGOUT],
       env: {},
       want: [/^test\.yaml:3:11: secrets\[0\]: environment variable "S" is not set, so the default written in the configuration file is used/],
     },
     {
       name: 'a secret with very few distinct characters',
-      lines: ['upstream: "http://x"', 'store: { kind: redis, url: "redis://r" }', `secrets: ["${'x'.repeat(40)}", "${'abc1'.repeat(10)}"]`],
+      lines: ['upstream: "http://x"', 'store: { kind: redis, url: "redis://r" }', `secrets: ["${'x'.repeat(40)}", "${'abc1'.repeat(10)}"]`, LOGOUT],
       want: [/secrets\[0\]: has only 1 distinct characters/, /secrets\[1\]: has only 4 distinct characters/],
     },
+    // Secure cookies behind a proxy that is not trusted (issue 10 §5).
+    ...['":8080"', '"0.0.0.0:8080"', '"[::]:8080"', '"10.0.0.5:8080"', '"app.internal:8080"'].map((listen) => ({
+      name: `trustProxy off, secure ticket, listen ${listen}: names the fix`,
+      lines: [...PROD, `listen: ${listen}`],
+      want: [/^test\.yaml: trustProxy: is false, yet listen is \S+ \(not loopback\) and cookie\.secure is true\. .*the app's Secure cookies are refused \(upstream\.set_cookie_rejected\).* Fix: set trustProxy: true, and let only that proxy reach coatcheck$/],
+    })),
+    {
+      name: 'trustProxy: false written out: the warning points at it',
+      lines: [...PROD, 'listen: ":8080"', 'trustProxy: false'],
+      want: [/^test\.yaml:6:13: trustProxy: is false, yet listen is 0\.0\.0\.0:8080 /],
+    },
+    ...['"127.0.0.1:8080"', '"127.1.2.3:8080"', '"[::1]:8080"', '"localhost:8080"'].map((listen) => ({
+      name: `no trustProxy warning on loopback (${listen})`,
+      lines: [...PROD, `listen: ${listen}`],
+      want: [],
+    })),
+    { name: 'no trustProxy warning when the proxy is trusted', lines: [...PROD, 'listen: ":8080"', 'trustProxy: true'], want: [] },
+    {
+      name: 'no trustProxy warning without a Secure ticket (that one warns about itself)',
+      lines: [...PROD, 'listen: ":8080"', 'cookie: { name: cc, secure: false }'],
+      want: [/cookie\.secure: is false/],
+    },
+    // Nothing in the configuration ends a session early (issue 10 §5).
+    {
+      name: 'no logout rule and no onCookieCleared (the default): only the app header can end a session',
+      lines: PROD.filter((l) => l !== LOGOUT),
+      want: [
+        'test.yaml: logout: has no rule and no onCookieCleared: coatcheck itself never ends a session early, so a logout in the app leaves the session (and a copied ticket) alive until session.idleTimeout or session.absoluteTimeout, unless the app answers its logout with the header "Coatcheck-Session: revoke". Add the logout path(s) as rules, or the app\'s session cookie to logout.onCookieCleared',
+      ],
+    },
+    {
+      name: 'an empty logout mapping written out: the warning points at it',
+      lines: [...PROD.filter((l) => l !== LOGOUT), 'logout:', '  rules: []'],
+      want: [/^test\.yaml:5:3: logout: has no rule and no onCookieCleared: .*"Coatcheck-Session: revoke"/],
+    },
+    { name: 'onCookieCleared alone is enough', lines: [...PROD.filter((l) => l !== LOGOUT), 'logout: { onCookieCleared: [sid] }'], want: [] },
+    { name: 'a logout rule alone is enough', lines: PROD, want: [] },
   ];
   for (const c of cases) {
     it(c.name, () => {
