@@ -5,6 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { parseTrustedNetwork, type TrustedNetwork } from '../config/values.js';
+import { FifoCache } from '../util/fifo-cache.js';
 
 /** Headers that belong to one connection and never cross the proxy (RFC 9110 §7.6.1). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -52,6 +53,9 @@ export interface ProxyTrust {
   trusts(address: string, hop: number): boolean;
 }
 
+/** Addresses whose trust is remembered (a few hundred KB at most). */
+const TRUST_CACHE = 4096;
+
 export function proxyTrust(setting: Config['trustProxy']): ProxyTrust {
   if (setting === false) return { any: false, trusts: () => false };
   if (setting === true || typeof setting === 'number') {
@@ -63,12 +67,20 @@ export function proxyTrust(setting: Config['trustProxy']): ProxyTrust {
     // The schema has checked every entry.
     for (const n of parseTrustedNetwork(entry) as TrustedNetwork[]) list.addSubnet(n.address, n.prefix, n.family);
   }
+  // BlockList.check costs about 10 µs (it builds a SocketAddress); peers and clients recur, so
+  // answers are kept in a bounded cache.
+  const known = new FifoCache<string, boolean>(TRUST_CACHE);
   return {
     any: true,
     // BlockList matches an IPv4-mapped IPv6 address (::ffff:10.0.0.1) against IPv4 networks.
     trusts: (address) => {
-      const family = isIP(address);
-      return family !== 0 && list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+      let trusted = known.get(address);
+      if (trusted === undefined) {
+        const family = isIP(address);
+        trusted = family !== 0 && list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+        known.set(address, trusted);
+      }
+      return trusted;
     },
   };
 }
