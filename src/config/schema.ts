@@ -42,7 +42,8 @@ function redactUrlCredentials(v: string): string {
 
 /**
  * trustProxy: `false` (trust no proxy), `true` (trust the peer, one hop), a hop count, or the
- * addresses/CIDRs of the trusted proxies (a list, or one comma-separated string). A list is
+ * addresses/CIDRs of the trusted proxies (a list, or one comma-separated string, as an
+ * environment variable gives it). A list is
  * kept as written, each entry checked (parseTrustedNetwork); the matcher is built at start.
  */
 const trustProxy = z
@@ -50,6 +51,8 @@ const trustProxy = z
     error: 'expected true, false, a hop count (1, 2, …) or a list of trusted proxy addresses/CIDRs such as ["10.0.0.0/8"]',
   })
   .transform((v, ctx): boolean | number | string[] => {
+    // "${VAR}" interpolation gives a string: "true", "false" and "2" mean what they say.
+    if (typeof v === 'string' && /^\s*(?:true|false|\d+)\s*$/.test(v)) v = v.trim() === 'true' ? true : v.trim() === 'false' ? false : Number(v);
     if (typeof v === 'boolean') return v;
     if (typeof v === 'number') {
       if (Number.isSafeInteger(v) && v >= 1) return v;

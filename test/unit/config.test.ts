@@ -887,6 +887,10 @@ describe('trustProxy', () => {
     ['"10.0.0.1, 192.168.0.0/16"', ['10.0.0.1', '192.168.0.0/16']],
     ['[" 10.0.0.1 "]', ['10.0.0.1']],
     ['[0.0.0.0/0, "::/0"]', ['0.0.0.0/0', '::/0']],
+    // As "${VAR}" gives them: strings.
+    ['"false"', false],
+    ['" true "', true],
+    ['"2"', 2],
   ];
   for (const [value, want] of accepted) {
     it(`trustProxy: ${value} is accepted`, () => assert.deepEqual(load([...BASE, `trustProxy: ${value}`]).config.trustProxy, want));
@@ -906,6 +910,7 @@ describe('trustProxy', () => {
     ['[10.0.0/8]', 'trustProxy[0]', 'expected an IP address, a CIDR such as "10.0.0.0/8" or "fd00::/8", or one of "loopback", "linklocal", "uniquelocal"; got "10.0.0/8"'],
     ['[lb.internal]', 'trustProxy[0]', 'expected an IP address, a CIDR such as "10.0.0.0/8" or "fd00::/8", or one of "loopback", "linklocal", "uniquelocal"; got "lb.internal"'],
     ['["::ffff:10.0.0.0/64"]', 'trustProxy[0]', '"::ffff:10.0.0.0/64" is an IPv4-mapped IPv6 network, so its prefix length must be at least 96'],
+    ['"0"', 'trustProxy', 'a hop count must be a whole number of at least 1 (false trusts no proxy), got 0'],
     ['"10.0.0.1, 300.0.0.1"', 'trustProxy', 'expected an IP address, a CIDR such as "10.0.0.0/8" or "fd00::/8", or one of "loopback", "linklocal", "uniquelocal"; got "300.0.0.1"'],
   ];
   for (const [value, path, message] of refused) {
