@@ -10,6 +10,7 @@ import { CookiePolicy } from './cookies/policy.js';
 import type { Logger } from './log.js';
 import type { PipelineDeps } from './pipeline/context.js';
 import { createHandler } from './pipeline/handler.js';
+import { proxyTrust } from './pipeline/headers.js';
 import { TicketCookie } from './pipeline/ticket-cookie.js';
 import { UndiciEngine, type ForwardEngine } from './proxy/engine.js';
 import { SessionService } from './session/service.js';
@@ -67,6 +68,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     ticket: new TicketCookie(config.cookie.name, config.cookie, config.session.absoluteTimeout),
     onCookieCleared: new Set(config.logout.onCookieCleared),
     strippedCookieNames: new Set(),
+    proxies: proxyTrust(config.trustProxy),
   };
 }
 

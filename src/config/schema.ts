@@ -3,7 +3,7 @@
 // listen addresses in values.ts.
 import { z } from 'zod';
 import { isCookieName, isCookieNamePattern, patternToRegExp } from '../cookies/names.js';
-import { cookieDomainProblem, formatDuration, headerLocation, parseDuration, parseListen, suggestDuration } from './values.js';
+import { cookieDomainProblem, formatDuration, headerLocation, parseDuration, parseListen, parseTrustedNetwork, suggestDuration } from './values.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /**
@@ -48,6 +48,37 @@ const listen = z.union([z.string(), z.number()], { error: `expected ${LISTEN_FOR
 function redactUrlCredentials(v: string): string {
   return v.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/?#]*@/, '$1[redacted]@');
 }
+
+/**
+ * trustProxy: `false` (trust no proxy), `true` (trust the peer, one hop), a hop count, or the
+ * addresses/CIDRs of the trusted proxies (a list, or one comma-separated string, as an
+ * environment variable gives it). A list is
+ * kept as written, each entry checked (parseTrustedNetwork); the matcher is built at start.
+ */
+const trustProxy = z
+  .union([z.boolean(), z.number(), z.string(), z.array(z.string())], {
+    error: 'expected true, false, a hop count (1, 2, …) or a list of trusted proxy addresses/CIDRs such as ["10.0.0.0/8"]',
+  })
+  .transform((v, ctx): boolean | number | string[] => {
+    // "${VAR}" interpolation gives a string: "true", "false" and "2" mean what they say.
+    if (typeof v === 'string' && /^\s*(?:true|false|\d+)\s*$/.test(v)) v = v.trim() === 'true' ? true : v.trim() === 'false' ? false : Number(v);
+    if (typeof v === 'boolean') return v;
+    if (typeof v === 'number') {
+      if (Number.isSafeInteger(v) && v >= 1) return v;
+      ctx.addIssue({ code: 'custom', message: `a hop count must be a whole number of at least 1 (false trusts no proxy), got ${v}` });
+      return z.NEVER;
+    }
+    const list = (typeof v === 'string' ? v.split(',') : v).map((e) => e.trim());
+    if (list.length === 0 || (list.length === 1 && list[0] === '')) {
+      ctx.addIssue({ code: 'custom', message: 'list at least one trusted proxy address or CIDR, or use false' });
+      return z.NEVER;
+    }
+    list.forEach((entry, i) => {
+      const parsed = parseTrustedNetwork(entry);
+      if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', path: typeof v === 'string' ? [] : [i], message: parsed });
+    });
+    return list;
+  });
 
 const httpUrl = z.string().transform((v, ctx) => {
   let u: URL;
@@ -258,7 +289,7 @@ export const configSchema = z
     upstream: httpUrl,
     upstreamTimeout: duration({ min: 1 }).default(60_000),
     shutdownTimeout: duration().default(10_000),
-    trustProxy: z.boolean().default(false),
+    trustProxy: trustProxy.default(false),
     store: storeSchema.prefault({}),
     // A message about a secret names its index (the path) and its length, never its value.
     secrets: z

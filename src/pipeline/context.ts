@@ -12,6 +12,7 @@ import type { LiveSession, Resolution, SessionService } from '../session/service
 import type { Metrics } from '../admin/metrics.js';
 import type { HttpErrorKind } from '../errors.js';
 import type { TicketCookie } from './ticket-cookie.js';
+import type { ProxyTrust } from './headers.js';
 
 /** Built once at start-up and shared by every request. */
 export interface PipelineDeps {
@@ -29,6 +30,8 @@ export interface PipelineDeps {
   onCookieCleared: ReadonlySet<string>;
   /** Client cookie names already logged as stripped (once per name per process; bounded by the stage). */
   strippedCookieNames: Set<string>;
+  /** Which peers and X-Forwarded-For hops are trusted proxies (trustProxy). */
+  proxies: ProxyTrust;
 }
 
 const NO_STRINGS: readonly string[] = Object.freeze([]);
@@ -56,10 +59,12 @@ export class RequestContext {
   cookieTarget: CookieTarget = NO_TARGET;
   secure = false;
   host = '';
-  /** The client's address (behind a trusted proxy: the last address it appended). */
+  /** The client's address (behind trusted proxies: the first untrusted X-Forwarded-For hop from the right). */
   clientIp = '';
   /** The address of the peer on our socket. */
   peerIp = '';
+  /** The peer is a trusted proxy (trustProxy): its X-Forwarded-* headers were believed. */
+  proxied = false;
   /** Binding of this request (when session.bind is on). */
   bind: string | undefined = undefined;
   /** The app asked for a revocation (Coatcheck-Session: revoke, or clearing an onCookieCleared cookie). */

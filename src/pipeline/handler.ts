@@ -1,19 +1,17 @@
 // Runs one request through the request stages, the engine and the response stages, then streams
 // the body. The one place that answers the client: a stage only says what should happen (an
 // Outcome, or a thrown error), and finish() acts on it. The flow is in README.md, "How it works".
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fail, RequestContext, type Outcome, type PipelineDeps, type Stage, type StageResult } from './context.js';
 import { mapUpstreamError, isAbort } from '../proxy/error-map.js';
+import { requestIdOf } from './headers.js';
 import { replyError, replyReject } from './reply.js';
 import { REQUEST_STAGES } from './request.js';
 import { RESPONSE_STAGES } from './response.js';
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
-
-function requestIdOf(req: IncomingMessage): string {
-  const given = req.headers['x-request-id'];
-  return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID();
+/** The path as the access log shows it: `;` path parameters (`;jsessionid=…`) dropped, as the query is. */
+export function loggedPath(pathname: string): string {
+  return pathname.indexOf(';') === -1 ? pathname : pathname.replace(/;[^/]*/g, '');
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -52,7 +50,7 @@ export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: S
       ctx.log.info({ event: 'client.aborted' }, 'client went away before the response was complete');
     }
     if (access) {
-      const line = { event: 'access', method: ctx.method, path: ctx.pathname, status, ms: Math.round(ms * 10) / 10 };
+      const line = { event: 'access', method: ctx.method, path: loggedPath(ctx.pathname), status, ms: Math.round(ms * 10) / 10 };
       ctx.log.info(complete ? line : { ...line, incomplete: ctx.cutBy ?? 'client' }, 'request');
     }
   }

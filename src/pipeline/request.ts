@@ -5,21 +5,49 @@ import { isLoopbackHost, jarCookieHeader, sameSiteContextOf, type CookieTarget }
 import { CoatcheckError, StoreUnavailableError } from '../errors.js';
 import type { LiveSession } from '../session/service.js';
 import { fail, reject, type Outcome, type PipelineDeps, type RequestContext, type Stage } from './context.js';
-import { connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
+import { clientAddress, connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
 import { normalizePath, ruleMatches } from './rules.js';
 import { bindingOf, logout, mayClearTicket, revokeSession } from './session-actions.js';
 
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
-/** Request headers coatcheck sets itself. */
-const REPLACED = ['host', 'cookie', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'expect'];
+/**
+ * Request headers coatcheck sets itself (X-Real-IP and X-Request-Id too), and those the app
+ * must never take from a client: the URL overrides (X-Original-URL, X-Rewrite-URL: the app would
+ * route another path than the one rules matched), the scheme overrides (X-Forwarded-Ssl,
+ * X-Forwarded-Scheme: the app's scheme is coatcheck's X-Forwarded-Proto), and the control
+ * headers only the app sends (Coatcheck-Session, Coatcheck-User).
+ */
+const REPLACED = [
+  'host',
+  'cookie',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'expect',
+  'x-real-ip',
+  'x-request-id',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-forwarded-ssl',
+  'x-forwarded-scheme',
+  'coatcheck-session',
+  'coatcheck-user',
+];
+/** What a proxy says about itself: passed on from a trusted proxy, dropped from anyone else. */
+const PROXY_INFO = ['x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server'];
+/** The client's address as CDNs name it: from a trusted proxy, set to the address coatcheck determined; else dropped. */
+const CLIENT_ADDRESS = ['true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'fastly-client-ip', 'x-cluster-client-ip'];
 
 /** What forwardHeaders does with a client header, by lower-case name: one lookup per header. */
 const DROP = 1;
-const REQUEST_ID = 2;
+const FROM_PROXY = 2;
+const CLIENT_IP = 3;
 const REQUEST_HEADER_KIND: ReadonlyMap<string, number> = new Map([
   ...[...HOP_BY_HOP, ...REPLACED].map((n): [string, number] => [n, DROP]),
-  ['x-request-id', REQUEST_ID],
+  ...PROXY_INFO.map((n): [string, number] => [n, FROM_PROXY]),
+  ...CLIENT_ADDRESS.map((n): [string, number] => [n, CLIENT_IP]),
 ]);
 
 /** The cookie-matching view of the public URL, without parsing it again. */
@@ -78,7 +106,13 @@ export const identify: Stage = (ctx, deps) => {
   const rawPath = q === -1 ? target : target.slice(0, q);
   ctx.pathname = normalizePath(rawPath);
 
-  const trust = deps.config.trustProxy;
+  ctx.peerIp = req.socket.remoteAddress ?? '';
+  // X-Forwarded-* are believed only from a trusted proxy (trustProxy); the client is the first
+  // untrusted X-Forwarded-For hop from the right.
+  const who = clientAddress(ctx.peerIp, deps.proxies.any ? firstHeader(req.headers['x-forwarded-for']) : undefined, deps.proxies);
+  ctx.clientIp = who.client;
+  ctx.proxied = who.proxied;
+  const trust = who.proxied;
   const fwdHost = trust ? firstHeader(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() : undefined;
   // Without a Host (HTTP/1.0), the address the client reached us on.
   const local = req.socket.localAddress ?? '127.0.0.1';
@@ -89,11 +123,6 @@ export const identify: Stage = (ctx, deps) => {
   ctx.secure = fwdProto ? fwdProto === 'https' : (req.socket as { encrypted?: boolean }).encrypted === true;
   ctx.publicUrl = `${ctx.secure ? 'https' : 'http'}://${host}${rawPath}`;
   ctx.cookieTarget = cookieTargetOfHost(host, rawPath, ctx.secure);
-  ctx.peerIp = req.socket.remoteAddress ?? '';
-  // Behind a trusted proxy the client is the last address it appended.
-  const xff = trust ? firstHeader(req.headers['x-forwarded-for']) : undefined;
-  const lastHop = xff?.split(',').pop()?.trim();
-  ctx.clientIp = lastHop || ctx.peerIp;
   ctx.sameSite = sameSiteContextOf(firstHeader(req.headers['sec-fetch-site']), firstHeader(req.headers['sec-fetch-mode']), ctx.method);
   return undefined;
 };
@@ -257,15 +286,19 @@ export const buildCookieHeader: Stage = (ctx, deps) => {
   return undefined;
 };
 
-/** 7. Hop-by-hop hygiene and X-Forwarded-*; the client's Host is kept. */
-export const forwardHeaders: Stage = (ctx, deps) => {
+/**
+ * 7. Hop-by-hop hygiene, X-Forwarded-*, X-Real-IP and the request id; the client's Host is kept.
+ * The app gets exactly one X-Real-IP (the client coatcheck determined) and one X-Request-Id (the
+ * id coatcheck logs), whatever the client sent.
+ */
+export const forwardHeaders: Stage = (ctx) => {
   const raw = ctx.req.rawHeaders;
   // Header names listed in Connection are hop-by-hop too.
   const listed = ctx.req.headers.connection !== undefined ? connectionListed(raw) : undefined;
-  const trust = deps.config.trustProxy;
+  const trust = ctx.proxied;
   const out: string[] = ctx.upstreamCookie === '' ? [] : ['cookie', ctx.upstreamCookie];
   let xff: string | undefined;
-  let hasRequestId = false;
+  let clientIpNames: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const lower = name.toLowerCase();
@@ -274,10 +307,17 @@ export const forwardHeaders: Stage = (ctx, deps) => {
       if (trust && lower === 'x-forwarded-for') xff = xff ? `${xff}, ${raw[i + 1]}` : (raw[i + 1] as string);
       continue;
     }
-    if (kind === REQUEST_ID) hasRequestId = true;
+    if (kind === FROM_PROXY && !trust) continue;
+    if (kind === CLIENT_IP) {
+      // Once per name, with the address coatcheck determined (an app that reads it agrees with coatcheck).
+      if (trust && !(clientIpNames ??= new Set()).has(lower)) {
+        clientIpNames.add(lower);
+        out.push(name, ctx.clientIp);
+      }
+      continue;
+    }
     out.push(name, raw[i + 1] as string);
   }
-  if (!hasRequestId) out.push('x-request-id', ctx.id);
   out.push(
     'host',
     ctx.req.headers.host ?? ctx.host,
@@ -287,6 +327,10 @@ export const forwardHeaders: Stage = (ctx, deps) => {
     ctx.secure ? 'https' : 'http',
     'x-forwarded-host',
     ctx.host,
+    'x-real-ip',
+    ctx.clientIp,
+    'x-request-id',
+    ctx.id,
   );
   ctx.upstreamHeaders = out;
   return undefined;

@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createPipelineDeps } from '../../src/app.js';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
 import { RequestContext, type PipelineDeps } from '../../src/pipeline/context.js';
+import { requestIdOf } from '../../src/pipeline/headers.js';
 import type { ForwardEngine } from '../../src/proxy/engine.js';
 import { createStore } from '../../src/store/index.js';
 import { captureLogger, type LogCapture } from './logs.js';
@@ -57,7 +58,7 @@ export interface StageHarness {
   deps: PipelineDeps;
   config: Config;
   logs: LogCapture;
-  /** A fresh context for `req`. */
+  /** A fresh context for `req`, with the request id the handler would give it. */
   context(req?: IncomingMessage): RequestContext;
   /** The value of a security-event counter. */
   securityCount(event: string): Promise<number>;
@@ -73,12 +74,11 @@ export function stageHarness(input: Partial<ConfigInput> = {}, clock: () => numb
   const { logger, logs } = captureLogger();
   const store = createStore(config.store, { clock, logger });
   const deps = createPipelineDeps({ config, logger, clock, store, engine: refusingEngine });
-  let n = 0;
   return {
     deps,
     config,
     logs,
-    context: (req = fakeRequest()) => new RequestContext(`req-${++n}`, req, {} as ServerResponse, logger),
+    context: (req = fakeRequest()) => new RequestContext(requestIdOf(req), req, {} as ServerResponse, logger),
     async securityCount(event) {
       const metric = await deps.metrics.security.get();
       return metric.values.find((v) => v.labels.event === event)?.value ?? 0;

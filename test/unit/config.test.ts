@@ -16,7 +16,7 @@ import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
 import type { LoadedConfig } from '../../src/config/load.js';
 import { printConfig, redactUrlPassword } from '../../src/config/print.js';
 import type { Config } from '../../src/config/schema.js';
-import { formatDuration, formatListen, isLoopbackHost, parseDuration, parseListen, suggestDuration } from '../../src/config/values.js';
+import { formatDuration, formatListen, isLoopbackHost, parseDuration, parseListen, parseTrustedNetwork, suggestDuration } from '../../src/config/values.js';
 
 const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url));
 const SECRET = 'test-secret-0123456789-abcdefghijklmnop';
@@ -1109,6 +1109,66 @@ describe('invalidSession.redirect goes into a Location header', () => {
   });
 });
 
+describe('trustProxy', () => {
+  const accepted: [string, Config['trustProxy']][] = [
+    ['false', false],
+    ['true', true],
+    ['1', 1],
+    ['3', 3],
+    ['[10.0.0.0/8]', ['10.0.0.0/8']],
+    ['[10.0.0.1, "fd00::/8", "::1", loopback, uniquelocal, linklocal]', ['10.0.0.1', 'fd00::/8', '::1', 'loopback', 'uniquelocal', 'linklocal']],
+    ['["::ffff:10.0.0.0/104", "::ffff:192.0.2.1"]', ['::ffff:10.0.0.0/104', '::ffff:192.0.2.1']],
+    ['"10.0.0.1, 192.168.0.0/16"', ['10.0.0.1', '192.168.0.0/16']],
+    ['[" 10.0.0.1 "]', ['10.0.0.1']],
+    ['[0.0.0.0/0, "::/0"]', ['0.0.0.0/0', '::/0']],
+    // As "${VAR}" gives them: strings.
+    ['"false"', false],
+    ['" true "', true],
+    ['"2"', 2],
+  ];
+  for (const [value, want] of accepted) {
+    it(`trustProxy: ${value} is accepted`, () => assert.deepEqual(load([...BASE, `trustProxy: ${value}`]).config.trustProxy, want));
+  }
+
+  const refused: [string, string, string][] = [
+    ['0', 'trustProxy', 'a hop count must be a whole number of at least 1 (false trusts no proxy), got 0'],
+    ['-1', 'trustProxy', 'a hop count must be a whole number of at least 1 (false trusts no proxy), got -1'],
+    ['1.5', 'trustProxy', 'a hop count must be a whole number of at least 1 (false trusts no proxy), got 1.5'],
+    ['[]', 'trustProxy', 'list at least one trusted proxy address or CIDR, or use false'],
+    ['""', 'trustProxy', 'list at least one trusted proxy address or CIDR, or use false'],
+    ['{ a: 1 }', 'trustProxy', 'expected true, false, a hop count (1, 2, …) or a list of trusted proxy addresses/CIDRs such as ["10.0.0.0/8"], got a mapping'],
+    ['[10.0.0.0/33]', 'trustProxy[0]', 'the prefix length of "10.0.0.0/33" must be a whole number from 0 to 32 for an IPv4 address'],
+    ['[10.0.0.1, "fd00::/129"]', 'trustProxy[1]', 'the prefix length of "fd00::/129" must be a whole number from 0 to 128 for an IPv6 address'],
+    ['[10.0.0.0/]', 'trustProxy[0]', 'the prefix length of "10.0.0.0/" must be a whole number from 0 to 32 for an IPv4 address'],
+    ['[10.0.0.0/-8]', 'trustProxy[0]', 'the prefix length of "10.0.0.0/-8" must be a whole number from 0 to 32 for an IPv4 address'],
+    ['[10.0.0/8]', 'trustProxy[0]', 'expected an IP address, a CIDR such as "10.0.0.0/8" or "fd00::/8", or one of "loopback", "linklocal", "uniquelocal"; got "10.0.0/8"'],
+    ['[lb.internal]', 'trustProxy[0]', 'expected an IP address, a CIDR such as "10.0.0.0/8" or "fd00::/8", or one of "loopback", "linklocal", "uniquelocal"; got "lb.internal"'],
+    ['["::ffff:10.0.0.0/64"]', 'trustProxy[0]', '"::ffff:10.0.0.0/64" is an IPv4-mapped IPv6 network, so its prefix length must be at least 96'],
+    ['"0"', 'trustProxy', 'a hop count must be a whole number of at least 1 (false trusts no proxy), got 0'],
+    ['"10.0.0.1, 300.0.0.1"', 'trustProxy', 'expected an IP address, a CIDR such as "10.0.0.0/8" or "fd00::/8", or one of "loopback", "linklocal", "uniquelocal"; got "300.0.0.1"'],
+  ];
+  for (const [value, path, message] of refused) {
+    it(`trustProxy: ${value} is refused: ${message}`, () => {
+      const lines = [...BASE, `trustProxy: ${value}`];
+      const got = problems(lines);
+      assert.deepEqual(
+        got.map((p) => ({ path: p.path, message: p.message, line: p.line })),
+        [{ path, message, line: 3 }],
+      );
+    });
+  }
+
+  it('parseTrustedNetwork: presets expand, IPv4-mapped networks become IPv4', () => {
+    assert.deepEqual(parseTrustedNetwork('loopback'), [
+      { family: 'ipv4', address: '127.0.0.0', prefix: 8 },
+      { family: 'ipv6', address: '::1', prefix: 128 },
+    ]);
+    assert.deepEqual(parseTrustedNetwork('::ffff:10.0.0.0/104'), [{ family: 'ipv4', address: '10.0.0.0', prefix: 8 }]);
+    assert.deepEqual(parseTrustedNetwork('::FFFF:192.0.2.1'), [{ family: 'ipv4', address: '192.0.2.1', prefix: 32 }]);
+    assert.deepEqual(parseTrustedNetwork('2001:db8::/32'), [{ family: 'ipv6', address: '2001:db8::', prefix: 32 }]);
+  });
+});
+
 describe('rules', () => {
   it('path is exact, prefix is a prefix, methods are upper-cased, no methods means every method', () => {
     const { config } = load([...BASE, 'login:', '  - path: /login', '    methods: [post, Put]', '  - prefix: /sso/']);
@@ -1463,6 +1523,8 @@ describe('printConfig', () => {
       replacements: ['p%40ss:w0rd', SECRET, SECRET2],
     },
     { name: 'the short logout form', lines: [...BASE, 'logout: [{ path: /logout, methods: [GET, POST] }]', 'listen: ":80"'], replacements: [SECRET] },
+    { name: 'trustProxy as a list of networks', lines: [...BASE, 'trustProxy: [10.0.0.0/8, "fd00::/8", "::ffff:192.0.2.1", loopback]'], replacements: [SECRET] },
+    { name: 'trustProxy as a hop count', lines: [...BASE, 'trustProxy: 2'], replacements: [SECRET] },
   ];
   for (const c of cases) {
     it(`round trip: ${c.name}`, () => {
@@ -1472,6 +1534,17 @@ describe('printConfig', () => {
       for (const s of [SECRET, SECRET2, 'w0rd']) assert.ok(!printed.includes(s), `printed output leaks ${s}`);
     });
   }
+
+  it('trustProxy is printed as written: a list on one line, a hop count, a boolean', () => {
+    const printed = (value: string): string | undefined =>
+      printConfig(load([...BASE, `trustProxy: ${value}`]).config)
+        .split('\n')
+        .find((l) => l.startsWith('trustProxy:'));
+    assert.equal(printed('[10.0.0.0/8, "fd00::/8", loopback]'), 'trustProxy: [10.0.0.0/8, fd00::/8, loopback]');
+    assert.equal(printed('"10.0.0.1, 10.0.0.2"'), 'trustProxy: [10.0.0.1, 10.0.0.2]');
+    assert.equal(printed('2'), 'trustProxy: 2');
+    assert.equal(printed('true'), 'trustProxy: true');
+  });
 
   for (const name of ['demo.yaml', 'redis.yaml', 'reference.yaml']) {
     it(`round trip: config/${name}`, async () => {

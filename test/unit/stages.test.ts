@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { parseCookieHeader } from '../../src/cookies/header.js';
 import { RequestJar } from '../../src/cookies/jar.js';
 import { fail, reject, type Outcome, type Stage } from '../../src/pipeline/context.js';
-import { runStages } from '../../src/pipeline/handler.js';
+import { loggedPath, runStages } from '../../src/pipeline/handler.js';
 import { buildCookieHeader, checkBinding, forwardHeaders, handleInvalid, identify, matchRules, MAX_STRIPPED_NAMES_LOGGED, refuseLoginWithoutStore } from '../../src/pipeline/request.js';
 import { normalizePath, ruleMatches } from '../../src/pipeline/rules.js';
 import { bindingOf, ipPrefix } from '../../src/pipeline/session-actions.js';
@@ -112,8 +112,50 @@ describe('invalid-session policy', () => {
   });
 });
 
+/**
+ * Who the client is, per trustProxy (as Express' trust proxy): only a trusted peer's
+ * X-Forwarded-* are believed; the client is the first untrusted X-Forwarded-For hop from the right.
+ */
+function clientAddressRows(): Array<{ name: string; trustProxy: ConfigInput['trustProxy']; req: FakeRequestInit; client: string; proxied: boolean; publicUrl?: string }> {
+  const req = (remoteAddress: string, xff?: string, more: string[] = []): FakeRequestInit => ({
+    remoteAddress,
+    headers: ['Host', 'app.example', ...(xff !== undefined ? ['X-Forwarded-For', xff] : []), ...more],
+  });
+  const https = ['X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'public.example'];
+  return [
+    { name: 'false: the peer is the client, whatever X-Forwarded-For says', trustProxy: false, req: req('192.0.2.10', '203.0.113.9', https), client: '192.0.2.10', proxied: false, publicUrl: 'http://app.example/' },
+    { name: 'true keeps its meaning: one hop, the last X-Forwarded-For entry', trustProxy: true, req: req('192.0.2.10', '6.6.6.6, 203.0.113.9'), client: '203.0.113.9', proxied: true },
+    { name: 'true without X-Forwarded-For: the peer', trustProxy: true, req: req('192.0.2.10'), client: '192.0.2.10', proxied: true },
+    { name: 'a list: a trusted peer, its X-Forwarded-* believed', trustProxy: ['10.0.0.0/8'], req: req('10.0.0.5', '203.0.113.9', https), client: '203.0.113.9', proxied: true, publicUrl: 'https://public.example/' },
+    { name: 'a list: an untrusted peer is the client, its X-Forwarded-* ignored', trustProxy: ['10.0.0.0/8'], req: req('192.0.2.10', '203.0.113.9', https), client: '192.0.2.10', proxied: false, publicUrl: 'http://app.example/' },
+    { name: 'a list: the walk stops at the first untrusted hop (a spoofed left part is not the client)', trustProxy: ['10.0.0.0/8'], req: req('10.0.0.5', '6.6.6.6, 203.0.113.9, 10.0.0.7'), client: '203.0.113.9', proxied: true },
+    { name: 'a list: every hop trusted, the leftmost is the client', trustProxy: ['10.0.0.0/8'], req: req('10.0.0.5', '10.1.1.1, 10.0.0.7'), client: '10.1.1.1', proxied: true },
+    { name: 'a list: several X-Forwarded-For lines are one list', trustProxy: ['10.0.0.0/8'], req: req('10.0.0.5', '6.6.6.6', ['X-Forwarded-For', '203.0.113.9', 'X-Forwarded-For', '10.0.0.7']), client: '203.0.113.9', proxied: true },
+    { name: 'a list: single addresses', trustProxy: ['10.0.0.5', '10.0.0.7'], req: req('10.0.0.5', '203.0.113.9, 10.0.0.8, 10.0.0.7'), client: '10.0.0.8', proxied: true },
+    { name: 'a list: IPv6 networks', trustProxy: ['fd00::/8'], req: req('fd00::1', '2001:db8::5, fd12::9'), client: '2001:db8::5', proxied: true },
+    { name: 'a list: an IPv4-mapped IPv6 peer matches an IPv4 network', trustProxy: ['10.0.0.0/8'], req: req('::ffff:10.0.0.5', '203.0.113.9'), client: '203.0.113.9', proxied: true },
+    { name: 'a list: an IPv4-mapped IPv6 network matches an IPv4 peer', trustProxy: ['::ffff:10.0.0.0/104'], req: req('10.0.0.5', '203.0.113.9'), client: '203.0.113.9', proxied: true },
+    { name: 'a list: an IPv4-mapped network does not match another IPv4 peer', trustProxy: ['::ffff:10.0.0.0/104'], req: req('11.0.0.5', '203.0.113.9'), client: '11.0.0.5', proxied: false },
+    { name: 'a list: presets (loopback)', trustProxy: ['loopback'], req: req('::1', '203.0.113.9'), client: '203.0.113.9', proxied: true },
+    { name: 'a list: entries with a port or brackets', trustProxy: ['loopback'], req: req('127.0.0.1', '203.0.113.9:51000, [::1]:8443'), client: '203.0.113.9', proxied: true },
+    { name: 'a list: an entry that is not an address ends the walk at the hop that forwarded it', trustProxy: ['10.0.0.0/8'], req: req('10.0.0.5', '6.6.6.6, not-an-ip, 10.0.0.7'), client: '10.0.0.7', proxied: true },
+    { name: 'a list: empty entries are skipped', trustProxy: ['10.0.0.0/8'], req: req('10.0.0.5', '203.0.113.9, , 10.0.0.7,'), client: '203.0.113.9', proxied: true },
+    { name: 'a hop count: n hops are trusted, whatever their address', trustProxy: 2, req: req('192.0.2.10', '6.6.6.6, 203.0.113.9, 198.51.100.1'), client: '203.0.113.9', proxied: true },
+    { name: 'a hop count longer than the chain: the leftmost', trustProxy: 3, req: req('192.0.2.10', '203.0.113.9'), client: '203.0.113.9', proxied: true },
+  ];
+}
+
 describe('request target and Host (identify)', () => {
-  const table: Array<{ name: string; req: FakeRequestInit; trustProxy?: boolean; bad?: string; publicUrl?: string; pathname?: string; client?: string }> = [
+  const table: Array<{
+    name: string;
+    req: FakeRequestInit;
+    trustProxy?: ConfigInput['trustProxy'];
+    bad?: string;
+    publicUrl?: string;
+    pathname?: string;
+    client?: string;
+    proxied?: boolean;
+  }> = [
     { name: 'origin-form', req: { url: '/a/../b?q=1', headers: ['Host', 'app.example'] }, publicUrl: 'http://app.example/a/../b', pathname: '/b' },
     { name: 'absolute-form naming Host', req: { url: 'http://app.example/x?y', headers: ['Host', 'app.example'] }, publicUrl: 'http://app.example/x', pathname: '/x' },
     { name: 'absolute-form naming another host', req: { url: 'http://evil.example/x', headers: ['Host', 'app.example'] }, bad: 'unsupported request target' },
@@ -140,7 +182,9 @@ describe('request target and Host (identify)', () => {
       req: { headers: ['Host', 'app.example', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'other.example', 'X-Forwarded-For', '198.51.100.1, 203.0.113.9'] },
       publicUrl: 'https://other.example/',
       client: '203.0.113.9',
+      proxied: true,
     },
+    ...clientAddressRows(),
   ];
   for (const row of table) {
     test(row.name, () => {
@@ -158,12 +202,16 @@ describe('request target and Host (identify)', () => {
       if (row.publicUrl) assert.equal(ctx.publicUrl, row.publicUrl);
       if (row.pathname) assert.equal(ctx.pathname, row.pathname);
       if (row.client) assert.equal(ctx.clientIp, row.client);
+      if (row.proxied !== undefined) assert.equal(ctx.proxied, row.proxied);
     });
   }
 });
 
 describe('forwarded headers', () => {
-  function forwarded(headers: string[], opts: { trustProxy?: boolean; remoteAddress?: string; encrypted?: boolean } = {}): Map<string, string[]> {
+  function forwarded(
+    headers: string[],
+    opts: { trustProxy?: ConfigInput['trustProxy']; remoteAddress?: string; encrypted?: boolean } = {},
+  ): { got: Map<string, string[]>; id: string } {
     const h = stageHarness({ trustProxy: opts.trustProxy ?? false });
     const ctx = h.context(fakeRequest({ headers, remoteAddress: opts.remoteAddress ?? '192.0.2.10', ...(opts.encrypted ? { encrypted: true } : {}) }));
     assert.equal(identify(ctx, h.deps), undefined);
@@ -173,9 +221,56 @@ describe('forwarded headers', () => {
       const name = (ctx.upstreamHeaders[i] as string).toLowerCase();
       out.set(name, [...(out.get(name) ?? []), ctx.upstreamHeaders[i + 1] as string]);
     }
-    return out;
+    return { got: out, id: ctx.id };
   }
-  const table: Array<{ name: string; headers: string[]; trustProxy?: boolean; encrypted?: boolean; expect: Record<string, string[] | undefined> }> = [
+  /** Every header a client may send to pass for a proxy, a CDN, or another URL: [name, value]. */
+  const SPOOFED: Array<[string, string]> = [
+    ['X-Real-IP', '6.6.6.6'],
+    ['X-Forwarded-Ssl', 'on'],
+    ['X-Forwarded-Scheme', 'https'],
+    ['X-Forwarded-Port', '443'],
+    ['X-Forwarded-Prefix', '/admin'],
+    ['X-Forwarded-Server', 'lb.example'],
+    ['True-Client-IP', '6.6.6.6'],
+    ['X-Client-IP', '6.6.6.6'],
+    ['CF-Connecting-IP', '6.6.6.6'],
+    ['Fastly-Client-IP', '6.6.6.6'],
+    ['X-Cluster-Client-IP', '6.6.6.6'],
+    ['X-Original-URL', '/logout'],
+    ['X-Rewrite-URL', '/logout'],
+    ['Coatcheck-Session', 'revoke'],
+    ['Coatcheck-User', 'admin'],
+  ];
+  const spoofed = (): string[] => SPOOFED.flat();
+  const none = (names: string[]): Record<string, undefined> => Object.fromEntries(names.map((n) => [n.toLowerCase(), undefined]));
+  /** What each SPOOFED header becomes when it comes from a trusted proxy whose client is `client`. */
+  const fromTrustedProxy = (client: string): Record<string, string[] | undefined> => ({
+    'x-real-ip': [client],
+    'x-forwarded-ssl': undefined,
+    'x-forwarded-scheme': undefined,
+    'x-forwarded-port': ['443'],
+    'x-forwarded-prefix': ['/admin'],
+    'x-forwarded-server': ['lb.example'],
+    'true-client-ip': [client],
+    'x-client-ip': [client],
+    'cf-connecting-ip': [client],
+    'fastly-client-ip': [client],
+    'x-cluster-client-ip': [client],
+    'x-original-url': undefined,
+    'x-rewrite-url': undefined,
+    'coatcheck-session': undefined,
+    'coatcheck-user': undefined,
+  });
+  const table: Array<{
+    name: string;
+    headers: string[];
+    trustProxy?: ConfigInput['trustProxy'];
+    remoteAddress?: string;
+    encrypted?: boolean;
+    expect: Record<string, string[] | undefined>;
+    /** The id the app gets: the client's (a string), or a new one (true). */
+    requestId?: string | true;
+  }> = [
     {
       name: 'X-Forwarded-* replaced without trustProxy',
       headers: ['Host', 'app.example', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil.example', 'Forwarded', 'for=6.6.6.6'],
@@ -185,7 +280,7 @@ describe('forwarded headers', () => {
       name: 'X-Forwarded-For appended to with trustProxy',
       trustProxy: true,
       headers: ['Host', 'app.example', 'X-Forwarded-For', '198.51.100.1', 'x-forwarded-for', '203.0.113.9', 'X-Forwarded-Proto', 'https'],
-      expect: { 'x-forwarded-for': ['198.51.100.1, 203.0.113.9, 192.0.2.10'], 'x-forwarded-proto': ['https'], 'x-forwarded-host': ['app.example'] },
+      expect: { 'x-forwarded-for': ['198.51.100.1, 203.0.113.9, 192.0.2.10'], 'x-forwarded-proto': ['https'], 'x-forwarded-host': ['app.example'], 'x-real-ip': ['203.0.113.9'] },
     },
     {
       name: 'TLS makes X-Forwarded-Proto https',
@@ -202,19 +297,104 @@ describe('forwarded headers', () => {
       name: 'Expect and the client Cookie never reach the app; a request id is added',
       headers: ['Host', 'app.example', 'Expect', '100-continue', 'Cookie', 'sid=stolen'],
       expect: { expect: undefined, cookie: undefined },
+      requestId: true,
+    },
+    {
+      name: 'trustProxy false: every client-address, scheme, proxy and URL-override header is stripped; X-Real-IP is the peer',
+      headers: ['Host', 'app.example', ...spoofed(), 'x-real-ip', '7.7.7.7', 'Accept', 'a'],
+      expect: { ...none(SPOOFED.map(([n]) => n)), 'x-real-ip': ['192.0.2.10'], accept: ['a'] },
+    },
+    {
+      name: 'trustProxy true: a proxy\'s own headers pass, client-address headers carry the client coatcheck determined, the rest is stripped',
+      trustProxy: true,
+      headers: ['Host', 'app.example', 'X-Forwarded-For', '6.6.6.6, 203.0.113.9', ...spoofed(), 'cf-connecting-ip', '7.7.7.7'],
+      expect: { ...fromTrustedProxy('203.0.113.9'), 'x-forwarded-for': ['6.6.6.6, 203.0.113.9, 192.0.2.10'] },
+    },
+    {
+      name: 'a trusted list: the same, from a trusted peer',
+      trustProxy: ['10.0.0.0/8'],
+      remoteAddress: '10.0.0.5',
+      headers: ['Host', 'app.example', 'X-Forwarded-For', '6.6.6.6, 203.0.113.9, 10.0.0.7', ...spoofed()],
+      expect: { ...fromTrustedProxy('203.0.113.9'), 'x-forwarded-for': ['6.6.6.6, 203.0.113.9, 10.0.0.7, 10.0.0.5'] },
+    },
+    {
+      name: 'a trusted list: from an untrusted peer everything is stripped, X-Forwarded-* replaced',
+      trustProxy: ['10.0.0.0/8'],
+      remoteAddress: '192.0.2.10',
+      headers: ['Host', 'app.example', 'X-Forwarded-For', '203.0.113.9', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil.example', ...spoofed()],
+      expect: {
+        ...none(SPOOFED.map(([n]) => n)),
+        'x-real-ip': ['192.0.2.10'],
+        'x-forwarded-for': ['192.0.2.10'],
+        'x-forwarded-proto': ['http'],
+        'x-forwarded-host': ['app.example'],
+      },
     },
     {
       name: "the client's request id is kept",
       headers: ['Host', 'app.example', 'X-Request-Id', 'abc-123'],
-      expect: { 'x-request-id': ['abc-123'] },
+      expect: {},
+      requestId: 'abc-123',
+    },
+    {
+      name: 'a request id with a space is replaced',
+      headers: ['Host', 'app.example', 'X-Request-Id', 'abc 123'],
+      expect: {},
+      requestId: true,
+    },
+    {
+      name: 'a request id with a character outside the token set is replaced',
+      headers: ['Host', 'app.example', 'X-Request-Id', 'abc<script>'],
+      expect: {},
+      requestId: true,
+    },
+    {
+      name: 'a request id longer than 128 characters is replaced',
+      headers: ['Host', 'app.example', 'X-Request-Id', 'a'.repeat(129)],
+      expect: {},
+      requestId: true,
+    },
+    {
+      name: 'an empty request id is replaced',
+      headers: ['Host', 'app.example', 'X-Request-Id', ''],
+      expect: {},
+      requestId: true,
+    },
+    {
+      name: 'two request ids are replaced by one',
+      headers: ['Host', 'app.example', 'X-Request-Id', 'abc-123', 'x-request-id', 'def-456'],
+      expect: {},
+      requestId: true,
     },
   ];
   for (const row of table) {
     test(row.name, () => {
-      const got = forwarded(row.headers, { ...(row.trustProxy ? { trustProxy: true } : {}), ...(row.encrypted ? { encrypted: true } : {}) });
+      const { got, id } = forwarded(row.headers, {
+        ...(row.trustProxy !== undefined ? { trustProxy: row.trustProxy } : {}),
+        ...(row.remoteAddress ? { remoteAddress: row.remoteAddress } : {}),
+        ...(row.encrypted ? { encrypted: true } : {}),
+      });
       for (const [name, values] of Object.entries(row.expect)) assert.deepEqual(got.get(name), values, name);
-      assert.equal(got.get('x-request-id')?.length, 1, 'exactly one request id');
+      // The app always gets exactly one request id, and it is the one coatcheck logs.
+      assert.deepEqual(got.get('x-request-id'), [id], 'exactly one request id, the logged one');
+      if (typeof row.requestId === 'string') assert.equal(id, row.requestId);
+      if (row.requestId === true) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a new id');
+      assert.equal(got.get('x-real-ip')?.length, 1, 'exactly one X-Real-IP');
     });
+  }
+});
+
+describe('the access log path', () => {
+  const table: Array<[string, string]> = [
+    ['/a/b', '/a/b'],
+    ['/app;jsessionid=0123ABCD', '/app'],
+    ['/app;jsessionid=0123ABCD/x;v=1', '/app/x'],
+    ['/;a/;b', '//'],
+    ['/logout;', '/logout'],
+    ['/a;b;c/d', '/a/d'],
+  ];
+  for (const [path, logged] of table) {
+    test(`${path} → ${logged}`, () => assert.equal(loggedPath(path), logged));
   }
 });
 
