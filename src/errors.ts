@@ -16,6 +16,7 @@ export const HttpErrors = {
   SESSION_REVOKED: { code: 'COATCHECK_ERR_SESSION_REVOKED', status: 401, category: 'session' },
   SESSION_EXPIRED: { code: 'COATCHECK_ERR_SESSION_EXPIRED', status: 401, category: 'session' },
   SESSION_BINDING: { code: 'COATCHECK_ERR_SESSION_BINDING', status: 401, category: 'session' },
+  SESSION_CONFLICT: { code: 'COATCHECK_ERR_SESSION_CONFLICT', status: 401, category: 'session' },
   BAD_REQUEST: { code: 'COATCHECK_ERR_BAD_REQUEST', status: 400, category: 'client' },
   INTERNAL: { code: 'COATCHECK_ERR_INTERNAL', status: 500, category: 'internal' },
 } as const satisfies Record<string, { code: string; status: number; category: ErrorCategory }>;

@@ -2,7 +2,7 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 
 /** Every security event class, counted from zero so that dashboards see them before the first one. */
-const SECURITY_EVENTS = ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke'] as const;
+const SECURITY_EVENTS = ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke', 'ticket_conflict'] as const;
 const SESSION_ACTIONS = ['created', 'rotated', 'renewed', 'revoked'] as const;
 
 export class Metrics {

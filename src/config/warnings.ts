@@ -1,7 +1,7 @@
-// Warnings: a valid configuration that is allowed but risky (plain-HTTP ticket, memory store,
-// weak, repeated or defaulted secrets, Secure cookies behind a proxy that is not trusted, nothing
-// in the configuration that ends a session early), as "file:line:col: key.path: message". Never
-// a secret's value.
+// Warnings: a valid configuration that is allowed but risky (a ticket name without __Host-,
+// plain-HTTP ticket, memory store, weak, repeated or defaulted secrets, Secure cookies behind a
+// proxy that is not trusted, nothing in the configuration that ends a session early), as
+// "file:line:col: key.path: message". Never a secret's value.
 import type { Document } from 'yaml';
 import { formatConfigProblem } from '../errors.js';
 import { dotted, locate, sortProblems } from './positions.js';
@@ -24,6 +24,12 @@ export function collectWarnings(config: Config, { file, doc, at, defaulted }: Wa
     const found = locate(doc, path);
     out.push({ path: dotted(path), message, ...at(found.exists ? (found.offset ?? found.keyOffset) : found.keyOffset) });
   };
+  if (!config.cookie.name.startsWith('__Host-')) {
+    warn(
+      ['cookie', 'name'],
+      `is ${JSON.stringify(config.cookie.name)}, without the "__Host-" prefix, so another host of the site (a sibling subdomain${config.cookie.domain ? ` under ${config.cookie.domain}` : ''}, or a page served over plain HTTP) can plant a ticket cookie of this name, for example with Path=/logout so that browsers send it before the real one; coatcheck revokes every live ticket a logout carries and refuses a request with two live ones, but a planted ticket still makes users log in again; use "__Host-coatcheck" with cookie.secure: true and no cookie.domain unless the ticket must be shared across subdomains`,
+    );
+  }
   if (!config.cookie.secure) {
     warn(['cookie', 'secure'], 'is false, so the ticket cookie travels over plain HTTP, where anyone on the network can copy it and take over the session; use only for local development');
   }

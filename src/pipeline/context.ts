@@ -37,6 +37,7 @@ export interface PipelineDeps {
 const NO_STRINGS: readonly string[] = Object.freeze([]);
 const NO_COOKIES: readonly CookiePair[] = Object.freeze([]);
 const NO_CHANGES: readonly JarChange[] = Object.freeze([]);
+const NO_SESSIONS: readonly LiveSession[] = Object.freeze([]);
 const NO_SESSION: Resolution = Object.freeze({ state: 'none' });
 const NO_TARGET: CookieTarget = Object.freeze({ host: '', path: '/', secure: false });
 
@@ -81,6 +82,13 @@ export class RequestContext {
   resolution: Resolution = NO_SESSION;
   /** The live session used for this request (none when anonymous, or after logout). */
   session: LiveSession | undefined = undefined;
+  /**
+   * The live sessions of a request with several tickets that is not served with any of them
+   * (resolution 'mixed'): a logout revokes every one.
+   */
+  otherSessions: readonly LiveSession[] = NO_SESSIONS;
+  /** An invalid-session answer decided before the logout rules ran, given after them (several tickets). */
+  deferredReject: RejectKind | undefined = undefined;
   jar: RequestJar | undefined = undefined;
   isLogout = false;
   isLogin = false;
@@ -134,7 +142,7 @@ export class RequestContext {
 }
 
 /** Invalid-session answers: the configured status, or a 303 to the configured location. */
-export type RejectKind = Extract<HttpErrorKind, 'SESSION_REVOKED' | 'SESSION_EXPIRED' | 'SESSION_BINDING'>;
+export type RejectKind = Extract<HttpErrorKind, 'SESSION_REVOKED' | 'SESSION_EXPIRED' | 'SESSION_BINDING' | 'SESSION_CONFLICT'>;
 
 /**
  * What a stage decided when the request cannot go on. The handler is the one place that acts
@@ -160,6 +168,7 @@ const REJECTS: { readonly [K in RejectKind]: Outcome } = {
   SESSION_REVOKED: Object.freeze({ kind: 'reject', error: 'SESSION_REVOKED' }),
   SESSION_EXPIRED: Object.freeze({ kind: 'reject', error: 'SESSION_EXPIRED' }),
   SESSION_BINDING: Object.freeze({ kind: 'reject', error: 'SESSION_BINDING' }),
+  SESSION_CONFLICT: Object.freeze({ kind: 'reject', error: 'SESSION_CONFLICT' }),
 };
 
 /** Refuse an invalid session (see Outcome). */

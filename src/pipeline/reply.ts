@@ -22,7 +22,11 @@ function send(ctx: RequestContext, deps: PipelineDeps, status: number, code: str
     ctx.id,
     ...extra,
   ];
-  if (ctx.clearTicket && ctx.ticketValues.length > 0) headers.push('set-cookie', deps.ticket.clear);
+  if (ctx.clearTicket && ctx.ticketValues.length > 0) {
+    headers.push('set-cookie', deps.ticket.clear);
+    // Several tickets: every form goes (TicketCookie.clearOtherForms).
+    if (ctx.ticketValues.length > 1) for (const c of deps.ticket.clearOtherForms) headers.push('set-cookie', c);
+  }
   res.writeHead(status, headers);
   res.end(ctx.method === 'HEAD' ? undefined : body);
 }

@@ -3,8 +3,8 @@
 import { parseCookieHeader } from '../cookies/header.js';
 import { isLoopbackHost, jarCookieHeader, sameSiteContextOf, type CookieTarget } from '../cookies/jar.js';
 import { CoatcheckError, StoreUnavailableError } from '../errors.js';
-import type { LiveSession } from '../session/service.js';
-import { fail, reject, type Outcome, type PipelineDeps, type RequestContext, type Stage } from './context.js';
+import type { LiveSession, Resolution } from '../session/service.js';
+import { fail, reject, type Outcome, type PipelineDeps, type RejectKind, type RequestContext, type Stage, type StageResult } from './context.js';
 import { clientAddress, connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
 import { normalizePath, ruleMatches } from './rules.js';
 import { bindingOf, logout, mayClearTicket, revokeSession } from './session-actions.js';
@@ -159,6 +159,7 @@ export const handleInvalid: Stage = (ctx, deps) => {
   const r = ctx.resolution;
   if (r.state === 'none' || r.state === 'live') return undefined;
   const who = { client: ctx.clientIp, userAgent: ctx.req.headers['user-agent'] ?? null };
+  if (r.state === 'mixed') return severalTickets(ctx, deps, r, who);
   let policy: 'reject' | 'anonymous';
   if (r.state === 'revoked') {
     ctx.log.warn({ event: 'session.replay', class: 'revoked', session: r.logId, ...who }, 'a revoked ticket was presented (replay after logout)');
@@ -184,6 +185,32 @@ export const handleInvalid: Stage = (ctx, deps) => {
   if (policy === 'reject') return reject(r.state === 'revoked' ? 'SESSION_REVOKED' : 'SESSION_EXPIRED');
   return undefined;
 };
+
+/**
+ * Several tickets that are not one session: two different live sessions (cookie tossing: a
+ * sibling subdomain planted its own ticket), or a live one next to a revoked one. Never served
+ * with either. Each revoked ticket is a replay; two live ones are a conflict. Handled per
+ * `invalidSession.revoked` (reject by default) once the logout rules have run, so that a logout
+ * revokes every live session first (matchRules); the answer clears the ticket in every form
+ * coatcheck may have set it, whatever the request's Fetch Metadata, so the user can log in again.
+ */
+function severalTickets(ctx: RequestContext, deps: PipelineDeps, r: Extract<Resolution, { state: 'mixed' }>, who: object): undefined {
+  for (const logId of r.revoked) {
+    ctx.log.warn({ event: 'session.replay', class: 'revoked', session: logId, ...who }, 'a revoked ticket was presented next to a live one (replay after logout)');
+    deps.metrics.security.inc({ event: 'revoked' });
+  }
+  if (r.live.length > 1) {
+    ctx.log.warn(
+      { event: 'session.ticket_conflict', class: 'ticket_conflict', sessions: r.live.map((s) => s.logId), ...who },
+      'tickets of different live sessions were presented together; none of them is used',
+    );
+    deps.metrics.security.inc({ event: 'ticket_conflict' });
+  }
+  ctx.otherSessions = r.live;
+  ctx.clearTicket = true;
+  if (deps.config.invalidSession.revoked === 'reject') ctx.deferredReject = r.revoked.length > 0 ? 'SESSION_REVOKED' : 'SESSION_CONFLICT';
+  return undefined;
+}
 
 /** 4. Optional binding: the session must come from the user agent and address prefix that created it. */
 export const checkBinding: Stage = (ctx, deps) => {
@@ -215,7 +242,8 @@ async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session:
 export const matchRules: Stage = (ctx, deps) => {
   const { login } = deps.config;
   ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
-  return ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
+  const revoking = ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
+  return ctx.deferredReject === undefined ? revoking : afterLogout(ctx, ctx.deferredReject, revoking);
 };
 
 /**
@@ -251,6 +279,16 @@ function reportStripped(ctx: RequestContext, seen: Set<string>, name: string): v
     { event: 'cookie.client_stripped', cookieName },
     'a client cookie was stripped before the app (logged once per name): list it in session.passthrough if the page itself sets it',
   );
+}
+
+/**
+ * The answer severalTickets deferred, once a logout has revoked every session the request
+ * carried: a replay is still refused; a conflict of live sessions on a logout is served as a
+ * logout (without a jar: neither is the request's), so the app shows its logged-out page.
+ */
+function afterLogout(ctx: RequestContext, kind: RejectKind, revoking: Promise<undefined> | undefined): StageResult | Promise<StageResult> {
+  const outcome = ctx.isLogout && kind === 'SESSION_CONFLICT' ? undefined : reject(kind);
+  return revoking === undefined ? outcome : revoking.then(() => outcome);
 }
 
 /** 6. The Cookie header the app gets: the jar, as a browser would send it, plus passthrough cookies. */

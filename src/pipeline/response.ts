@@ -138,6 +138,9 @@ export const emitTicket: Stage = (ctx, deps) => {
     if ((out[i] as string).toLowerCase() === 'cache-control') out.splice(i, 2);
     else i += 2;
   }
+  // Several tickets: the other forms go first (a host-only clearing must not follow, and on some
+  // browsers replace, a Domain ticket given for the same host).
+  if (ctx.ticketValues.length > 1) for (const c of deps.ticket.clearOtherForms) out.push('set-cookie', c);
   out.push('set-cookie', setCookie, 'cache-control', 'no-store');
   if (ctx.isLogout && deps.config.logout.clearSiteData) {
     // "cookies" would also remove a ticket this same response sets: leave it out then.

@@ -26,7 +26,28 @@ export function logout(ctx: RequestContext, deps: PipelineDeps, by: 'rule' | 'ap
   ctx.clearTicket = true;
   ctx.newTicket = undefined;
   const session = ctx.session;
+  if (ctx.otherSessions.length > 0) return revokeEvery(ctx, deps, session ? [session, ...ctx.otherSessions] : ctx.otherSessions, by);
   return session ? revokeSession(ctx, deps, session, by) : undefined;
+}
+
+/**
+ * A logout of a request with several tickets: every live session it carried is revoked (the
+ * attacker's planted one and the user's), each with its family. Any failure is thrown, after
+ * the others were tried (503: not revoked means not logged out).
+ */
+async function revokeEvery(ctx: RequestContext, deps: PipelineDeps, sessions: readonly LiveSession[], by: RevokedBy): Promise<undefined> {
+  const results = await Promise.allSettled(sessions.map((s) => deps.service.revoke(s)));
+  let failure: unknown;
+  results.forEach((result, i) => {
+    if (result.status === 'rejected') {
+      failure ??= result.reason;
+      return;
+    }
+    deps.metrics.sessions.inc({ action: 'revoked' });
+    ctx.log.info({ event: 'session.logout', by, session: (sessions[i] as LiveSession).logId }, 'session and its family revoked');
+  });
+  if (failure !== undefined) throw failure;
+  return undefined;
 }
 
 /**

@@ -83,7 +83,13 @@ export type Resolution =
   | { state: 'unknown' }
   | { state: 'expired'; logId: string }
   | { state: 'revoked'; logId: string; family?: string }
-  | { state: 'live'; session: LiveSession };
+  | { state: 'live'; session: LiveSession }
+  /**
+   * Several tickets that cannot be served as one session: two or more different live sessions,
+   * or a live one next to a revoked one. None of them is served; a logout revokes every one in
+   * `live`, and every id in `revoked` (log ids) is a replay.
+   */
+  | { state: 'mixed'; live: readonly LiveSession[]; revoked: readonly string[] };
 
 /** Why a live session gets a new id: a login ('rotated') or periodic renewal ('renewed'). */
 export type Rotation = 'rotated' | 'renewed';
@@ -168,22 +174,63 @@ export class SessionService {
    */
   async resolve(ticketValues: readonly string[]): Promise<Resolution> {
     if (ticketValues.length === 0) return { state: 'none' };
-    for (const v of ticketValues) {
-      const known = this.tickets.get(v);
-      if (known) return this.resolveKnown(known);
+    if (ticketValues.length > 1) return this.resolveSeveral(ticketValues);
+    const v = ticketValues[0] as string;
+    const known = this.tickets.get(v) ?? this.verified(v);
+    if (known) return this.resolveKnown(known);
+    return TicketCodec.hasTicketShape(v) ? { state: 'forged' } : { state: 'unknown' };
+  }
+
+  /** The cache entry of a ticket whose signature verifies (made and cached now), else undefined. */
+  private verified(v: string): KnownTicket | undefined {
+    const sid = this.codec.verify(v);
+    if (!sid) return undefined;
+    // Cached: copies of their own, not slices that would keep a pooled chunk, or the whole
+    // Cookie header the ticket was cut from, alive.
+    const known = this.know(ownCopy(sid));
+    const ticket = ownString(v);
+    known.ticket = ticket;
+    this.tickets.set(ticket, known);
+    return known;
+  }
+
+  /**
+   * Several ticket cookies (cookie tossing from a sibling subdomain, or a changed cookie.domain):
+   * every verified one is loaded, in one batch (the loads leave in the same event-loop turn:
+   * one MGET on Redis). Copies of one ticket, or two tickets of one id (signed by different
+   * secrets, or a renewed id and its successor), are one session. The result, strongest first:
+   * - a live session next to a revoked one, or two different live sessions: 'mixed' (never
+   *   served; a logout revokes them all; the revoked ones are replays);
+   * - else a revoked one: 'revoked';
+   * - else the one live session (an expired or forged ticket next to it is ignored);
+   * - else expired, forged or unknown, as for one ticket.
+   */
+  private async resolveSeveral(ticketValues: readonly string[]): Promise<Resolution> {
+    const knowns = new Map<string, KnownTicket>();
+    let shaped = false;
+    for (const v of new Set(ticketValues)) {
+      const known = this.tickets.get(v) ?? this.verified(v);
+      if (known) knowns.set(known.key, known);
+      else if (TicketCodec.hasTicketShape(v)) shaped = true;
     }
-    for (const v of ticketValues) {
-      const sid = this.codec.verify(v);
-      if (!sid) continue;
-      // Cached: copies of their own, not slices that would keep a pooled chunk, or the whole
-      // Cookie header the ticket was cut from, alive.
-      const known = this.know(ownCopy(sid));
-      const ticket = ownString(v);
-      known.ticket = ticket;
-      this.tickets.set(ticket, known);
-      return this.resolveKnown(known);
+    if (knowns.size === 0) return shaped ? { state: 'forged' } : { state: 'unknown' };
+    const results = await Promise.all(Array.from(knowns.values(), (k) => this.resolveKnown(k)));
+    const live = new Map<string, LiveSession>();
+    const revoked: Array<Extract<Resolution, { state: 'revoked' }>> = [];
+    let expired: Resolution | undefined;
+    for (const r of results) {
+      if (r.state === 'live') {
+        if (!live.has(r.session.key)) live.set(r.session.key, r.session);
+      } else if (r.state === 'revoked') revoked.push(r);
+      else expired ??= r;
     }
-    return ticketValues.some((v) => TicketCodec.hasTicketShape(v)) ? { state: 'forged' } : { state: 'unknown' };
+    if (live.size > 1 || (live.size === 1 && revoked.length > 0)) {
+      return { state: 'mixed', live: [...live.values()], revoked: revoked.map((r) => r.logId) };
+    }
+    if (revoked.length > 0) return revoked[0] as Resolution;
+    const [session] = live.values();
+    if (session) return { state: 'live', session };
+    return expired as Resolution;
   }
 
   private know(sid: Buffer): KnownTicket {

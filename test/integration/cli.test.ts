@@ -230,6 +230,7 @@ describe('cli', () => {
       assert.equal(printed.session.absoluteTimeout, '12h'); // a default, filled in
       assert.deepEqual(printed.logout.rules, [{ path: '/logout' }]); // the mapping form
       assert.equal(printed.cookie.name, 'coatcheck');
+      assert.match(r.stderr, /^warning: .*cookie\.name: is "coatcheck", without the "__Host-" prefix.*use "__Host-coatcheck"/m, 'the warning is shown');
     });
 
     test('warns, naming the fix, about Secure cookies behind an untrusted proxy and about nothing that ends a session early', async () => {
@@ -299,6 +300,10 @@ describe('cli', () => {
       assert.equal(typeof port, 'number');
       assert.ok((port as number) > 0);
       assert.equal(listening.heapGrowingPercent, 30, 'coatcheck caps the heap growth itself (src/heap.ts)');
+      assert.ok(
+        cli.stdout.lines.some((l) => l.event === 'config.warning' && /cookie\.name: is "coatcheck", without the "__Host-" prefix/.test(String(l.msg))),
+        'the ticket-name warning is logged at start',
+      );
 
       const seen = up.nextRequest('/echo');
       const r = await send(port as number, '/echo?via=cli');

@@ -95,7 +95,7 @@ describe('example configurations in config/', () => {
     });
   }
 
-  it('demo.yaml: memory store, plain-http cookie, logout and login rules, warns about both', async () => {
+  it('demo.yaml: memory store, plain-http cookie, logout and login rules, warns about all three', async () => {
     const { config, warnings } = await loadConfigFile(join(CONFIG_DIR, 'demo.yaml'), ENV);
     assert.equal(config.store.kind, 'memory');
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8080 });
@@ -103,7 +103,8 @@ describe('example configurations in config/', () => {
     assert.equal(config.cookie.secure, false);
     assert.deepEqual(config.logout.rules, [{ kind: 'exact', path: '/logout', methods: null }]);
     assert.deepEqual(config.login, [{ kind: 'exact', path: '/login', methods: ['POST'] }]);
-    assert.equal(warnings.length, 2, warnings.join('\n'));
+    assert.equal(warnings.length, 3, warnings.join('\n'));
+    assert.match(warnings.join('\n'), /cookie\.name: is "coatcheck", without the "__Host-" prefix/);
     assert.match(warnings.join('\n'), /cookie\.secure: is false/);
     assert.match(warnings.join('\n'), /store\.kind: is memory/);
   });
@@ -1340,7 +1341,24 @@ describe('warnings', () => {
     {
       name: 'cookie.secure: false',
       lines: [...BASE, 'store: { kind: redis, url: "redis://r" }', 'cookie:', '  name: cc', '  secure: false', LOGOUT],
-      want: [/^test\.yaml:6:11: cookie\.secure: is false, so the ticket cookie travels over plain HTTP/],
+      want: [/^test\.yaml:5:9: cookie\.name: is "cc", without/, /^test\.yaml:6:11: cookie\.secure: is false, so the ticket cookie travels over plain HTTP/],
+    },
+    {
+      name: 'a ticket name without the __Host- prefix: the risk and the fix',
+      lines: [...BASE, 'store: { kind: redis, url: "redis://r" }', 'cookie:', '  name: ticket', LOGOUT],
+      want: [
+        /^test\.yaml:5:9: cookie\.name: is "ticket", without the "__Host-" prefix, so another host of the site \(a sibling subdomain, or a page served over plain HTTP\) can plant a ticket cookie of this name.*Path=\/logout.*use "__Host-coatcheck" with cookie\.secure: true and no cookie\.domain/,
+      ],
+    },
+    {
+      name: 'a __Secure- ticket name with a domain: the warning names the domain',
+      lines: [...BASE, 'store: { kind: redis, url: "redis://r" }', 'cookie:', '  name: __Secure-t', '  domain: example.com', LOGOUT],
+      want: [/^test\.yaml:5:9: cookie\.name: is "__Secure-t", without the "__Host-" prefix, so another host of the site \(a sibling subdomain under example\.com,/],
+    },
+    {
+      name: 'the default __Host- name: no warning',
+      lines: [...BASE, 'store: { kind: redis, url: "redis://r" }', 'cookie:', '  name: __Host-t', LOGOUT],
+      want: [],
     },
     {
       name: 'a duplicated secret',
