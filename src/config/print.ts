@@ -57,11 +57,12 @@ export function printConfig(config: Config): string {
   return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
 }
 
-/** `{path|prefix, methods}`; a rule without methods matches every method. */
+/** `{path|prefix, methods, caseSensitive}`; a rule without methods matches every method; caseSensitive only when true. */
 function printRule(rule: Rule): Record<string, unknown> {
   return {
     [rule.kind === 'exact' ? 'path' : 'prefix']: rule.path,
     ...(rule.methods !== null ? { methods: [...rule.methods] } : {}),
+    ...(rule.caseSensitive ? { caseSensitive: true } : {}),
   };
 }
 

@@ -115,6 +115,8 @@ const rule = z
       .array(z.string().transform((m) => m.toUpperCase()).pipe(z.string().regex(METHOD_RE, { message: 'expected an HTTP method' })))
       .min(1)
       .optional(),
+    /** Rules match case-insensitively unless this is true (README: "How rules match"). */
+    caseSensitive: z.boolean().optional(),
   })
   .superRefine((r: unknown, ctx) => {
     if (!isRecord(r)) return;
@@ -126,6 +128,7 @@ const rule = z
     kind: r.path !== undefined ? ('exact' as const) : ('prefix' as const),
     path: (r.path ?? r.prefix) as string,
     methods: r.methods ?? null,
+    caseSensitive: r.caseSensitive ?? false,
   }));
 
 export type Rule = z.output<typeof rule>;

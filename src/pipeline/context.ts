@@ -1,6 +1,7 @@
 // The per-request context every stage reads and writes, what stages share, and what a stage
 // may decide (the Outcome). Imports nothing from the stages.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
 import type { CookiePair } from '../cookies/header.js';
@@ -102,6 +103,11 @@ export class RequestContext {
   upstreamCookie = '';
   /** Flat raw header list for the upstream request (made by the forwardHeaders stage). */
   upstreamHeaders: string[] = NO_STRINGS as string[];
+  /**
+   * The body to forward when it is not the client's request as it is (set by matchRules after
+   * reading a `_method` field: the bytes read, then the rest). undefined: the request itself.
+   */
+  body: Readable | undefined = undefined;
   /** The request to the app, once sent (cancelled when the client goes away). */
   forwarding: Forwarding | undefined = undefined;
   /** The client went away before the response was complete. */

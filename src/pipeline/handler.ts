@@ -4,6 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fail, RequestContext, type Outcome, type PipelineDeps, type Stage, type StageResult } from './context.js';
 import { mapUpstreamError, isAbort } from '../proxy/error-map.js';
+import { FormBody } from './form-method.js';
 import { requestIdOf } from './headers.js';
 import { replyError, replyReject } from './reply.js';
 import { REQUEST_STAGES } from './request.js';
@@ -84,6 +85,8 @@ export function runStages(stages: readonly Stage[], ctx: RequestContext, deps: P
  */
 function finish(ctx: RequestContext, deps: PipelineDeps, outcome: Outcome): void {
   ctx.upstream?.body.discard();
+  // A body read for a `_method` field and never forwarded: drop the rest, as Node would.
+  if (ctx.forwarding === undefined && ctx.body instanceof FormBody) ctx.body.release();
   const { res } = ctx;
   if (outcome.kind === 'reject') replyReject(ctx, deps, outcome.error);
   else if (!res.headersSent) replyError(ctx, deps, outcome.error);
@@ -103,7 +106,7 @@ async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
     method: ctx.method,
     path: ctx.target,
     headers: ctx.upstreamHeaders,
-    body: hasBody(ctx.req) ? ctx.req : null,
+    body: ctx.body ?? (hasBody(ctx.req) ? ctx.req : null),
   });
   ctx.forwarding = forwarding;
   try {

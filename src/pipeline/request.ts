@@ -6,7 +6,8 @@ import { CoatcheckError, StoreUnavailableError } from '../errors.js';
 import type { LiveSession, Resolution } from '../session/service.js';
 import { fail, reject, type Outcome, type PipelineDeps, type RejectKind, type RequestContext, type Stage, type StageResult } from './context.js';
 import { clientAddress, connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
-import { normalizePath, ruleMatches } from './rules.js';
+import { FormBody, mayCarryMethodField, methodFieldsOf, readBodyStart } from './form-method.js';
+import { matchRuleList, normalizePath, requestMethods, rulePath, type RuleMatch } from './rules.js';
 import { bindingOf, logout, mayClearTicket, revokeSession } from './session-actions.js';
 
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
@@ -238,13 +239,76 @@ async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session:
   return reject(action === 'revoke' ? 'SESSION_REVOKED' : 'SESSION_BINDING');
 }
 
-/** 5. Logout rules revoke the session now, before the app sees the request; login rules are noted. */
+/**
+ * 5. Logout rules revoke the session now, before the app sees the request; login rules are noted.
+ * Rules are matched leniently (README, "How rules match"): `;` parameters, format suffix, case,
+ * HEAD as GET, method-override headers. A POST whose path a rule takes but whose method none does
+ * may still name the rule's method in a `_method` field (query, or a small urlencoded body): only
+ * then is the body read, up to a bound, and forwarded unchanged afterwards.
+ */
 export const matchRules: Stage = (ctx, deps) => {
   const { login } = deps.config;
-  ctx.isLogin = ruleMatches(login, ctx.method, ctx.pathname);
-  const revoking = ruleMatches(deps.config.logout.rules, ctx.method, ctx.pathname) ? logout(ctx, deps, 'rule') : undefined;
-  return ctx.deferredReject === undefined ? revoking : afterLogout(ctx, ctx.deferredReject, revoking);
+  const logoutRules = deps.config.logout.rules;
+  if (login.length === 0 && logoutRules.length === 0) return ruleMatched(ctx, deps, false, false);
+  const path = rulePath(ctx.target, ctx.pathname);
+  let methods = requestMethods(ctx.method, ctx.req.headers);
+  let isLogin = matchRuleList(login, methods, path);
+  let isLogout = matchRuleList(logoutRules, methods, path);
+  if (ctx.method === 'POST' && (isLogin === 'path' || isLogout === 'path')) {
+    const q = ctx.target.indexOf('?');
+    const fromQuery = q === -1 ? [] : new URLSearchParams(ctx.target.slice(q + 1)).getAll('_method');
+    if (fromQuery.length > 0) {
+      methods = requestMethods(ctx.method, ctx.req.headers, fromQuery);
+      if (isLogin === 'path') isLogin = matchRuleList(login, methods, path);
+      if (isLogout === 'path') isLogout = matchRuleList(logoutRules, methods, path);
+    }
+    if ((isLogin === 'path' || isLogout === 'path') && mayCarryMethodField(ctx.req)) {
+      return matchWithMethodField(ctx, deps, path, fromQuery, isLogin, isLogout);
+    }
+  }
+  return ruleMatched(ctx, deps, isLogin === 'match', isLogout === 'match');
 };
+
+/**
+ * What the rules decided: a login is noted, a logout revokes every session the request carried;
+ * then an answer severalTickets deferred (a replay, a conflict) is given.
+ */
+function ruleMatched(ctx: RequestContext, deps: PipelineDeps, isLogin: boolean, isLogout: boolean): ReturnType<Stage> {
+  ctx.isLogin = isLogin;
+  const revoking = isLogout ? logout(ctx, deps, 'rule') : undefined;
+  return ctx.deferredReject === undefined ? revoking : afterLogout(ctx, ctx.deferredReject, revoking);
+}
+
+/** matchRules, once a bounded start of the body has been read for its `_method` fields. */
+async function matchWithMethodField(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  path: string,
+  fromQuery: readonly string[],
+  isLogin: RuleMatch,
+  isLogout: RuleMatch,
+): Promise<Outcome | undefined> {
+  const start = await readBodyStart(ctx.req);
+  if (start.kind === 'aborted') {
+    // The client went away mid-body (or its body failed): nothing is forwarded, the handler stops
+    // after the request stages, and the connection is closed if it is not already.
+    ctx.aborted = true;
+    ctx.res.destroy();
+    return undefined;
+  }
+  if (start.kind === 'partial') {
+    ctx.body = new FormBody(start.chunks, ctx.req);
+  } else {
+    ctx.body = new FormBody(start.chunks, undefined);
+    const fields = methodFieldsOf(start.chunks.length === 1 ? (start.chunks[0] as Buffer) : Buffer.concat(start.chunks, start.bytes));
+    if (fields.length > 0) {
+      const methods = requestMethods(ctx.method, ctx.req.headers, [...fromQuery, ...fields]);
+      if (isLogin === 'path') isLogin = matchRuleList(deps.config.login, methods, path);
+      if (isLogout === 'path') isLogout = matchRuleList(deps.config.logout.rules, methods, path);
+    }
+  }
+  return ruleMatched(ctx, deps, isLogin === 'match', isLogout === 'match');
+}
 
 /**
  * 5b. A login while the store is known to be unreachable is refused before the app runs it: the

@@ -101,8 +101,8 @@ describe('example configurations in config/', () => {
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8080 });
     assert.equal(config.cookie.name, 'coatcheck');
     assert.equal(config.cookie.secure, false);
-    assert.deepEqual(config.logout.rules, [{ kind: 'exact', path: '/logout', methods: null }]);
-    assert.deepEqual(config.login, [{ kind: 'exact', path: '/login', methods: ['POST'] }]);
+    assert.deepEqual(config.logout.rules, [{ kind: 'exact', path: '/logout', methods: null, caseSensitive: false }]);
+    assert.deepEqual(config.login, [{ kind: 'exact', path: '/login', methods: ['POST'], caseSensitive: false }]);
     assert.equal(warnings.length, 3, warnings.join('\n'));
     assert.match(warnings.join('\n'), /cookie\.name: is "coatcheck", without the "__Host-" prefix/);
     assert.match(warnings.join('\n'), /cookie\.secure: is false/);
@@ -177,8 +177,8 @@ describe('defaults', () => {
     const { config } = load([...BASE, 'logout:', '  - path: /logout', '    methods: [get, post]', '  - prefix: /signout']);
     assert.deepEqual(config.logout, {
       rules: [
-        { kind: 'exact', path: '/logout', methods: ['GET', 'POST'] },
-        { kind: 'prefix', path: '/signout', methods: null },
+        { kind: 'exact', path: '/logout', methods: ['GET', 'POST'], caseSensitive: false },
+        { kind: 'prefix', path: '/signout', methods: null, caseSensitive: false },
       ],
       onCookieCleared: [],
       clearSiteData: false,
@@ -188,7 +188,7 @@ describe('defaults', () => {
   it('the mapping logout form keeps its keys', () => {
     const { config } = load([...BASE, 'logout:', '  rules: [{ path: /bye }]', '  onCookieCleared: [JSESSIONID]', '  clearSiteData: true']);
     assert.deepEqual(config.logout, {
-      rules: [{ kind: 'exact', path: '/bye', methods: null }],
+      rules: [{ kind: 'exact', path: '/bye', methods: null, caseSensitive: false }],
       onCookieCleared: ['JSESSIONID'],
       clearSiteData: true,
     });
@@ -1174,8 +1174,8 @@ describe('rules', () => {
   it('path is exact, prefix is a prefix, methods are upper-cased, no methods means every method', () => {
     const { config } = load([...BASE, 'login:', '  - path: /login', '    methods: [post, Put]', '  - prefix: /sso/']);
     assert.deepEqual(config.login, [
-      { kind: 'exact', path: '/login', methods: ['POST', 'PUT'] },
-      { kind: 'prefix', path: '/sso/', methods: null },
+      { kind: 'exact', path: '/login', methods: ['POST', 'PUT'], caseSensitive: false },
+      { kind: 'prefix', path: '/sso/', methods: null, caseSensitive: false },
     ]);
   });
 
@@ -1189,6 +1189,22 @@ describe('rules', () => {
         ],
       );
     }
+  });
+
+  it('caseSensitive: false unless the rule says true; anything but a boolean is refused', () => {
+    const { config } = load([...BASE, 'logout: [{ path: /a }, { path: /B, caseSensitive: true }, { prefix: /c, caseSensitive: false }]']);
+    assert.deepEqual(
+      config.logout.rules.map((r) => [r.path, r.caseSensitive]),
+      [
+        ['/a', false],
+        ['/B', true],
+        ['/c', false],
+      ],
+    );
+    assert.deepEqual(
+      problems([...BASE, 'login: [{ path: /login, caseSensitive: "yes" }]']).map((p) => p.path),
+      ['login[0].caseSensitive'],
+    );
   });
 
   it('rejects a method that is not a token', () => {
@@ -1447,9 +1463,9 @@ describe('unknown keys', () => {
     [['store'], ['kind', 'url', 'prefix', 'timeout', 'connectTimeout', 'maxSessions']],
     [['cookie'], ['name', 'secure', 'sameSite', 'domain', 'persistent']],
     [['logout'], ['rules', 'onCookieCleared', 'clearSiteData']], // the mapping form, through default, pipe and union
-    [['logout', 0], ['path', 'prefix', 'methods']], // a rule of the list form
-    [['logout', 'rules', 0], ['path', 'prefix', 'methods']],
-    [['login', 0], ['path', 'prefix', 'methods']],
+    [['logout', 0], ['path', 'prefix', 'methods', 'caseSensitive']], // a rule of the list form
+    [['logout', 'rules', 0], ['path', 'prefix', 'methods', 'caseSensitive']],
+    [['login', 0], ['path', 'prefix', 'methods', 'caseSensitive']],
     [['login'], []], // a list, not a mapping
     [['login', 'x'], []],
     [['secrets', 0], []],
@@ -1532,7 +1548,7 @@ describe('printConfig', () => {
         '  rules: [{ prefix: /logout, methods: [POST] }, { path: /bye }]',
         '  onCookieCleared: [JSESSIONID]',
         '  clearSiteData: true',
-        'login: [{ path: /login, methods: [post] }, { prefix: /sso }]',
+        'login: [{ path: /login, methods: [post] }, { prefix: /sso, caseSensitive: true }]',
         'invalidSession: { revoked: anonymous, expired: reject, status: 403, redirect: /login }',
         'log: { level: debug, access: false }',
         'limits: { maxHeaderSize: 8192, maxCookiesPerSession: 10, maxJarBytes: 4096 }',
@@ -1572,9 +1588,13 @@ describe('printConfig', () => {
   }
 
   it('prints the mapping form of logout, rules as {path|prefix, methods}, formatted durations and listen', () => {
-    const { config } = load([...BASE, 'listen: ":8080"', 'logout: [{ path: /a, methods: [GET] }, { prefix: /b }]', 'session: { idleTimeout: 1800 }']);
+    const { config } = load([...BASE, 'listen: ":8080"', 'logout: [{ path: /a, methods: [GET] }, { prefix: /b }, { path: /C, caseSensitive: true }]', 'session: { idleTimeout: 1800 }']);
     const printed = parseYaml(printConfig(config)) as Record<string, Record<string, unknown>>;
-    assert.deepEqual(printed.logout, { rules: [{ path: '/a', methods: ['GET'] }, { prefix: '/b' }], onCookieCleared: [], clearSiteData: false });
+    assert.deepEqual(printed.logout, {
+      rules: [{ path: '/a', methods: ['GET'] }, { prefix: '/b' }, { path: '/C', caseSensitive: true }],
+      onCookieCleared: [],
+      clearSiteData: false,
+    });
     assert.equal(printed.session?.idleTimeout, '30m');
     assert.equal(printed.session?.absoluteTimeout, '12h');
     assert.equal(printed.store?.timeout, '250ms');

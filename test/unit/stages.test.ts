@@ -6,7 +6,8 @@ import { RequestJar } from '../../src/cookies/jar.js';
 import { fail, reject, type Outcome, type Stage } from '../../src/pipeline/context.js';
 import { loggedPath, runStages } from '../../src/pipeline/handler.js';
 import { buildCookieHeader, checkBinding, forwardHeaders, handleInvalid, identify, matchRules, MAX_STRIPPED_NAMES_LOGGED, refuseLoginWithoutStore } from '../../src/pipeline/request.js';
-import { normalizePath, ruleMatches } from '../../src/pipeline/rules.js';
+import { methodFieldsOf } from '../../src/pipeline/form-method.js';
+import { matchRuleList, normalizePath, requestMethods, ruleMatches, rulePath } from '../../src/pipeline/rules.js';
 import { bindingOf, ipPrefix } from '../../src/pipeline/session-actions.js';
 import type { ConfigInput, Rule } from '../../src/config/schema.js';
 import type { Resolution, SessionService } from '../../src/session/service.js';
@@ -16,8 +17,15 @@ function rules(input: ConfigInput['login']): readonly Rule[] {
   return stageConfig({ login: input }).login;
 }
 
+/** What matchRules sees for a request target: the rule path, as identify and matchRules make it. */
+function pathFor(target: string): string {
+  const q = target.indexOf('?');
+  return rulePath(target, normalizePath(q === -1 ? target : target.slice(0, q)));
+}
+
 describe('rule matching (after path normalization)', () => {
-  const table: Array<{ rules: ConfigInput['login']; method?: string; path: string; match: boolean }> = [
+  // One row per example; the README table "How rules match" is made of these rows.
+  const table: Array<{ rules: ConfigInput['login']; method?: string; headers?: Record<string, string>; path: string; match: boolean }> = [
     { rules: [{ path: '/logout' }], path: '/logout', match: true },
     { rules: [{ path: '/logout' }], path: '/logout/', match: true },
     { rules: [{ path: '/logout' }], path: '/logout//', match: true },
@@ -27,22 +35,84 @@ describe('rule matching (after path normalization)', () => {
     { rules: [{ path: '/logout' }], path: '//logout', match: true },
     { rules: [{ path: '/logout' }], path: '/%6Cogout', match: true },
     { rules: [{ path: '/logout' }], path: '/./logout', match: true },
-    { rules: [{ path: '/logout' }], path: '/LOGOUT', match: false },
+    { rules: [{ path: '/logout' }], path: '/logout?next=/', match: true },
+    // ; path parameters, dropped from every segment (servlet containers), before dot segments
+    { rules: [{ path: '/logout' }], path: '/logout;jsessionid=1', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout;a=1;b=2/', match: true },
+    { rules: [{ path: '/logout' }], path: '/;x/logout', match: true },
+    { rules: [{ path: '/logout' }], path: '/x/..;/logout', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout?a=;b', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout%3Bx', match: false },
+    { rules: [{ prefix: '/auth/logout' }], path: '/auth;x/logout', match: true },
+    { rules: [{ prefix: '/auth/logout' }], path: '/auth;x/logout;y/all', match: true },
+    // format suffix (Rails' /logout(.:format), Spring's suffix match)
+    { rules: [{ path: '/logout' }], path: '/logout.json', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout.html/', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout.tar.gz', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout;x=1.json', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout.json;x=1', match: true },
+    { rules: [{ path: '/logout' }], path: '/logout.json/x', match: false },
+    { rules: [{ path: '/logout' }], path: '/logoutjson', match: false },
+    { rules: [{ path: '/' }], path: '/.json', match: false },
+    { rules: [{ path: '/' }], path: '/', match: true },
+    { rules: [{ prefix: '/auth/logout' }], path: '/auth/logout.json', match: true },
+    { rules: [{ prefix: '/auth/logout' }], path: '/auth/logout.json/x', match: false },
+    // case: insensitive unless the rule says otherwise
+    { rules: [{ path: '/logout' }], path: '/LOGOUT', match: true },
+    { rules: [{ path: '/LogOut' }], path: '/logout', match: true },
+    { rules: [{ path: '/logout' }], path: '/Logout.JSON', match: true },
+    { rules: [{ prefix: '/auth/logout' }], path: '/AUTH/Logout/x', match: true },
+    { rules: [{ path: '/logout', caseSensitive: true }], path: '/LOGOUT', match: false },
+    { rules: [{ path: '/logout', caseSensitive: true }], path: '/logout.json', match: true },
+    { rules: [{ path: '/LogOut', caseSensitive: true }], path: '/LogOut', match: true },
     { rules: [{ prefix: '/auth/logout' }], path: '/auth/logout', match: true },
     { rules: [{ prefix: '/auth/logout' }], path: '/auth/logout/all', match: true },
     { rules: [{ prefix: '/auth/logout' }], path: '/auth/logoutx', match: false },
     { rules: [{ prefix: '/auth/' }], path: '/auth/x', match: true },
-    { rules: [{ prefix: '/auth/' }], path: '/auth', match: false },
+    { rules: [{ prefix: '/auth/' }], path: '/auth', match: true },
+    { rules: [{ prefix: '/' }], path: '/anything', match: true },
+    // methods
     { rules: [{ path: '/logout', methods: ['POST'] }], method: 'POST', path: '/logout', match: true },
     { rules: [{ path: '/logout', methods: ['POST'] }], method: 'GET', path: '/logout', match: false },
     { rules: [{ path: '/a', methods: ['GET'] }, { path: '/b' }], method: 'PUT', path: '/b', match: true },
+    { rules: [{ prefix: '/auth/logout', methods: ['GET'] }], method: 'HEAD', path: '/auth/logout', match: true },
+    { rules: [{ path: '/logout', methods: ['HEAD'] }], method: 'GET', path: '/logout', match: false },
+    { rules: [{ path: '/logout', methods: ['GET'] }], method: 'POST', headers: { 'x-http-method-override': 'GET' }, path: '/logout', match: true },
+    { rules: [{ path: '/logout', methods: ['GET'] }], method: 'POST', headers: { 'x-http-method': 'get' }, path: '/logout', match: true },
+    { rules: [{ path: '/logout', methods: ['GET'] }], method: 'POST', headers: { 'x-method-override': 'HEAD' }, path: '/logout', match: true },
+    { rules: [{ path: '/session', methods: ['DELETE'] }], method: 'POST', headers: { 'x-http-method-override': 'PUT, DELETE' }, path: '/session', match: true },
+    { rules: [{ path: '/logout', methods: ['POST'] }], method: 'POST', headers: { 'x-http-method-override': 'GET' }, path: '/logout', match: true },
+    { rules: [{ path: '/logout', methods: ['GET'] }], method: 'POST', headers: { 'x-http-method-override': 'G E T' }, path: '/logout', match: false },
+    { rules: [{ path: '/logout', methods: ['GET'] }], method: 'POST', headers: { 'x-forwarded-method': 'GET' }, path: '/logout', match: false },
     { rules: [], path: '/logout', match: false },
   ];
   for (const row of table) {
-    test(`${JSON.stringify(row.rules)} ${row.method ?? 'GET'} ${row.path} → ${row.match ? 'match' : 'no match'}`, () => {
-      assert.equal(ruleMatches(rules(row.rules), row.method ?? 'GET', normalizePath(row.path)), row.match);
+    const hdrs = row.headers ? ` ${JSON.stringify(row.headers)}` : '';
+    test(`${JSON.stringify(row.rules)} ${row.method ?? 'GET'} ${row.path}${hdrs} → ${row.match ? 'match' : 'no match'}`, () => {
+      const methods = requestMethods(row.method ?? 'GET', row.headers ?? {});
+      assert.equal(ruleMatches(rules(row.rules), methods, pathFor(row.path)), row.match);
     });
   }
+
+  test('a rule that takes the path but not the method is a path-only match (a _method field may decide)', () => {
+    const r = rules([{ path: '/session', methods: ['DELETE'] }]);
+    assert.equal(matchRuleList(r, 'POST', '/session'), 'path');
+    assert.equal(matchRuleList(r, requestMethods('POST', {}, ['delete']), '/session'), 'match');
+    assert.equal(matchRuleList(r, 'POST', '/other'), 'none');
+  });
+
+  test('a plain request allocates no method list and no path', () => {
+    assert.equal(requestMethods('GET', { accept: '*/*' }), 'GET');
+    const p = '/page';
+    assert.equal(rulePath(`${p}?a=;`, p), p);
+  });
+
+  test('_method fields of a urlencoded form: every one, decoded', () => {
+    assert.deepEqual(methodFieldsOf(Buffer.from('authenticity_token=a%2Bb&_method=delete')), ['delete']);
+    assert.deepEqual(methodFieldsOf(Buffer.from('_method=put&_method=%44ELETE+')), ['put', 'DELETE ']);
+    assert.deepEqual(methodFieldsOf(Buffer.from('x=_method')), []);
+    assert.deepEqual(methodFieldsOf(Buffer.from('')), []);
+  });
 
   test('the matchRules stage marks login and logout, and a logout without a session clears the ticket', () => {
     const h = stageHarness({ logout: [{ path: '/logout' }], login: [{ path: '/login', methods: ['POST'] }] });

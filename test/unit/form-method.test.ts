@@ -1,0 +1,134 @@
+// The bounded `_method` read and the body forwarded after it, on real sockets: every way a body
+// can end (within the bound, past it, a client gone before or after the read) settles.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { FormBody, mayCarryMethodField, readBodyStart, type BodyStart } from '../../src/pipeline/form-method.js';
+
+/** A server whose handler gets each request; and a client request to it, headers sent. */
+async function serve(t: { after(fn: () => unknown): void }) {
+  const requests: IncomingMessage[] = [];
+  const waiting: Array<(req: IncomingMessage) => void> = [];
+  const server = createServer((req) => {
+    const w = waiting.shift();
+    if (w) w(req);
+    else requests.push(req);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    open(headers: Record<string, string>): { client: ClientRequest; req: Promise<IncomingMessage> } {
+      const client = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/', headers, agent: false });
+      client.on('error', () => undefined);
+      client.flushHeaders();
+      const req = new Promise<IncomingMessage>((resolve) => {
+        const r = requests.shift();
+        if (r) resolve(r);
+        else waiting.push(resolve);
+      });
+      return { client, req };
+    },
+  };
+}
+
+async function drain(body: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+test('mayCarryMethodField: a small urlencoded (or untyped) POST body only', () => {
+  const table: Array<[Record<string, string>, boolean]> = [
+    [{ 'content-length': '10', 'content-type': 'application/x-www-form-urlencoded' }, true],
+    [{ 'content-length': '10', 'content-type': 'Application/X-WWW-Form-Urlencoded; charset=UTF-8' }, true],
+    [{ 'content-length': '10' }, true],
+    [{ 'transfer-encoding': 'chunked', 'content-type': 'application/x-www-form-urlencoded' }, true],
+    [{ 'content-length': '0', 'content-type': 'application/x-www-form-urlencoded' }, false],
+    [{ 'content-length': String(16 * 1024 + 1), 'content-type': 'application/x-www-form-urlencoded' }, false],
+    [{ 'content-type': 'application/x-www-form-urlencoded' }, false],
+    [{ 'content-length': '10', 'content-type': 'application/json' }, false],
+    [{ 'content-length': '10', 'content-type': 'multipart/form-data; boundary=x' }, false],
+  ];
+  for (const [headers, want] of table) {
+    assert.equal(mayCarryMethodField({ headers } as unknown as IncomingMessage), want, JSON.stringify(headers));
+  }
+});
+
+test('readBodyStart: a body that ends within the bound is whole', async (t) => {
+  const s = await serve(t);
+  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+  client.write('_method=');
+  client.end('delete');
+  const start = await readBodyStart(await req, 64);
+  assert.equal(start.kind, 'whole');
+  assert.equal(Buffer.concat((start as Extract<BodyStart, { kind: 'whole' }>).chunks).toString(), '_method=delete');
+  assert.equal(await drain(new FormBody((start as Extract<BodyStart, { kind: 'whole' }>).chunks, undefined)).then(String), '_method=delete');
+});
+
+test('readBodyStart + FormBody: past the bound the request is paused, then forwarded whole, in order', async (t) => {
+  const s = await serve(t);
+  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+  const incoming = await req;
+  const reading = readBodyStart(incoming, 8);
+  client.write('0123456789');
+  const start = await reading;
+  assert.equal(start.kind, 'partial');
+  const body = new FormBody((start as Extract<BodyStart, { kind: 'partial' }>).chunks, incoming);
+  const all = drain(body);
+  client.write('abc');
+  client.end('def');
+  assert.equal(String(await all), '0123456789abcdef');
+});
+
+test('readBodyStart: a client gone mid-body settles as aborted (and one gone before the read too)', async (t) => {
+  const s = await serve(t);
+  const a = s.open({ 'content-length': '100' });
+  a.client.write('_method=de');
+  const incoming = await a.req;
+  const reading = readBodyStart(incoming);
+  a.client.destroy();
+  assert.equal((await reading).kind, 'aborted');
+  assert.equal((await readBodyStart(incoming)).kind, 'aborted', 'a request already destroyed');
+});
+
+test('FormBody: a client gone after the read, before or while forwarding, fails the body (never hangs)', async (t) => {
+  const s = await serve(t);
+  for (const when of ['before', 'while'] as const) {
+    const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+    const incoming = await req;
+    const reading = readBodyStart(incoming, 4);
+    client.write('0123456789');
+    const start = (await reading) as Extract<BodyStart, { kind: 'partial' }>;
+    const body = new FormBody(start.chunks, incoming);
+    if (when === 'before') {
+      client.destroy();
+      await new Promise((resolve) => incoming.once('close', resolve));
+      await assert.rejects(drain(body), when);
+    } else {
+      const all = drain(body);
+      client.destroy();
+      await assert.rejects(all, when);
+    }
+  }
+});
+
+test('FormBody.release: a body never forwarded is read and dropped, so the request ends', async (t) => {
+  const s = await serve(t);
+  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+  const incoming = await req;
+  const reading = readBodyStart(incoming, 4);
+  client.write('0123456789');
+  const start = (await reading) as Extract<BodyStart, { kind: 'partial' }>;
+  const body = new FormBody(start.chunks, incoming);
+  const ended = once(incoming, 'end');
+  body.release();
+  client.end('rest');
+  await ended;
+});
