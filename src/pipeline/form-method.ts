@@ -28,11 +28,44 @@ export function mayCarryMethodField(req: IncomingMessage): boolean {
   return (semi === -1 ? type : type.slice(0, semi)).trim().toLowerCase() === 'application/x-www-form-urlencoded';
 }
 
-/** The `_method` values of a urlencoded form (every occurrence; `+` and %XX decoded). */
+/** %XX decoded where it is well-formed (a malformed escape stays as written, as Rack and PHP keep it). */
+function percentDecode(s: string): string {
+  if (!s.includes('%')) return s;
+  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => {
+    try {
+      return decodeURIComponent(run);
+    } catch {
+      return run.replace(/%([0-9A-Fa-f]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    }
+  });
+}
+
+/**
+ * Is a decoded form key the method field as some framework reads it? `_method` in any case;
+ * spaces before it are skipped (Rack, PHP), and PHP reads a `.` in a name as `_`.
+ */
+function isMethodKey(key: string): boolean {
+  const k = key.trimStart();
+  return k.length === 7 && (k[0] === '_' || k[0] === '.') && k.slice(1).toLowerCase() === 'method';
+}
+
+/**
+ * The `_method` values of a urlencoded form: every occurrence, keys and values decoded (`+` and
+ * %XX) before they are compared, as the frameworks that read it do (`%5Fmethod=delete` is
+ * `_method` to Rack, PHP and body-parser). Pairs are split on `&` and `;` (older Rack splits on
+ * both): the rule's side is the safe one to err on.
+ */
 export function methodFieldsOf(form: Buffer): string[] {
   const text = form.toString('latin1');
-  if (!text.includes('_method')) return [];
-  return new URLSearchParams(text).getAll('_method');
+  const out: string[] = [];
+  for (const pair of text.split(/[&;]/)) {
+    const eq = pair.indexOf('=');
+    if (eq === -1) continue;
+    const key = percentDecode(pair.slice(0, eq).replace(/\+/g, ' '));
+    if (!isMethodKey(key)) continue;
+    out.push(percentDecode(pair.slice(eq + 1).replace(/\+/g, ' ')));
+  }
+  return out;
 }
 
 /** What readBodyStart read. */
@@ -46,14 +79,25 @@ export type BodyStart =
 
 /**
  * Reads a request body until it ends or passes `limit` bytes (then the request is paused with
- * the rest unread). Settles in every case: end, bound, error, or close before end.
+ * the rest unread). Settles in every case: end, bound, error, close before end, or `timeoutMs`
+ * without the body ending (a client that stalls is then forwarded as past the bound: what was
+ * read, then the rest as it comes, matched on its real method; it is held no longer than the
+ * app would have held it).
  */
-export function readBodyStart(req: IncomingMessage, limit: number = METHOD_FIELD_LIMIT): Promise<BodyStart> {
+export function readBodyStart(req: IncomingMessage, limit: number = METHOD_FIELD_LIMIT, timeoutMs = 0): Promise<BodyStart> {
   if (req.destroyed) return Promise.resolve({ kind: 'aborted' });
   return new Promise<BodyStart>((resolve) => {
     const chunks: Buffer[] = [];
     let bytes = 0;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            req.pause();
+            done({ kind: 'partial', chunks });
+          }, timeoutMs)
+        : undefined;
     const done = (result: BodyStart): void => {
+      if (timer !== undefined) clearTimeout(timer);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
@@ -83,8 +127,8 @@ export function readBodyStart(req: IncomingMessage, limit: number = METHOD_FIELD
 /**
  * The body forwarded to the app after a `_method` read: the bytes already read, then (when the
  * body went past the bound) the rest of the client's request, with backpressure. Nothing is
- * read or attached until the engine starts reading. Destroying it destroys the client's request,
- * as the engine would have with the request itself; a client that goes away destroys it.
+ * read or attached until the engine starts reading. A client that goes away destroys it;
+ * destroying it leaves the client's request to be drained, so that it can still be answered.
  */
 export class FormBody extends Readable {
   private head: Buffer[] | undefined;
@@ -126,10 +170,17 @@ export class FormBody extends Readable {
     else if (room) src.resume();
   }
 
+  /**
+   * Destroyed by its consumer (the engine, when the app failed or the request was cancelled):
+   * the client's request is left to be read and dropped, as Node does for a request nobody reads,
+   * so that coatcheck can still answer it (502, 504). Destroying the request would reset the
+   * client's connection. A body that failed because the client went away has detached already.
+   */
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     const src = this.src;
     this.detach();
-    if (src !== undefined && !src.readableEnded) src.destroy();
+    this.head = undefined;
+    if (src !== undefined && !src.readableEnded && !src.destroyed) src.resume();
     callback(err);
   }
 

@@ -141,11 +141,15 @@ export const resolveSession: Stage = async (ctx, deps) => {
   }
   if (values === undefined) return undefined;
   ctx.ticketValues = values;
-  if (values.length > 1) {
-    ctx.log.warn({ event: 'session.ticket_duplicate', count: values.length }, 'more than one ticket cookie presented');
-  }
   // A store failure is thrown: 503, fail closed.
   ctx.resolution = await deps.service.resolve(ctx.ticketValues);
+  if (values.length > 1) {
+    // Several tickets that come down to one live session (copies, or a stale ticket next to the
+    // live one after a cookie.domain change) are routine: debug. Anything else is a warning; a
+    // replay or a conflict among them is also logged as its own event.
+    const level = ctx.resolution.state === 'live' ? 'debug' : 'warn';
+    ctx.log[level]({ event: 'session.ticket_duplicate', count: values.length }, 'more than one ticket cookie presented');
+  }
   if (ctx.resolution.state === 'live') {
     ctx.session = ctx.resolution.session;
     ctx.logId = ctx.session.logId;
@@ -288,7 +292,8 @@ async function matchWithMethodField(
   isLogin: RuleMatch,
   isLogout: RuleMatch,
 ): Promise<Outcome | undefined> {
-  const start = await readBodyStart(ctx.req);
+  // A client that stalls mid-form is held no longer than the app would hold it.
+  const start = await readBodyStart(ctx.req, undefined, deps.config.upstreamTimeout);
   if (start.kind === 'aborted') {
     // The client went away mid-body (or its body failed): nothing is forwarded, the handler stops
     // after the request stages, and the connection is closed if it is not already.

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { createServer, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { FormBody, mayCarryMethodField, readBodyStart, type BodyStart } from '../../src/pipeline/form-method.js';
+import { FormBody, mayCarryMethodField, methodFieldsOf, readBodyStart, type BodyStart } from '../../src/pipeline/form-method.js';
 
 /** A server whose handler gets each request; and a client request to it, headers sent. */
 async function serve(t: { after(fn: () => unknown): void }) {
@@ -131,4 +131,62 @@ test('FormBody.release: a body never forwarded is read and dropped, so the reque
   body.release();
   client.end('rest');
   await ended;
+});
+
+test('methodFieldsOf: the key is compared decoded, as the frameworks read it (an encoded _method is no way around a rule)', () => {
+  const table: Array<[string, string[]]> = [
+    ['_method=delete', ['delete']],
+    ['%5Fmethod=delete', ['delete']],
+    ['%5fmethod=delete', ['delete']],
+    ['_%6Dethod=delete', ['delete']],
+    ['_METHOD=DELETE', ['DELETE']],
+    ['a=1& _method=delete', ['delete']],
+    ['a=1;_method=delete', ['delete']],
+    ['.method=delete', ['delete']],
+    ['+method=delete', []],
+    ['_method=%44ELETE+', ['DELETE ']],
+    ['_method=put&%5Fmethod=delete', ['put', 'delete']],
+    ['_method=%zz', ['%zz']],
+    ['x=_method', []],
+    ['_methods=delete', []],
+    ['method=delete', []],
+    ['_method', []],
+    ['', []],
+  ];
+  for (const [form, want] of table) assert.deepEqual(methodFieldsOf(Buffer.from(form, 'latin1')), want, form);
+});
+
+test('readBodyStart: a client that stalls is forwarded as past the bound once the deadline passes (never held longer)', async (t) => {
+  const s = await serve(t);
+  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+  const incoming = await req;
+  const reading = readBodyStart(incoming, 1024, 50);
+  client.write('_method=del');
+  const start = await reading;
+  assert.equal(start.kind, 'partial');
+  const body = new FormBody((start as Extract<BodyStart, { kind: 'partial' }>).chunks, incoming);
+  const all = drain(body);
+  client.end('ete');
+  assert.equal((await all).toString(), '_method=delete', 'the app still gets every byte, in order');
+});
+
+test('FormBody destroyed by its consumer (the app failed): the client request is drained, not reset, so it can be answered', async (t) => {
+  const s = await serve(t);
+  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+  const incoming = await req;
+  const reading = readBodyStart(incoming, 4);
+  client.write('0123456789');
+  const start = (await reading) as Extract<BodyStart, { kind: 'partial' }>;
+  const body = new FormBody(start.chunks, incoming);
+  body.resume();
+  await once(body, 'data');
+  body.on('error', () => undefined);
+  const closed = new Promise((resolve) => body.once('close', resolve));
+  body.destroy(new Error('upstream failed'));
+  await closed;
+  const ended = once(incoming, 'end');
+  client.end('the rest of the body');
+  await ended;
+  assert.equal(incoming.destroyed && !incoming.complete, false, 'the request was read to its end, not destroyed');
+  assert.equal(incoming.socket?.destroyed ?? false, false, "the client's connection is still open for the answer");
 });
