@@ -10,112 +10,14 @@ import type { JarChange } from '../cookies/jar.js';
 import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
 import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
 import { SID_BYTES, TicketCodec, type RandomSource } from './ticket.js';
-import { FifoCache } from '../util/fifo-cache.js';
-import { ownCopy, ownString } from '../util/buffers.js';
+import { TicketCache, type KnownTicket } from './ticket-cache.js';
+import type { CommitInput, CommitOutcome, LiveSession, Resolution, Rotation, SessionLimits, SessionTimeouts } from './types.js';
 
-/**
- * A verified ticket, remembered so a busy session does not pay for HMACs, hashes, key
- * derivation and decryption on every request.
- */
-export interface KnownTicket {
-  /** The ticket value this entry is cached under (undefined when not cached). */
-  ticket?: string;
-  sid: Buffer;
-  key: string;
-  logId: string;
-  /** The jar key, derived on first use. */
-  jarKey?: Buffer;
-  /**
-   * The record last opened for this id, with the version and authentication tag it was opened
-   * from: a record that did not change since is not decrypted and parsed again. The tag is
-   * compared too, so a different value under the same version (a restored backup, a hand
-   * edit) is always opened and authenticated afresh.
-   */
-  opened?: { version: number; tag: string; record: OpenedRecord };
-}
+export type { KnownTicket } from './ticket-cache.js';
+export type { CommitInput, CommitOutcome, LiveSession, Resolution, Rotation, SessionLimits, SessionTimeouts } from './types.js';
 
-/** Most verified tickets cached per process (see SessionService.tickets). */
-const TICKET_CACHE = 20_000;
 /** Compare-and-set attempts of one write before giving up (each lost attempt means another write landed). */
 const MAX_WRITE_ATTEMPTS = 8;
-
-export interface SessionTimeouts {
-  idleTimeout: number;
-  absoluteTimeout: number;
-  /** Periodic renewal: a new id once the current one is this old (null: off). */
-  renewAfter: number | null;
-  /** How long a renewed id stays usable as an alias of its successor. */
-  renewGrace: number;
-}
-
-export interface SessionLimits {
-  maxCookiesPerSession: number;
-  maxJarBytes: number;
-}
-
-/** A session found live for this request, its jar opened. */
-export interface LiveSession {
-  sid: Buffer;
-  key: string;
-  /** Short keyed hash of the id, for logs. */
-  logId: string;
-  /** Shared with other requests of this session: never mutate it. */
-  meta: Readonly<SessionMeta>;
-  jarKey: Buffer;
-  /** field → cookie, decrypted; cookies already expired at load time are left out. Shared: never mutate it. */
-  cookies: ReadonlyMap<string, Cookie>;
-  /** The record's version in the store: the compare-and-set token of the next write. */
-  version: number;
-  /** Its entry in the ticket cache, when it was found through one (forgotten once the id dies). */
-  cached?: KnownTicket;
-  /**
-   * Set when the client presented a renewed id inside its grace window: this is the successor
-   * session, and the browser should be given its ticket.
-   */
-  successorTicket?: string;
-}
-
-export type Resolution =
-  | { state: 'none' }
-  /** A value with a ticket's shape whose signature does not verify (crafted or tampered with). */
-  | { state: 'forged' }
-  /** A value that is not a ticket at all (garbage, truncated, another version). */
-  | { state: 'unknown' }
-  | { state: 'expired'; logId: string }
-  | { state: 'revoked'; logId: string; family?: string }
-  | { state: 'live'; session: LiveSession }
-  /**
-   * Several tickets that cannot be served as one session: two or more different live sessions,
-   * or a live one next to a revoked one. None of them is served; a logout revokes every one in
-   * `live`, and every id in `revoked` (log ids) is a replay.
-   */
-  | { state: 'mixed'; live: readonly LiveSession[]; revoked: readonly string[] };
-
-/** Why a live session gets a new id: a login ('rotated') or periodic renewal ('renewed'). */
-export type Rotation = 'rotated' | 'renewed';
-
-export type CommitOutcome =
-  /** Nothing to write, or written to the request's session. */
-  | { kind: 'unchanged' }
-  | { kind: 'updated' }
-  /** A new id (first managed cookie, rotation at login, renewal): give the browser this ticket. */
-  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | Rotation }
-  /** The session was revoked or expired while the request was in flight: the changes are dropped. */
-  | { kind: 'gone' };
-
-export interface CommitInput {
-  session: LiveSession | undefined;
-  changes: readonly JarChange[];
-  /** A login (or the app asked for it): a new id and a new family; the old id dies at once. */
-  rotate: boolean;
-  /** The app's user id (Coatcheck-User), when it named one. */
-  user?: string;
-  /**
-   * What the request is bound to (user agent, address prefix), when binding is on. Sessions
-   * keep only a hash of it, keyed by their own id, so secret rotation never breaks a binding.
-   */
-  bind?: string;
-}
 
 export interface SessionServiceDeps {
   store: SessionStore;
@@ -144,18 +46,15 @@ export class SessionService {
   private readonly random: RandomSource;
   /** A sliding touch is written at most this often per session. */
   private readonly touchInterval: number;
-  /**
-   * Verified tickets (ticket → id, store key, log id, jar key, last opened record). Only
-   * tickets whose signature verified are kept, so garbage cannot fill the cache with anything
-   * useful.
-   */
-  private readonly tickets = new FifoCache<string, KnownTicket>(TICKET_CACHE);
+  /** Verified tickets; see TicketCache. */
+  private readonly tickets: TicketCache;
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
     this.random = deps.random ?? randomBytes;
     this.codec = new TicketCodec(deps.secrets, this.random);
     this.hasher = new LogHasher(deps.secrets[0] as string);
+    this.tickets = new TicketCache(this.codec, this.hasher);
     this.timeouts = deps.timeouts;
     this.limits = deps.limits;
     this.clock = deps.clock;
@@ -176,23 +75,11 @@ export class SessionService {
     if (ticketValues.length === 0) return { state: 'none' };
     if (ticketValues.length > 1) return this.resolveSeveral(ticketValues);
     const v = ticketValues[0] as string;
-    const known = this.tickets.get(v) ?? this.verified(v);
+    const known = this.tickets.get(v) ?? this.tickets.verified(v);
     if (known) return this.resolveKnown(known);
     return TicketCodec.hasTicketShape(v) ? { state: 'forged' } : { state: 'unknown' };
   }
 
-  /** The cache entry of a ticket whose signature verifies (made and cached now), else undefined. */
-  private verified(v: string): KnownTicket | undefined {
-    const sid = this.codec.verify(v);
-    if (!sid) return undefined;
-    // Cached: copies of their own, not slices that would keep a pooled chunk, or the whole
-    // Cookie header the ticket was cut from, alive.
-    const known = this.know(ownCopy(sid));
-    const ticket = ownString(v);
-    known.ticket = ticket;
-    this.tickets.set(ticket, known);
-    return known;
-  }
 
   /**
    * Several ticket cookies (cookie tossing from a sibling subdomain, or a changed cookie.domain):
@@ -209,7 +96,7 @@ export class SessionService {
     const knowns = new Map<string, KnownTicket>();
     let shaped = false;
     for (const v of new Set(ticketValues)) {
-      const known = this.tickets.get(v) ?? this.verified(v);
+      const known = this.tickets.get(v) ?? this.tickets.verified(v);
       if (known) knowns.set(known.key, known);
       else if (TicketCodec.hasTicketShape(v)) shaped = true;
     }
@@ -233,9 +120,6 @@ export class SessionService {
     return expired as Resolution;
   }
 
-  private know(sid: Buffer): KnownTicket {
-    return { sid, key: storeKeyOf(sid), logId: this.hasher.hash(sid) };
-  }
 
   private async resolveKnown(known: KnownTicket): Promise<Resolution> {
     const { sid, key, logId } = known;
@@ -263,7 +147,7 @@ export class SessionService {
 
   /** What the store holds for a verified id, without following a renewal alias. */
   private async loadLive(sid: Buffer, now: number): Promise<Resolution> {
-    const known = this.know(sid);
+    const known = this.tickets.know(sid);
     const found = await this.store.load(known.key);
     if (found.state === 'live') return this.live(known, found.version, found.data, now);
     if (found.state === 'none') return { state: 'expired', logId: known.logId };
@@ -308,25 +192,11 @@ export class SessionService {
    */
   async revoke(session: LiveSession): Promise<void> {
     const ttl = Math.max(1000, session.meta.deadline - this.clock());
-    this.forget(session);
+    this.tickets.forget(session.cached);
     await this.store.revokeFamily(session.meta.family, session.key, ttl);
   }
 
-  /** Drops a dead id's cache entry (its opened jar with it): the cache holds live sessions. */
-  private forget(session: LiveSession): void {
-    if (session.cached?.ticket !== undefined) this.tickets.delete(session.cached.ticket);
-  }
 
-  /**
-   * Caches what was just written under a ticket (new or cached), so that the next request with
-   * it neither verifies, derives nor decrypts anything: the record is known by its version and tag.
-   */
-  private remember(known: KnownTicket, version: number, data: Buffer, meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): void {
-    let firstExpiry = Infinity;
-    for (const cookie of cookies.values()) if (cookie.expires instanceof Date) firstExpiry = Math.min(firstExpiry, cookie.expires.getTime());
-    known.opened = { version, tag: tagOf(data), record: { meta: Object.freeze(meta), cookies, firstExpiry } };
-    if (known.ticket !== undefined) this.tickets.set(known.ticket, known);
-  }
 
   /**
    * True when committing this response would write nothing: no cookie change, no rotation or
@@ -380,11 +250,11 @@ export class SessionService {
       const data = sealRecord(session.jarKey, encodeRecord(meta, jar.cookies));
       const result = await this.store.update(session.key, session.version, data, ttlMs);
       if (result === 'ok') {
-        if (session.cached) this.remember(session.cached, session.version + 1, data, meta, jar.cookies);
+        if (session.cached) this.tickets.remember(session.cached, session.version + 1, data, meta, jar.cookies);
         return { kind: 'updated' };
       }
       if (result === 'gone') {
-        this.forget(session);
+        this.tickets.forget(session.cached);
         return { kind: 'gone' };
       }
       // A touch alone that lost to another write is not needed: that write touched the session too.
@@ -421,7 +291,7 @@ export class SessionService {
     const ok = await this.store.create(key, data, this.ttlAt(meta, now));
     // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
     if (!ok) throw new Error('session id collision in the store');
-    this.remember({ ticket: minted.ticket, sid: minted.sid, key, logId, jarKey }, 1, data, meta, jar.cookies);
+    this.tickets.remember({ ticket: minted.ticket, sid: minted.sid, key, logId, jarKey }, 1, data, meta, jar.cookies);
     return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
   }
 
@@ -459,8 +329,8 @@ export class SessionService {
       const result = await this.store.rotate(session.key, session.version, oldTtl, newKey, data, ttlMs, alias);
       if (result === 'ok') {
         // A renewed id stays usable through its alias for the grace window, loaded afresh.
-        this.forget(session);
-        this.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
+        this.tickets.forget(session.cached);
+        this.tickets.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
         return { kind: 'created', ticket: minted.ticket, logId, cause };
       }
       if (result === 'gone') return cause === 'renewed' ? this.followRenewal(session, input, now) : { kind: 'gone' };
@@ -508,7 +378,7 @@ export class SessionService {
    * that request's alias and write this response's changes to its successor instead.
    */
   private async followRenewal(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
-    const followed = await this.resolveKnown(this.know(session.sid));
+    const followed = await this.resolveKnown(this.tickets.know(session.sid));
     if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
     const outcome = await this.update(followed.session, input, now);
     if (outcome.kind === 'gone') return outcome;
