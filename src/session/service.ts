@@ -1,14 +1,16 @@
 // The session service: tickets in, jars out. HTTP-agnostic; every store failure surfaces as
 // StoreUnavailableError and is never mistaken for "no session".
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Cookie } from 'tough-cookie';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { RenewalAlias, SessionStore } from '../store/types.js';
 import type { JarChange } from '../cookies/jar.js';
+import { bindHash, bindingMatches } from './binding.js';
 import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
-import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
+import { buildJar } from './jar-builder.js';
+import { decodeRecord, encodeRecord, type OpenedRecord, type SessionMeta } from './record.js';
 import { SID_BYTES, TicketCodec, type RandomSource } from './ticket.js';
 import { TicketCache, type KnownTicket } from './ticket-cache.js';
 import type { CommitInput, CommitOutcome, LiveSession, Resolution, Rotation, SessionLimits, SessionTimeouts } from './types.js';
@@ -239,7 +241,7 @@ export class SessionService {
   private async update(first: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
     let session = first;
     for (let attempt = 1; ; attempt++) {
-      const jar = this.buildJar(session.cookies, input.changes, session.logId);
+      const jar = buildJar(session.cookies, input.changes, session.logId, this.limits, this.logger);
       const userChanged = input.user !== undefined && input.user !== session.meta.user;
       const touchDue = now - session.meta.touched >= this.touchInterval;
       if (!jar.changed && !touchDue && !userChanged) return { kind: 'unchanged' };
@@ -273,17 +275,14 @@ export class SessionService {
 
   /** Does a request's binding material match what the session was bound to? */
   bindingMatches(session: LiveSession, material: string): boolean {
-    if (session.meta.bind === undefined) return true;
-    const a = Buffer.from(session.meta.bind);
-    const b = Buffer.from(bindHash(session.jarKey, material));
-    return a.length === b.length && timingSafeEqual(a, b);
+    return bindingMatches(session.meta, session.jarKey, material);
   }
 
   private async create(input: CommitInput, now: number): Promise<CommitOutcome> {
     const minted = this.codec.mint();
     const logId = this.hasher.hash(minted.sid);
     const jarKey = jarKeyOf(minted.sid);
-    const jar = this.buildJar(new Map(), input.changes, logId);
+    const jar = buildJar(new Map(), input.changes, logId, this.limits, this.logger);
     if (jar.cookies.size === 0) return { kind: 'unchanged' };
     const meta = this.newMeta(now, input, jarKey);
     const key = storeKeyOf(minted.sid);
@@ -320,7 +319,7 @@ export class SessionService {
     const newKey = storeKeyOf(minted.sid);
     let session = first;
     for (let attempt = 1; ; attempt++) {
-      const jar = this.buildJar(session.cookies, input.changes, logId);
+      const jar = buildJar(session.cookies, input.changes, logId, this.limits, this.logger);
       const { meta, alias } = this.newIdMeta(session, input, now, cause, minted.sid, jarKey);
       const ttlMs = this.ttlAt(meta, now);
       if (ttlMs <= 0) return { kind: 'gone' };
@@ -384,50 +383,6 @@ export class SessionService {
     if (outcome.kind === 'gone') return outcome;
     return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
   }
-
-  /**
-   * The jar a write stores: `base` (what the session holds), then the response's changes in
-   * order, within the per-session limits (a cookie over them is dropped with a warning naming
-   * it). `changed` is false when the changes left the jar as it was.
-   */
-  private buildJar(base: ReadonlyMap<string, Cookie>, changes: readonly JarChange[], logId: string): { cookies: Map<string, Cookie>; changed: boolean } {
-    const cookies = new Map(base);
-    let bytes = 0;
-    for (const [field, cookie] of cookies) bytes += jarBytesOf(field, cookie);
-    let changed = false;
-    for (const change of changes) {
-      if (change.kind === 'set') {
-        const previous = cookies.get(change.field);
-        const count = cookies.size + (previous === undefined ? 1 : 0);
-        const after = bytes - (previous ? jarBytesOf(change.field, previous) : 0) + jarBytesOf(change.field, change.cookie);
-        if (count > this.limits.maxCookiesPerSession || after > this.limits.maxJarBytes) {
-          this.logger.warn(
-            {
-              event: 'session.jar_limit',
-              session: logId,
-              cookieName: change.name,
-              count,
-              bytes: after,
-              maxCookies: this.limits.maxCookiesPerSession,
-              maxBytes: this.limits.maxJarBytes,
-            },
-            'cookie dropped: the session jar is over its limit',
-          );
-          continue;
-        }
-        cookies.set(change.field, change.cookie);
-        bytes = after;
-        changed = true;
-      } else if (change.kind === 'delete') {
-        const previous = cookies.get(change.field);
-        if (previous === undefined) continue;
-        cookies.delete(change.field);
-        bytes -= jarBytesOf(change.field, previous);
-        changed = true;
-      }
-    }
-    return { cookies, changed };
-  }
 }
 
 /** The cookies of a jar that have not expired at `now`. */
@@ -438,9 +393,4 @@ function unexpired(cookies: ReadonlyMap<string, Cookie>, now: number): Map<strin
     out.set(field, cookie);
   }
   return out;
-}
-
-/** The stored form of a binding: keyed by the session's own key, so it needs no server secret. */
-function bindHash(jarKey: Buffer, material: string): string {
-  return createHmac('sha256', jarKey).update('coatcheck/v1/bind\0').update(material).digest('base64url').slice(0, 22);
 }
