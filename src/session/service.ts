@@ -1,18 +1,19 @@
 // The session service: tickets in, jars out. HTTP-agnostic; every store failure surfaces as
 // StoreUnavailableError and is never mistaken for "no session".
 import { randomBytes } from 'node:crypto';
-import type { Cookie } from 'tough-cookie';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { RenewalAlias, SessionStore } from '../store/types.js';
 import type { JarChange } from '../cookies/jar.js';
 import { bindHash, bindingMatches } from './binding.js';
-import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
+import { jarKeyOf, LogHasher, seal, sealRecord, storeKeyOf } from './crypto.js';
 import { buildJar } from './jar-builder.js';
-import { decodeRecord, encodeRecord, type OpenedRecord, type SessionMeta } from './record.js';
-import { SID_BYTES, TicketCodec, type RandomSource } from './ticket.js';
-import { TicketCache, type KnownTicket } from './ticket-cache.js';
+import { SessionLoader, SUCCESSOR_FIELD } from './load.js';
+import { encodeRecord, type SessionMeta } from './record.js';
+import { resolveSeveral } from './resolve.js';
+import { TicketCodec, type RandomSource } from './ticket.js';
+import { TicketCache } from './ticket-cache.js';
 import type { CommitInput, CommitOutcome, LiveSession, Resolution, Rotation, SessionLimits, SessionTimeouts } from './types.js';
 
 export type { KnownTicket } from './ticket-cache.js';
@@ -34,9 +35,6 @@ export interface SessionServiceDeps {
 /** Random bytes of a family id (an index key, not a secret: 96 bits keep ids of different logins apart). */
 const FAMILY_BYTES = 12;
 
-/** Additional data that binds a sealed successor id to its purpose. */
-const SUCCESSOR_FIELD = '@n';
-
 export class SessionService {
   private readonly codec: TicketCodec;
   private readonly hasher: LogHasher;
@@ -50,6 +48,7 @@ export class SessionService {
   private readonly touchInterval: number;
   /** Verified tickets; see TicketCache. */
   private readonly tickets: TicketCache;
+  private readonly loader: SessionLoader;
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -57,6 +56,7 @@ export class SessionService {
     this.codec = new TicketCodec(deps.secrets, this.random);
     this.hasher = new LogHasher(deps.secrets[0] as string);
     this.tickets = new TicketCache(this.codec, this.hasher);
+    this.loader = new SessionLoader(deps.store, this.codec, this.tickets, deps.timeouts, deps.clock, deps.logger);
     this.timeouts = deps.timeouts;
     this.limits = deps.limits;
     this.clock = deps.clock;
@@ -75,118 +75,13 @@ export class SessionService {
    */
   async resolve(ticketValues: readonly string[]): Promise<Resolution> {
     if (ticketValues.length === 0) return { state: 'none' };
-    if (ticketValues.length > 1) return this.resolveSeveral(ticketValues);
+    if (ticketValues.length > 1) return resolveSeveral(ticketValues, this.tickets, this.loader);
     const v = ticketValues[0] as string;
     const known = this.tickets.get(v) ?? this.tickets.verified(v);
-    if (known) return this.resolveKnown(known);
+    if (known) return this.loader.resolveKnown(known);
     return TicketCodec.hasTicketShape(v) ? { state: 'forged' } : { state: 'unknown' };
   }
 
-
-  /**
-   * Several ticket cookies (cookie tossing from a sibling subdomain, or a changed cookie.domain):
-   * every verified one is loaded, in one batch (the loads leave in the same event-loop turn:
-   * one MGET on Redis). Copies of one ticket, or two tickets of one id (signed by different
-   * secrets, or a renewed id and its successor), are one session. The result, strongest first:
-   * - a live session next to a revoked one, or two different live sessions: 'mixed' (never
-   *   served; a logout revokes them all; the revoked ones are replays);
-   * - else a revoked one: 'revoked';
-   * - else the one live session (an expired or forged ticket next to it is ignored);
-   * - else expired, forged or unknown, as for one ticket.
-   */
-  private async resolveSeveral(ticketValues: readonly string[]): Promise<Resolution> {
-    const knowns = new Map<string, KnownTicket>();
-    let shaped = false;
-    for (const v of new Set(ticketValues)) {
-      const known = this.tickets.get(v) ?? this.tickets.verified(v);
-      if (known) knowns.set(known.key, known);
-      else if (TicketCodec.hasTicketShape(v)) shaped = true;
-    }
-    if (knowns.size === 0) return shaped ? { state: 'forged' } : { state: 'unknown' };
-    const results = await Promise.all(Array.from(knowns.values(), (k) => this.resolveKnown(k)));
-    const live = new Map<string, LiveSession>();
-    const revoked: Array<Extract<Resolution, { state: 'revoked' }>> = [];
-    let expired: Resolution | undefined;
-    for (const r of results) {
-      if (r.state === 'live') {
-        if (!live.has(r.session.key)) live.set(r.session.key, r.session);
-      } else if (r.state === 'revoked') revoked.push(r);
-      else expired ??= r;
-    }
-    if (live.size > 1 || (live.size === 1 && revoked.length > 0)) {
-      return { state: 'mixed', live: [...live.values()], revoked: revoked.map((r) => r.logId) };
-    }
-    if (revoked.length > 0) return revoked[0] as Resolution;
-    const [session] = live.values();
-    if (session) return { state: 'live', session };
-    return expired as Resolution;
-  }
-
-
-  private async resolveKnown(known: KnownTicket): Promise<Resolution> {
-    const { sid, key, logId } = known;
-    const found = await this.store.load(key);
-    const now = this.clock();
-    switch (found.state) {
-      case 'none':
-        return { state: 'expired', logId };
-      case 'revoked':
-        return { state: 'revoked', logId };
-      case 'renewed': {
-        // Past its grace window a renewed id is as dead as a revoked one: presenting it is a replay.
-        if (now >= found.graceUntil) return { state: 'revoked', logId, family: found.family };
-        const successor = this.openSuccessor(sid, found.successor);
-        if (!successor) return { state: 'revoked', logId, family: found.family };
-        const next = await this.loadLive(successor, now);
-        if (next.state !== 'live') return next.state === 'revoked' ? { state: 'revoked', logId, family: found.family } : { state: 'expired', logId };
-        next.session.successorTicket = this.codec.sign(successor);
-        return next;
-      }
-      case 'live':
-        return this.live(known, found.version, found.data, now);
-    }
-  }
-
-  /** What the store holds for a verified id, without following a renewal alias. */
-  private async loadLive(sid: Buffer, now: number): Promise<Resolution> {
-    const known = this.tickets.know(sid);
-    const found = await this.store.load(known.key);
-    if (found.state === 'live') return this.live(known, found.version, found.data, now);
-    if (found.state === 'none') return { state: 'expired', logId: known.logId };
-    return { state: 'revoked', logId: known.logId };
-  }
-
-  private live(known: KnownTicket, version: number, data: Buffer, now: number): Resolution {
-    const { sid, key, logId } = known;
-    const jarKey = (known.jarKey ??= jarKeyOf(sid));
-    const hit = known.opened;
-    let record: OpenedRecord | undefined;
-    if (hit !== undefined && hit.version === version && hasTag(data, hit.tag)) {
-      record = hit.record;
-    } else {
-      const plain = openRecord(jarKey, data);
-      record = plain === undefined ? undefined : decodeRecord(plain);
-      if (!record) {
-        // Tampered with, copied from another session, or damaged: nothing in it can be trusted.
-        this.logger.warn({ event: 'session.record_unreadable', session: logId }, 'a session record could not be opened; the session is treated as expired');
-        return { state: 'expired', logId };
-      }
-      known.opened = { version, tag: tagOf(data), record };
-    }
-    const { meta } = record;
-    if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
-    const cookies = now < record.firstExpiry ? record.cookies : unexpired(record.cookies, now);
-    const session: LiveSession = { sid, key, logId, meta, jarKey, cookies, version };
-    if (known.ticket !== undefined) session.cached = known;
-    return { state: 'live', session };
-  }
-
-  private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
-    const text = open(jarKeyOf(sid), SUCCESSOR_FIELD, sealed);
-    if (text === undefined) return undefined;
-    const next = Buffer.from(text, 'base64url');
-    return next.length === SID_BYTES ? next : undefined;
-  }
 
   /**
    * Revokes a session now, with every id of its family (earlier and later renewals): records
@@ -262,7 +157,7 @@ export class SessionService {
       // A touch alone that lost to another write is not needed: that write touched the session too.
       if (!jar.changed && !userChanged) return { kind: 'unchanged' };
       if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
-      const again = await this.loadLive(session.sid, this.clock());
+      const again = await this.loader.loadLive(session.sid, this.clock());
       if (again.state !== 'live') return { kind: 'gone' };
       session = again.session;
     }
@@ -335,7 +230,7 @@ export class SessionService {
       if (result === 'gone') return cause === 'renewed' ? this.followRenewal(session, input, now) : { kind: 'gone' };
       // A conflict: another request wrote the old id first.
       if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
-      const again = await this.loadLive(session.sid, this.clock());
+      const again = await this.loader.loadLive(session.sid, this.clock());
       if (again.state !== 'live') return { kind: 'gone' };
       session = again.session;
     }
@@ -377,20 +272,10 @@ export class SessionService {
    * that request's alias and write this response's changes to its successor instead.
    */
   private async followRenewal(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
-    const followed = await this.resolveKnown(this.tickets.know(session.sid));
+    const followed = await this.loader.resolveKnown(this.tickets.know(session.sid));
     if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
     const outcome = await this.update(followed.session, input, now);
     if (outcome.kind === 'gone') return outcome;
     return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
   }
-}
-
-/** The cookies of a jar that have not expired at `now`. */
-function unexpired(cookies: ReadonlyMap<string, Cookie>, now: number): Map<string, Cookie> {
-  const out = new Map<string, Cookie>();
-  for (const [field, cookie] of cookies) {
-    if (cookie.expires instanceof Date && cookie.expires.getTime() <= now) continue;
-    out.set(field, cookie);
-  }
-  return out;
 }
