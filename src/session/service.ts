@@ -1,121 +1,25 @@
 // The session service: tickets in, jars out. HTTP-agnostic; every store failure surfaces as
-// StoreUnavailableError and is never mistaken for "no session".
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Cookie } from 'tough-cookie';
+// StoreUnavailableError and is never mistaken for "no session". A façade over the parts in
+// this folder: ticket-cache.ts (verified tickets), load.ts (one id's state), resolve.ts
+// (several tickets), write.ts (compare-and-set writes), rotation.ts (new ids), jar-builder.ts
+// (the jar limits), binding.ts.
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import { StoreUnavailableError } from '../errors.js';
-import type { RenewalAlias, SessionStore } from '../store/types.js';
+import type { SessionStore } from '../store/types.js';
 import type { JarChange } from '../cookies/jar.js';
-import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from './crypto.js';
-import { decodeRecord, encodeRecord, jarBytesOf, type OpenedRecord, type SessionMeta } from './record.js';
-import { SID_BYTES, TicketCodec, type RandomSource } from './ticket.js';
-import { FifoCache } from '../util/fifo-cache.js';
-import { ownCopy, ownString } from '../util/buffers.js';
+import { bindingMatches } from './binding.js';
+import { LogHasher } from './crypto.js';
+import { SessionLoader } from './load.js';
+import { resolveSeveral } from './resolve.js';
+import { SessionRotation } from './rotation.js';
+import { TicketCodec, type RandomSource } from './ticket.js';
+import { TicketCache } from './ticket-cache.js';
+import type { CommitInput, CommitOutcome, LiveSession, Resolution, SessionLimits, SessionTimeouts } from './types.js';
+import { SessionWriter } from './write.js';
 
-/**
- * A verified ticket, remembered so a busy session does not pay for HMACs, hashes, key
- * derivation and decryption on every request.
- */
-export interface KnownTicket {
-  /** The ticket value this entry is cached under (undefined when not cached). */
-  ticket?: string;
-  sid: Buffer;
-  key: string;
-  logId: string;
-  /** The jar key, derived on first use. */
-  jarKey?: Buffer;
-  /**
-   * The record last opened for this id, with the version and authentication tag it was opened
-   * from: a record that did not change since is not decrypted and parsed again. The tag is
-   * compared too, so a different value under the same version (a restored backup, a hand
-   * edit) is always opened and authenticated afresh.
-   */
-  opened?: { version: number; tag: string; record: OpenedRecord };
-}
-
-/** Most verified tickets cached per process (see SessionService.tickets). */
-const TICKET_CACHE = 20_000;
-/** Compare-and-set attempts of one write before giving up (each lost attempt means another write landed). */
-const MAX_WRITE_ATTEMPTS = 8;
-
-export interface SessionTimeouts {
-  idleTimeout: number;
-  absoluteTimeout: number;
-  /** Periodic renewal: a new id once the current one is this old (null: off). */
-  renewAfter: number | null;
-  /** How long a renewed id stays usable as an alias of its successor. */
-  renewGrace: number;
-}
-
-export interface SessionLimits {
-  maxCookiesPerSession: number;
-  maxJarBytes: number;
-}
-
-/** A session found live for this request, its jar opened. */
-export interface LiveSession {
-  sid: Buffer;
-  key: string;
-  /** Short keyed hash of the id, for logs. */
-  logId: string;
-  /** Shared with other requests of this session: never mutate it. */
-  meta: Readonly<SessionMeta>;
-  jarKey: Buffer;
-  /** field → cookie, decrypted; cookies already expired at load time are left out. Shared: never mutate it. */
-  cookies: ReadonlyMap<string, Cookie>;
-  /** The record's version in the store: the compare-and-set token of the next write. */
-  version: number;
-  /** Its entry in the ticket cache, when it was found through one (forgotten once the id dies). */
-  cached?: KnownTicket;
-  /**
-   * Set when the client presented a renewed id inside its grace window: this is the successor
-   * session, and the browser should be given its ticket.
-   */
-  successorTicket?: string;
-}
-
-export type Resolution =
-  | { state: 'none' }
-  /** A value with a ticket's shape whose signature does not verify (crafted or tampered with). */
-  | { state: 'forged' }
-  /** A value that is not a ticket at all (garbage, truncated, another version). */
-  | { state: 'unknown' }
-  | { state: 'expired'; logId: string }
-  | { state: 'revoked'; logId: string; family?: string }
-  | { state: 'live'; session: LiveSession }
-  /**
-   * Several tickets that cannot be served as one session: two or more different live sessions,
-   * or a live one next to a revoked one. None of them is served; a logout revokes every one in
-   * `live`, and every id in `revoked` (log ids) is a replay.
-   */
-  | { state: 'mixed'; live: readonly LiveSession[]; revoked: readonly string[] };
-
-/** Why a live session gets a new id: a login ('rotated') or periodic renewal ('renewed'). */
-export type Rotation = 'rotated' | 'renewed';
-
-export type CommitOutcome =
-  /** Nothing to write, or written to the request's session. */
-  | { kind: 'unchanged' }
-  | { kind: 'updated' }
-  /** A new id (first managed cookie, rotation at login, renewal): give the browser this ticket. */
-  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | Rotation }
-  /** The session was revoked or expired while the request was in flight: the changes are dropped. */
-  | { kind: 'gone' };
-
-export interface CommitInput {
-  session: LiveSession | undefined;
-  changes: readonly JarChange[];
-  /** A login (or the app asked for it): a new id and a new family; the old id dies at once. */
-  rotate: boolean;
-  /** The app's user id (Coatcheck-User), when it named one. */
-  user?: string;
-  /**
-   * What the request is bound to (user agent, address prefix), when binding is on. Sessions
-   * keep only a hash of it, keyed by their own id, so secret rotation never breaks a binding.
-   */
-  bind?: string;
-}
+export type { KnownTicket } from './ticket-cache.js';
+export type { CommitInput, CommitOutcome, LiveSession, Resolution, Rotation, SessionLimits, SessionTimeouts } from './types.js';
 
 export interface SessionServiceDeps {
   store: SessionStore;
@@ -127,40 +31,26 @@ export interface SessionServiceDeps {
   random?: RandomSource;
 }
 
-/** Random bytes of a family id (an index key, not a secret: 96 bits keep ids of different logins apart). */
-const FAMILY_BYTES = 12;
-
-/** Additional data that binds a sealed successor id to its purpose. */
-const SUCCESSOR_FIELD = '@n';
-
 export class SessionService {
-  private readonly codec: TicketCodec;
-  private readonly hasher: LogHasher;
   private readonly store: SessionStore;
-  private readonly timeouts: SessionTimeouts;
-  private readonly limits: SessionLimits;
   private readonly clock: Clock;
-  private readonly logger: Logger;
-  private readonly random: RandomSource;
-  /** A sliding touch is written at most this often per session. */
-  private readonly touchInterval: number;
-  /**
-   * Verified tickets (ticket → id, store key, log id, jar key, last opened record). Only
-   * tickets whose signature verified are kept, so garbage cannot fill the cache with anything
-   * useful.
-   */
-  private readonly tickets = new FifoCache<string, KnownTicket>(TICKET_CACHE);
+  /** Verified tickets; see TicketCache. */
+  private readonly tickets: TicketCache;
+  private readonly loader: SessionLoader;
+  private readonly writer: SessionWriter;
+  private readonly rotation: SessionRotation;
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
-    this.random = deps.random ?? randomBytes;
-    this.codec = new TicketCodec(deps.secrets, this.random);
-    this.hasher = new LogHasher(deps.secrets[0] as string);
-    this.timeouts = deps.timeouts;
-    this.limits = deps.limits;
     this.clock = deps.clock;
-    this.logger = deps.logger;
-    this.touchInterval = Math.min(60_000, Math.floor(deps.timeouts.idleTimeout / 10));
+    const random = deps.random ?? randomBytes;
+    const codec = new TicketCodec(deps.secrets, random);
+    const hasher = new LogHasher(deps.secrets[0] as string);
+    this.tickets = new TicketCache(codec, hasher);
+    this.loader = new SessionLoader(deps.store, codec, this.tickets, deps.timeouts, deps.clock, deps.logger);
+    const parts = { ...deps, codec, hasher, tickets: this.tickets, loader: this.loader, random };
+    this.writer = new SessionWriter(parts);
+    this.rotation = new SessionRotation(parts, this.writer);
   }
 
   /** Whether the store is known to be reachable now (no round trip; see SessionStore.available). */
@@ -174,132 +64,11 @@ export class SessionService {
    */
   async resolve(ticketValues: readonly string[]): Promise<Resolution> {
     if (ticketValues.length === 0) return { state: 'none' };
-    if (ticketValues.length > 1) return this.resolveSeveral(ticketValues);
+    if (ticketValues.length > 1) return resolveSeveral(ticketValues, this.tickets, this.loader);
     const v = ticketValues[0] as string;
-    const known = this.tickets.get(v) ?? this.verified(v);
-    if (known) return this.resolveKnown(known);
+    const known = this.tickets.get(v) ?? this.tickets.verified(v);
+    if (known) return this.loader.resolveKnown(known);
     return TicketCodec.hasTicketShape(v) ? { state: 'forged' } : { state: 'unknown' };
-  }
-
-  /** The cache entry of a ticket whose signature verifies (made and cached now), else undefined. */
-  private verified(v: string): KnownTicket | undefined {
-    const sid = this.codec.verify(v);
-    if (!sid) return undefined;
-    // Cached: copies of their own, not slices that would keep a pooled chunk, or the whole
-    // Cookie header the ticket was cut from, alive.
-    const known = this.know(ownCopy(sid));
-    const ticket = ownString(v);
-    known.ticket = ticket;
-    this.tickets.set(ticket, known);
-    return known;
-  }
-
-  /**
-   * Several ticket cookies (cookie tossing from a sibling subdomain, or a changed cookie.domain):
-   * every verified one is loaded, in one batch (the loads leave in the same event-loop turn:
-   * one MGET on Redis). Copies of one ticket, or two tickets of one id (signed by different
-   * secrets, or a renewed id and its successor), are one session. The result, strongest first:
-   * - a live session next to a revoked one, or two different live sessions: 'mixed' (never
-   *   served; a logout revokes them all; the revoked ones are replays);
-   * - else a revoked one: 'revoked';
-   * - else the one live session (an expired or forged ticket next to it is ignored);
-   * - else expired, forged or unknown, as for one ticket.
-   */
-  private async resolveSeveral(ticketValues: readonly string[]): Promise<Resolution> {
-    const knowns = new Map<string, KnownTicket>();
-    let shaped = false;
-    for (const v of new Set(ticketValues)) {
-      const known = this.tickets.get(v) ?? this.verified(v);
-      if (known) knowns.set(known.key, known);
-      else if (TicketCodec.hasTicketShape(v)) shaped = true;
-    }
-    if (knowns.size === 0) return shaped ? { state: 'forged' } : { state: 'unknown' };
-    const results = await Promise.all(Array.from(knowns.values(), (k) => this.resolveKnown(k)));
-    const live = new Map<string, LiveSession>();
-    const revoked: Array<Extract<Resolution, { state: 'revoked' }>> = [];
-    let expired: Resolution | undefined;
-    for (const r of results) {
-      if (r.state === 'live') {
-        if (!live.has(r.session.key)) live.set(r.session.key, r.session);
-      } else if (r.state === 'revoked') revoked.push(r);
-      else expired ??= r;
-    }
-    if (live.size > 1 || (live.size === 1 && revoked.length > 0)) {
-      return { state: 'mixed', live: [...live.values()], revoked: revoked.map((r) => r.logId) };
-    }
-    if (revoked.length > 0) return revoked[0] as Resolution;
-    const [session] = live.values();
-    if (session) return { state: 'live', session };
-    return expired as Resolution;
-  }
-
-  private know(sid: Buffer): KnownTicket {
-    return { sid, key: storeKeyOf(sid), logId: this.hasher.hash(sid) };
-  }
-
-  private async resolveKnown(known: KnownTicket): Promise<Resolution> {
-    const { sid, key, logId } = known;
-    const found = await this.store.load(key);
-    const now = this.clock();
-    switch (found.state) {
-      case 'none':
-        return { state: 'expired', logId };
-      case 'revoked':
-        return { state: 'revoked', logId };
-      case 'renewed': {
-        // Past its grace window a renewed id is as dead as a revoked one: presenting it is a replay.
-        if (now >= found.graceUntil) return { state: 'revoked', logId, family: found.family };
-        const successor = this.openSuccessor(sid, found.successor);
-        if (!successor) return { state: 'revoked', logId, family: found.family };
-        const next = await this.loadLive(successor, now);
-        if (next.state !== 'live') return next.state === 'revoked' ? { state: 'revoked', logId, family: found.family } : { state: 'expired', logId };
-        next.session.successorTicket = this.codec.sign(successor);
-        return next;
-      }
-      case 'live':
-        return this.live(known, found.version, found.data, now);
-    }
-  }
-
-  /** What the store holds for a verified id, without following a renewal alias. */
-  private async loadLive(sid: Buffer, now: number): Promise<Resolution> {
-    const known = this.know(sid);
-    const found = await this.store.load(known.key);
-    if (found.state === 'live') return this.live(known, found.version, found.data, now);
-    if (found.state === 'none') return { state: 'expired', logId: known.logId };
-    return { state: 'revoked', logId: known.logId };
-  }
-
-  private live(known: KnownTicket, version: number, data: Buffer, now: number): Resolution {
-    const { sid, key, logId } = known;
-    const jarKey = (known.jarKey ??= jarKeyOf(sid));
-    const hit = known.opened;
-    let record: OpenedRecord | undefined;
-    if (hit !== undefined && hit.version === version && hasTag(data, hit.tag)) {
-      record = hit.record;
-    } else {
-      const plain = openRecord(jarKey, data);
-      record = plain === undefined ? undefined : decodeRecord(plain);
-      if (!record) {
-        // Tampered with, copied from another session, or damaged: nothing in it can be trusted.
-        this.logger.warn({ event: 'session.record_unreadable', session: logId }, 'a session record could not be opened; the session is treated as expired');
-        return { state: 'expired', logId };
-      }
-      known.opened = { version, tag: tagOf(data), record };
-    }
-    const { meta } = record;
-    if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
-    const cookies = now < record.firstExpiry ? record.cookies : unexpired(record.cookies, now);
-    const session: LiveSession = { sid, key, logId, meta, jarKey, cookies, version };
-    if (known.ticket !== undefined) session.cached = known;
-    return { state: 'live', session };
-  }
-
-  private openSuccessor(sid: Buffer, sealed: string): Buffer | undefined {
-    const text = open(jarKeyOf(sid), SUCCESSOR_FIELD, sealed);
-    if (text === undefined) return undefined;
-    const next = Buffer.from(text, 'base64url');
-    return next.length === SID_BYTES ? next : undefined;
   }
 
   /**
@@ -308,24 +77,8 @@ export class SessionService {
    */
   async revoke(session: LiveSession): Promise<void> {
     const ttl = Math.max(1000, session.meta.deadline - this.clock());
-    this.forget(session);
+    this.tickets.forget(session.cached);
     await this.store.revokeFamily(session.meta.family, session.key, ttl);
-  }
-
-  /** Drops a dead id's cache entry (its opened jar with it): the cache holds live sessions. */
-  private forget(session: LiveSession): void {
-    if (session.cached?.ticket !== undefined) this.tickets.delete(session.cached.ticket);
-  }
-
-  /**
-   * Caches what was just written under a ticket (new or cached), so that the next request with
-   * it neither verifies, derives nor decrypts anything: the record is known by its version and tag.
-   */
-  private remember(known: KnownTicket, version: number, data: Buffer, meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): void {
-    let firstExpiry = Infinity;
-    for (const cookie of cookies.values()) if (cookie.expires instanceof Date) firstExpiry = Math.min(firstExpiry, cookie.expires.getTime());
-    known.opened = { version, tag: tagOf(data), record: { meta: Object.freeze(meta), cookies, firstExpiry } };
-    if (known.ticket !== undefined) this.tickets.set(known.ticket, known);
   }
 
   /**
@@ -337,240 +90,22 @@ export class SessionService {
     for (const change of changes) if (change.kind !== 'rejected') return false;
     if (user !== undefined && user !== session.meta.user) return false;
     const now = this.clock();
-    return now - session.meta.touched < this.touchInterval && !this.renewDue(session, now);
+    return now - session.meta.touched < this.writer.touchInterval && !this.rotation.renewDue(session, now);
   }
 
   /** Applies the app's cookie changes: updates, creates, renews or rotates a session. */
   async commit(input: CommitInput): Promise<CommitOutcome> {
     const now = this.clock();
     const { session } = input;
-    if (session && input.rotate) return this.rotate(session, input, now, 'rotated');
-    if (session && this.renewDue(session, now)) return this.rotate(session, input, now, 'renewed');
-    if (session) return this.update(session, input, now);
+    if (session && input.rotate) return this.rotation.rotate(session, input, now, 'rotated');
+    if (session && this.rotation.renewDue(session, now)) return this.rotation.rotate(session, input, now, 'renewed');
+    if (session) return this.writer.update(session, input, now);
     if (!input.changes.some((c) => c.kind === 'set')) return { kind: 'unchanged' };
-    return this.create(input, now);
-  }
-
-  private renewDue(session: LiveSession, now: number): boolean {
-    const after = this.timeouts.renewAfter;
-    // An id reached through its predecessor's alias was just minted: never renew it again here.
-    return after !== null && session.successorTicket === undefined && now - session.meta.issued >= after;
-  }
-
-  private ttlAt(meta: SessionMeta, now: number): number {
-    return Math.min(this.timeouts.idleTimeout, meta.deadline - now);
-  }
-
-  /**
-   * Writes the changes to the request's session. The store compares versions: when another
-   * request wrote the session first, its record is loaded again and the same changes are
-   * applied on top of it (as a browser applies each response's cookies to the current jar).
-   */
-  private async update(first: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
-    let session = first;
-    for (let attempt = 1; ; attempt++) {
-      const jar = this.buildJar(session.cookies, input.changes, session.logId);
-      const userChanged = input.user !== undefined && input.user !== session.meta.user;
-      const touchDue = now - session.meta.touched >= this.touchInterval;
-      if (!jar.changed && !touchDue && !userChanged) return { kind: 'unchanged' };
-      const meta: SessionMeta = { ...session.meta, touched: now };
-      if (userChanged) meta.user = input.user as string;
-      const ttlMs = this.ttlAt(meta, now);
-      if (ttlMs <= 0) return { kind: 'gone' };
-      const data = sealRecord(session.jarKey, encodeRecord(meta, jar.cookies));
-      const result = await this.store.update(session.key, session.version, data, ttlMs);
-      if (result === 'ok') {
-        if (session.cached) this.remember(session.cached, session.version + 1, data, meta, jar.cookies);
-        return { kind: 'updated' };
-      }
-      if (result === 'gone') {
-        this.forget(session);
-        return { kind: 'gone' };
-      }
-      // A touch alone that lost to another write is not needed: that write touched the session too.
-      if (!jar.changed && !userChanged) return { kind: 'unchanged' };
-      if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
-      const again = await this.loadLive(session.sid, this.clock());
-      if (again.state !== 'live') return { kind: 'gone' };
-      session = again.session;
-    }
-  }
-
-  private contention(session: LiveSession): StoreUnavailableError {
-    this.logger.warn({ event: 'session.write_contention', session: session.logId, attempts: MAX_WRITE_ATTEMPTS }, 'gave up writing a session that other requests kept writing');
-    return new StoreUnavailableError(`session write lost ${MAX_WRITE_ATTEMPTS} times to concurrent writes`);
+    return this.writer.create(input, now);
   }
 
   /** Does a request's binding material match what the session was bound to? */
   bindingMatches(session: LiveSession, material: string): boolean {
-    if (session.meta.bind === undefined) return true;
-    const a = Buffer.from(session.meta.bind);
-    const b = Buffer.from(bindHash(session.jarKey, material));
-    return a.length === b.length && timingSafeEqual(a, b);
+    return bindingMatches(session.meta, session.jarKey, material);
   }
-
-  private async create(input: CommitInput, now: number): Promise<CommitOutcome> {
-    const minted = this.codec.mint();
-    const logId = this.hasher.hash(minted.sid);
-    const jarKey = jarKeyOf(minted.sid);
-    const jar = this.buildJar(new Map(), input.changes, logId);
-    if (jar.cookies.size === 0) return { kind: 'unchanged' };
-    const meta = this.newMeta(now, input, jarKey);
-    const key = storeKeyOf(minted.sid);
-    const data = sealRecord(jarKey, encodeRecord(meta, jar.cookies));
-    const ok = await this.store.create(key, data, this.ttlAt(meta, now));
-    // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
-    if (!ok) throw new Error('session id collision in the store');
-    this.remember({ ticket: minted.ticket, sid: minted.sid, key, logId, jarKey }, 1, data, meta, jar.cookies);
-    return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
-  }
-
-  private newMeta(now: number, input: CommitInput, jarKey: Buffer): SessionMeta {
-    const meta: SessionMeta = {
-      created: now,
-      deadline: now + this.timeouts.absoluteTimeout,
-      touched: now,
-      issued: now,
-      family: this.random(FAMILY_BYTES).toString('base64url'),
-    };
-    if (input.user !== undefined) meta.user = input.user;
-    if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
-    return meta;
-  }
-
-  /**
-   * A new id for a live session, its jar (with this response's changes) moved over, the old id
-   * ended in the same atomic step. `cause` says which kind (see newIdMeta); a write that lost
-   * to another request starts again from what that request wrote.
-   */
-  private async rotate(first: LiveSession, input: CommitInput, now: number, cause: Rotation): Promise<CommitOutcome> {
-    const minted = this.codec.mint();
-    const logId = this.hasher.hash(minted.sid);
-    const jarKey = jarKeyOf(minted.sid);
-    const newKey = storeKeyOf(minted.sid);
-    let session = first;
-    for (let attempt = 1; ; attempt++) {
-      const jar = this.buildJar(session.cookies, input.changes, logId);
-      const { meta, alias } = this.newIdMeta(session, input, now, cause, minted.sid, jarKey);
-      const ttlMs = this.ttlAt(meta, now);
-      if (ttlMs <= 0) return { kind: 'gone' };
-      const oldTtl = Math.max(1000, session.meta.deadline - now);
-      const data = sealRecord(jarKey, encodeRecord(meta, jar.cookies));
-      const result = await this.store.rotate(session.key, session.version, oldTtl, newKey, data, ttlMs, alias);
-      if (result === 'ok') {
-        // A renewed id stays usable through its alias for the grace window, loaded afresh.
-        this.forget(session);
-        this.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
-        return { kind: 'created', ticket: minted.ticket, logId, cause };
-      }
-      if (result === 'gone') return cause === 'renewed' ? this.followRenewal(session, input, now) : { kind: 'gone' };
-      // A conflict: another request wrote the old id first.
-      if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
-      const again = await this.loadLive(session.sid, this.clock());
-      if (again.state !== 'live') return { kind: 'gone' };
-      session = again.session;
-    }
-  }
-
-  /**
-   * The metadata of the id that replaces `session`'s, and what its old id becomes:
-   * - 'rotated' (a login): a new family and deadline; the old id becomes a tombstone (no alias).
-   * - 'renewed' (periodic renewal): same family and deadline; the old id becomes an alias of the
-   *   new one for the grace window, so requests already in flight with it still work.
-   */
-  private newIdMeta(
-    session: LiveSession,
-    input: CommitInput,
-    now: number,
-    cause: Rotation,
-    sid: Buffer,
-    jarKey: Buffer,
-  ): { meta: SessionMeta; alias?: RenewalAlias } {
-    if (cause === 'rotated') {
-      const user = input.user ?? session.meta.user;
-      return { meta: this.newMeta(now, { ...input, ...(user !== undefined ? { user } : {}) }, jarKey) };
-    }
-    const meta: SessionMeta = { ...session.meta, touched: now, issued: now };
-    delete meta.bind;
-    if (input.bind !== undefined) meta.bind = bindHash(jarKey, input.bind);
-    if (input.user !== undefined) meta.user = input.user;
-    const alias: RenewalAlias = {
-      successor: seal(session.jarKey, SUCCESSOR_FIELD, sid.toString('base64url')),
-      graceUntil: now + this.timeouts.renewGrace,
-      family: meta.family,
-      familyDeadline: meta.deadline,
-    };
-    return { meta, alias };
-  }
-
-  /**
-   * A renewal found its old id already gone: when a concurrent request renewed it first, follow
-   * that request's alias and write this response's changes to its successor instead.
-   */
-  private async followRenewal(session: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
-    const followed = await this.resolveKnown(this.know(session.sid));
-    if (followed.state !== 'live' || !followed.session.successorTicket) return { kind: 'gone' };
-    const outcome = await this.update(followed.session, input, now);
-    if (outcome.kind === 'gone') return outcome;
-    return { kind: 'created', ticket: followed.session.successorTicket, logId: followed.session.logId, cause: 'renewed' };
-  }
-
-  /**
-   * The jar a write stores: `base` (what the session holds), then the response's changes in
-   * order, within the per-session limits (a cookie over them is dropped with a warning naming
-   * it). `changed` is false when the changes left the jar as it was.
-   */
-  private buildJar(base: ReadonlyMap<string, Cookie>, changes: readonly JarChange[], logId: string): { cookies: Map<string, Cookie>; changed: boolean } {
-    const cookies = new Map(base);
-    let bytes = 0;
-    for (const [field, cookie] of cookies) bytes += jarBytesOf(field, cookie);
-    let changed = false;
-    for (const change of changes) {
-      if (change.kind === 'set') {
-        const previous = cookies.get(change.field);
-        const count = cookies.size + (previous === undefined ? 1 : 0);
-        const after = bytes - (previous ? jarBytesOf(change.field, previous) : 0) + jarBytesOf(change.field, change.cookie);
-        if (count > this.limits.maxCookiesPerSession || after > this.limits.maxJarBytes) {
-          this.logger.warn(
-            {
-              event: 'session.jar_limit',
-              session: logId,
-              cookieName: change.name,
-              count,
-              bytes: after,
-              maxCookies: this.limits.maxCookiesPerSession,
-              maxBytes: this.limits.maxJarBytes,
-            },
-            'cookie dropped: the session jar is over its limit',
-          );
-          continue;
-        }
-        cookies.set(change.field, change.cookie);
-        bytes = after;
-        changed = true;
-      } else if (change.kind === 'delete') {
-        const previous = cookies.get(change.field);
-        if (previous === undefined) continue;
-        cookies.delete(change.field);
-        bytes -= jarBytesOf(change.field, previous);
-        changed = true;
-      }
-    }
-    return { cookies, changed };
-  }
-}
-
-/** The cookies of a jar that have not expired at `now`. */
-function unexpired(cookies: ReadonlyMap<string, Cookie>, now: number): Map<string, Cookie> {
-  const out = new Map<string, Cookie>();
-  for (const [field, cookie] of cookies) {
-    if (cookie.expires instanceof Date && cookie.expires.getTime() <= now) continue;
-    out.set(field, cookie);
-  }
-  return out;
-}
-
-/** The stored form of a binding: keyed by the session's own key, so it needs no server secret. */
-function bindHash(jarKey: Buffer, material: string): string {
-  return createHmac('sha256', jarKey).update('coatcheck/v1/bind\0').update(material).digest('base64url').slice(0, 22);
 }
