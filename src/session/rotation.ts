@@ -1,42 +1,20 @@
 // New ids for live sessions: rotation at a login (a new family; the old id dies at once) and
 // periodic renewal (same family; the old id an alias for a grace window), compare-and-set.
-import type { Clock } from '../clock.js';
-import type { Logger } from '../log.js';
-import type { RenewalAlias, SessionStore } from '../store/types.js';
+import type { RenewalAlias } from '../store/types.js';
 import { bindHash } from './binding.js';
-import { jarKeyOf, type LogHasher, seal, sealRecord, storeKeyOf } from './crypto.js';
+import { jarKeyOf, seal, sealRecord, storeKeyOf } from './crypto.js';
 import { buildJar } from './jar-builder.js';
-import { SUCCESSOR_FIELD, type SessionLoader } from './load.js';
+import { SUCCESSOR_FIELD } from './load.js';
 import { encodeRecord, type SessionMeta } from './record.js';
-import type { TicketCodec } from './ticket.js';
-import type { TicketCache } from './ticket-cache.js';
-import type { CommitInput, CommitOutcome, LiveSession, Rotation, SessionLimits, SessionTimeouts } from './types.js';
-import { MAX_WRITE_ATTEMPTS, type SessionParts, type SessionWriter } from './write.js';
+import type { CommitInput, CommitOutcome, LiveSession, Rotation } from './types.js';
+import { MAX_WRITE_ATTEMPTS, SessionPartsUser, type SessionParts, type SessionWriter } from './write.js';
 
-export class SessionRotation {
-  private readonly codec: TicketCodec;
-  private readonly hasher: LogHasher;
-  private readonly store: SessionStore;
-  private readonly tickets: TicketCache;
-  private readonly loader: SessionLoader;
-  private readonly timeouts: SessionTimeouts;
-  private readonly limits: SessionLimits;
-  private readonly clock: Clock;
-  private readonly logger: Logger;
-
+export class SessionRotation extends SessionPartsUser {
   constructor(
     parts: SessionParts,
     private readonly writer: SessionWriter,
   ) {
-    this.codec = parts.codec;
-    this.hasher = parts.hasher;
-    this.store = parts.store;
-    this.tickets = parts.tickets;
-    this.loader = parts.loader;
-    this.timeouts = parts.timeouts;
-    this.limits = parts.limits;
-    this.clock = parts.clock;
-    this.logger = parts.logger;
+    super(parts);
   }
 
   /** Is a periodic renewal due for this session now? */

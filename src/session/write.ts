@@ -33,19 +33,21 @@ export interface SessionParts {
   random: RandomSource;
 }
 
-export class SessionWriter {
-  private readonly codec: TicketCodec;
-  private readonly hasher: LogHasher;
-  private readonly store: SessionStore;
-  private readonly tickets: TicketCache;
-  private readonly loader: SessionLoader;
-  private readonly timeouts: SessionTimeouts;
-  private readonly limits: SessionLimits;
-  private readonly clock: Clock;
-  private readonly logger: Logger;
-  private readonly random: RandomSource;
-  /** A sliding touch is written at most this often per session. */
-  readonly touchInterval: number;
+/**
+ * What SessionWriter and SessionRotation share: the service's parts, copied into fields once
+ * (plain fields, not a lookup through `parts` on every use).
+ */
+export abstract class SessionPartsUser {
+  protected readonly codec: TicketCodec;
+  protected readonly hasher: LogHasher;
+  protected readonly store: SessionStore;
+  protected readonly tickets: TicketCache;
+  protected readonly loader: SessionLoader;
+  protected readonly timeouts: SessionTimeouts;
+  protected readonly limits: SessionLimits;
+  protected readonly clock: Clock;
+  protected readonly logger: Logger;
+  protected readonly random: RandomSource;
 
   constructor(parts: SessionParts) {
     this.codec = parts.codec;
@@ -58,6 +60,15 @@ export class SessionWriter {
     this.clock = parts.clock;
     this.logger = parts.logger;
     this.random = parts.random;
+  }
+}
+
+export class SessionWriter extends SessionPartsUser {
+  /** A sliding touch is written at most this often per session. */
+  readonly touchInterval: number;
+
+  constructor(parts: SessionParts) {
+    super(parts);
     this.touchInterval = Math.min(60_000, Math.floor(parts.timeouts.idleTimeout / 10));
   }
 

@@ -44,6 +44,17 @@ async function drain(body: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** A chunked POST whose first 10 bytes were read past a 4-byte bound: the client, its request, the FormBody. */
+async function readPastBound(s: Awaited<ReturnType<typeof serve>>): Promise<{ client: ClientRequest; incoming: IncomingMessage; body: FormBody }> {
+  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
+  const incoming = await req;
+  const reading = readBodyStart(incoming, 4);
+  client.write('0123456789');
+  const start = await reading;
+  assert.equal(start.kind, 'partial');
+  return { client, incoming, body: new FormBody((start as Extract<BodyStart, { kind: 'partial' }>).chunks, incoming) };
+}
+
 test('mayCarryMethodField: a small urlencoded (or untyped) POST body only', () => {
   const table: Array<[Record<string, string>, boolean]> = [
     [{ 'content-length': '10', 'content-type': 'application/x-www-form-urlencoded' }, true],
@@ -101,12 +112,7 @@ test('readBodyStart: a client gone mid-body settles as aborted (and one gone bef
 test('FormBody: a client gone after the read, before or while forwarding, fails the body (never hangs)', async (t) => {
   const s = await serve(t);
   for (const when of ['before', 'while'] as const) {
-    const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
-    const incoming = await req;
-    const reading = readBodyStart(incoming, 4);
-    client.write('0123456789');
-    const start = (await reading) as Extract<BodyStart, { kind: 'partial' }>;
-    const body = new FormBody(start.chunks, incoming);
+    const { client, incoming, body } = await readPastBound(s);
     if (when === 'before') {
       client.destroy();
       await new Promise((resolve) => incoming.once('close', resolve));
@@ -121,12 +127,7 @@ test('FormBody: a client gone after the read, before or while forwarding, fails 
 
 test('FormBody.release: a body never forwarded is read and dropped, so the request ends', async (t) => {
   const s = await serve(t);
-  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
-  const incoming = await req;
-  const reading = readBodyStart(incoming, 4);
-  client.write('0123456789');
-  const start = (await reading) as Extract<BodyStart, { kind: 'partial' }>;
-  const body = new FormBody(start.chunks, incoming);
+  const { client, incoming, body } = await readPastBound(s);
   const ended = once(incoming, 'end');
   body.release();
   client.end('rest');
@@ -172,12 +173,7 @@ test('readBodyStart: a client that stalls is forwarded as past the bound once th
 
 test('FormBody destroyed by its consumer (the app failed): the client request is drained, not reset, so it can be answered', async (t) => {
   const s = await serve(t);
-  const { client, req } = s.open({ 'transfer-encoding': 'chunked' });
-  const incoming = await req;
-  const reading = readBodyStart(incoming, 4);
-  client.write('0123456789');
-  const start = (await reading) as Extract<BodyStart, { kind: 'partial' }>;
-  const body = new FormBody(start.chunks, incoming);
+  const { client, incoming, body } = await readPastBound(s);
   body.resume();
   await once(body, 'data');
   body.on('error', () => undefined);
