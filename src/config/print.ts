@@ -15,9 +15,27 @@ export function printConfig(config: Config): string {
     upstreamTimeout: formatDuration(config.upstreamTimeout),
     shutdownTimeout: formatDuration(config.shutdownTimeout),
     trustProxy: config.trustProxy,
+    workers: config.workers,
     store: {
       kind: config.store.kind,
       ...(config.store.url !== undefined ? { url: redactUrlPassword(config.store.url) } : {}),
+      ...(config.store.sentinel !== undefined
+        ? {
+            sentinel: {
+              name: config.store.sentinel.name,
+              nodes: config.store.sentinel.nodes.map(formatListen),
+              ...(config.store.sentinel.password !== undefined ? { password: REDACTED } : {}),
+              tls: config.store.sentinel.tls,
+            },
+          }
+        : {}),
+      ...(config.store.cluster !== undefined ? { cluster: { nodes: config.store.cluster.nodes.map(formatListen) } } : {}),
+      ...(config.store.username !== undefined ? { username: config.store.username } : {}),
+      ...(config.store.password !== undefined ? { password: REDACTED } : {}),
+      ...(config.store.db !== undefined ? { db: config.store.db } : {}),
+      ...(config.store.kind === 'redis'
+        ? { replicas: config.store.replicas, ...(config.store.replicas > 0 ? { replicaTimeout: formatDuration(config.store.replicaTimeout) } : {}) }
+        : {}),
       prefix: config.store.prefix,
       timeout: formatDuration(config.store.timeout),
       connectTimeout: formatDuration(config.store.connectTimeout),

@@ -3,7 +3,7 @@
 // listen addresses in values.ts.
 import { z } from 'zod';
 import { isCookieName, isCookieNamePattern, patternToRegExp } from '../cookies/names.js';
-import { cookieDomainProblem, formatDuration, headerLocation, parseDuration, parseListen, parseTrustedNetwork, suggestDuration } from './values.js';
+import { cookieDomainProblem, formatDuration, headerLocation, parseDuration, parseListen, parseNode, parseTrustedNetwork, suggestDuration } from './values.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /**
@@ -146,40 +146,114 @@ const logout = z
   .default([])
   .transform((v) => (Array.isArray(v) ? { rules: v, onCookieCleared: [] as string[], clearSiteData: false } : v));
 
+const nodeList = (what: string, defaultPort: number) =>
+  z
+    .array(
+      z.string().transform((v, ctx) => {
+        const node = parseNode(v, defaultPort);
+        if (!node) {
+          ctx.addIssue({ code: 'custom', message: `expected a ${what} address "host:port" (or "[::1]:port"), got ${JSON.stringify(v)}` });
+          return z.NEVER;
+        }
+        return node;
+      }),
+    )
+    .min(1, { message: `at least one ${what} address is required` });
+
+const sentinelSchema = z.strictObject({
+  /** The monitored master's name, as in the sentinels' `sentinel monitor <name> …`. */
+  name: z.string().min(1, { message: 'expected the monitored master\'s name' }),
+  nodes: nodeList('sentinel', 26379),
+  /** The sentinels' own password (`requirepass` of the sentinels), when they have one. */
+  password: z.string().min(1).optional(),
+  /** TLS to the sentinels and to the master and replicas they point to. */
+  tls: z.boolean().default(false),
+});
+
+const clusterSchema = z.strictObject({
+  /** Seed nodes: any reachable one is enough, the rest of the cluster is discovered. */
+  nodes: nodeList('cluster node', 6379),
+});
+
+/** The keys that only mean something with kind: redis (a memory store refuses them). */
+const REDIS_ONLY = ['url', 'sentinel', 'cluster', 'username', 'password', 'db', 'replicas', 'replicaTimeout'] as const;
+/** The ways to reach Redis: exactly one is given. */
+const REDIS_TARGETS = ['url', 'sentinel', 'cluster'] as const;
+
 const storeSchema = z
   .strictObject({
     kind: z.enum(['memory', 'redis']).default('memory'),
     url: z.string().optional(),
+    sentinel: sentinelSchema.optional(),
+    cluster: clusterSchema.optional(),
+    /** ACL user and password of the data nodes (sentinel and cluster; a url carries its own). */
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** Database number (sentinel only: a url names its own, a cluster has db 0 only). */
+    db: z.number().int().min(0).optional(),
+    /** Replicas that must hold a revocation before the logout is answered (WAIT); 0: no wait. */
+    replicas: z.number().int().min(0).max(100).optional(),
+    replicaTimeout: duration({ min: 1 }).optional(),
     prefix: z.string().default('coatcheck:'),
     timeout: duration({ min: 1 }).default(250),
     connectTimeout: duration({ min: 1 }).default(5000),
     maxSessions: z.number().int().positive().default(100_000),
   })
   .superRefine((s: unknown, ctx) => {
-    if (!isRecord(s) || (s.url !== undefined && typeof s.url !== 'string')) return;
-    if (s.kind === 'redis') {
-      if (!s.url) {
-        ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when kind is "redis"' });
-      } else {
-        // The url is never echoed: it may carry a password.
-        let protocol: string | undefined;
-        try {
-          protocol = new URL(s.url).protocol;
-        } catch {
-          protocol = undefined;
-        }
-        if (protocol !== 'redis:' && protocol !== 'rediss:') {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['url'],
-            message: `expected a redis:// or rediss:// URL${protocol ? `, got a ${JSON.stringify(protocol.slice(0, -1))} URL` : ''}`,
-          });
+    if (!isRecord(s)) return;
+    if (s.kind !== 'redis') {
+      for (const key of REDIS_ONLY) {
+        if (s[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'only used when kind is "redis"' });
+      }
+      return;
+    }
+    const given = REDIS_TARGETS.filter((key) => s[key] !== undefined);
+    if (given.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when kind is "redis" (or give sentinel or cluster instead)' });
+    }
+    for (const extra of given.slice(1)) {
+      ctx.addIssue({ code: 'custom', path: [extra], message: `give only one of url, sentinel or cluster (${given[0]} is given already)` });
+    }
+    if (typeof s.url === 'string') {
+      // The url is never echoed: it may carry a password.
+      let protocol: string | undefined;
+      try {
+        protocol = new URL(s.url).protocol;
+      } catch {
+        protocol = undefined;
+      }
+      if (protocol !== 'redis:' && protocol !== 'rediss:') {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['url'],
+          message: `expected a redis:// or rediss:// URL${protocol ? `, got a ${JSON.stringify(protocol.slice(0, -1))} URL` : ''}`,
+        });
+      }
+      for (const key of ['username', 'password', 'db'] as const) {
+        if (s[key] !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [key], message: `not used with url: put it in the URL (redis://user:password@host:port/db)` });
         }
       }
-    } else if (s.kind === 'memory' && s.url !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['url'], message: 'only used when kind is "redis"' });
     }
-  }, always);
+    if (s.cluster !== undefined && s.db !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['db'], message: 'Redis Cluster has database 0 only' });
+    }
+    if (s.cluster !== undefined && typeof s.prefix === 'string' && /[{}]/.test(s.prefix)) {
+      ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'must not contain "{" or "}" with cluster: coatcheck places its own hash tags' });
+    }
+    if (s.replicaTimeout !== undefined && !(typeof s.replicas === 'number' && s.replicas > 0)) {
+      ctx.addIssue({ code: 'custom', path: ['replicaTimeout'], message: 'only used when replicas is above 0' });
+    }
+  }, always)
+  .transform((s) => ({ ...s, replicas: s.replicas ?? 0, replicaTimeout: s.replicaTimeout ?? 200 }));
+
+const WORKERS_FORMS = 'a number of processes (1 or more) or "auto" (one per CPU)';
+const workers = z.union([z.number(), z.string()], { error: `expected ${WORKERS_FORMS}` }).transform((v, ctx) => {
+  if (v === 'auto') return 'auto' as const;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 1024) return v;
+  ctx.addIssue({ code: 'custom', message: `expected ${WORKERS_FORMS}, got ${JSON.stringify(v)}` });
+  return z.NEVER;
+});
 
 const cookieSchema = z
   .strictObject({
@@ -294,6 +368,8 @@ export const configSchema = z
     shutdownTimeout: duration().default(10_000),
     trustProxy: trustProxy.default(false),
     store: storeSchema.prefault({}),
+    /** Processes sharing the listener (node:cluster); redis store only when above 1. */
+    workers: workers.default(1),
     // A message about a secret names its index (the path) and its length, never its value.
     secrets: z
       .array(
@@ -312,6 +388,13 @@ export const configSchema = z
     admin: adminSchema.prefault({}),
   })
   .superRefine((c: unknown, ctx) => {
+    if (isRecord(c) && isRecord(c.store) && c.store.kind === 'memory' && c.workers !== undefined && c.workers !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['workers'],
+        message: 'needs store kind "redis": the memory store lives in one process, so several workers would not share sessions',
+      });
+    }
     if (!isRecord(c) || !isRecord(c.cookie) || !isRecord(c.session)) return;
     const ticket = c.cookie.name;
     if (typeof ticket !== 'string') return;

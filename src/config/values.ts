@@ -46,6 +46,15 @@ export function parseListen(input: string): ListenAddress | undefined {
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
+/** A Redis node, "host:port", "[v6]:port" or a bare host (then `defaultPort`). Undefined when malformed. */
+export function parseNode(input: string, defaultPort: number): ListenAddress | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s/@]+))(?::(\d{1,5}))?$/.exec(input.trim());
+  if (!m) return undefined;
+  const port = m[3] === undefined ? defaultPort : Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
 /** Prints an address back as parseListen reads it (an IPv6 host in brackets). */
 export function formatListen(addr: ListenAddress): string {
   return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;

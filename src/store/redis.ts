@@ -12,17 +12,22 @@ import { RedisClient } from './redis/client.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
 import * as scripts from './redis/scripts.js';
+import type { RedisTarget } from './redis/target.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 
 export interface RedisStoreOptions {
-  /** redis:// or rediss:// URL (credentials and db allowed). */
-  url: string;
+  /** Where the data lives: one server (a URL), a sentinel-watched master, or a cluster. */
+  target: RedisTarget;
   /** Prepended to every key. */
   prefix: string;
   /** Per-command timeout in ms. */
   timeout: number;
   /** How long start() waits for Redis to answer, in ms. */
   connectTimeout: number;
+  /** Replicas that must acknowledge a revoking write (WAIT) before it counts as done; 0: none. */
+  replicas?: number;
+  /** How long that wait may take, in ms. */
+  replicaTimeout?: number;
   logger: Logger;
 }
 
@@ -37,7 +42,7 @@ export class RedisStore implements SessionStore {
     this.keys = new KeyLayout(options.prefix);
     this.log = options.logger.child({ component: 'store', store: 'redis' });
     this.client = new RedisClient({
-      url: options.url,
+      target: options.target,
       timeout: options.timeout,
       connectTimeout: options.connectTimeout,
       log: this.log,

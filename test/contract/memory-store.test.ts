@@ -35,7 +35,7 @@ describe('MemoryStore specifics', () => {
   test('createStore builds a MemoryStore with the configured bound and the injected clock', async () => {
     const clock = new FakeClock(5000);
     const { logger, logs } = captureLogger();
-    const store = createStore({ kind: 'memory', prefix: 'x:', timeout: 250, connectTimeout: 5000, maxSessions: 2 }, { clock: clock.now, logger });
+    const store = createStore({ kind: 'memory', prefix: 'x:', timeout: 250, connectTimeout: 5000, maxSessions: 2, replicas: 0, replicaTimeout: 200 }, { clock: clock.now, logger });
     assert.ok(store instanceof MemoryStore);
     assert.equal(store.kind, 'memory');
     await store.create('a', data(), 1000);

@@ -23,7 +23,7 @@ function nextPrefix(): string {
 
 /** Generous timeouts: these are correctness tests on a possibly loaded machine. */
 function makeStore(prefix: string, logger: Logger): RedisStore {
-  return new RedisStore({ url: redis().url, prefix, timeout: 5000, connectTimeout: 10_000, logger });
+  return new RedisStore({ target: { mode: 'single', url: redis().url }, prefix, timeout: 5000, connectTimeout: 10_000, logger });
 }
 
 runStoreContract('redis', async (clock) => {
@@ -161,7 +161,7 @@ describe('RedisStore specifics', () => {
   test('a load whose answer cannot be read (here: its warning cannot be logged) fails alone; the rest of its MGET is answered', async (t) => {
     const { prefix, raw, rawKey } = await setup(t);
     const sink = { write(): void { throw new Error('log sink failed'); } };
-    const store = new RedisStore({ url: redis().url, prefix, timeout: 5000, connectTimeout: 10_000, logger: pino({ level: 'warn' }, sink) });
+    const store = new RedisStore({ target: { mode: 'single', url: redis().url }, prefix, timeout: 5000, connectTimeout: 10_000, logger: pino({ level: 'warn' }, sink) });
     t.after(() => store.close());
     await store.start();
     await store.create('good', b('g'), HOUR);
@@ -439,7 +439,7 @@ describe('RedisStore specifics', () => {
   test('createStore builds a working RedisStore from the store config', async (t) => {
     const prefix = nextPrefix();
     const store = createStore(
-      { kind: 'redis', url: redis().url, prefix, timeout: 5000, connectTimeout: 10_000, maxSessions: 10 },
+      { kind: 'redis', url: redis().url, prefix, timeout: 5000, connectTimeout: 10_000, maxSessions: 10, replicas: 0, replicaTimeout: 200 },
       { clock: Date.now, logger: captureLogger().logger },
     );
     t.after(() => store.close());
@@ -488,7 +488,7 @@ describe('RedisStore specifics', () => {
 
   test('start() with nothing listening fails fast with StoreUnavailableError naming host:port, never the password', async (t) => {
     const port = await freePort();
-    const store = new RedisStore({ url: `redis://user:hunter2@127.0.0.1:${port}`, prefix: 'x:', timeout: 200, connectTimeout: 300, logger: captureLogger().logger });
+    const store = new RedisStore({ target: { mode: 'single', url: `redis://user:hunter2@127.0.0.1:${port}` }, prefix: 'x:', timeout: 200, connectTimeout: 300, logger: captureLogger().logger });
     t.after(() => store.close());
     await assert.rejects(store.start(), (err: unknown) => {
       assert.ok(err instanceof StoreUnavailableError);

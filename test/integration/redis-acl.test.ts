@@ -31,7 +31,7 @@ describe('the documented Redis ACL', () => {
     const args = acl.map((a) => (a.startsWith('>') ? `>${password}` : a));
     await redis().client().call('ACL', 'SETUSER', ...args);
     const { logger, logs } = captureLogger();
-    const store = new RedisStore({ url: `redis://coatcheck:${password}@127.0.0.1:${redis().port}`, prefix: 'coatcheck:', timeout: 2000, connectTimeout: 5000, logger });
+    const store = new RedisStore({ target: { mode: 'single', url: `redis://coatcheck:${password}@127.0.0.1:${redis().port}` }, prefix: 'coatcheck:', timeout: 2000, connectTimeout: 5000, logger });
     t.after(() => store.close());
     await store.start();
     await store.ping();

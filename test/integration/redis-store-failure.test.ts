@@ -88,7 +88,7 @@ describe('RedisStore failure handling', () => {
   function newStore(t: TestContext, over: { url?: string; timeout?: number; connectTimeout?: number } = {}) {
     const log = captureLogger();
     const store = new RedisStore({
-      url: over.url ?? redis().url,
+      target: { mode: 'single', url: over.url ?? redis().url },
       prefix: `fail${Math.random().toString(36).slice(2, 8)}:`,
       timeout: over.timeout ?? 300,
       connectTimeout: over.connectTimeout ?? 5000,

@@ -7,12 +7,13 @@ import { StoreUnavailableError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { corkableSocket, createConnection, dropConnection, endConnection, waitReady } from './connection.js';
 import { LoadBatcher, type Fetched } from './load-batcher.js';
-import { describeAddress, messageOf, sanitize } from './redact.js';
+import { messageOf, sanitize } from './redact.js';
 import type { ScriptedRedis } from './scripts.js';
+import { describeTarget, type RedisTarget } from './target.js';
 
 export interface RedisClientOptions {
-  /** redis:// or rediss:// URL (credentials and db allowed). */
-  url: string;
+  /** Where the data lives: one server, a sentinel-watched master, or a cluster. */
+  target: RedisTarget;
   /** Per-command timeout in ms. */
   timeout: number;
   /** How long start() waits for Redis to answer, in ms. */
@@ -47,7 +48,7 @@ export class RedisClient {
   constructor(options: RedisClientOptions) {
     this.options = options;
     this.log = options.log;
-    this.address = describeAddress(options.url);
+    this.address = describeTarget(options.target);
   }
 
   start(): Promise<void> {
@@ -85,7 +86,7 @@ export class RedisClient {
   }
 
   private async doStart(): Promise<void> {
-    const client = createConnection(this.options.url, this.options.timeout, this.options.connectTimeout);
+    const client = createConnection(this.options.target, this.options.timeout, this.options.connectTimeout);
     this.watch(client);
     this.ioredis = client;
     try {

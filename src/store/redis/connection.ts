@@ -8,6 +8,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { StoreUnavailableError } from '../../errors.js';
 import { messageOf, sanitize } from './redact.js';
 import { defineScripts, type ScriptedRedis } from './scripts.js';
+import type { RedisTarget } from './target.js';
 
 /** Longest pause between reconnect attempts. */
 const MAX_RECONNECT_DELAY_MS = 1000;
@@ -31,10 +32,10 @@ function internals(client: Redis): IoredisInternals {
 }
 
 /**
- * A new client for `url`, the store's scripts defined on it, not connected yet (waitReady
+ * A new client for `target`, the store's scripts defined on it, not connected yet (waitReady
  * connects). `timeout` is the per-command timeout, in ms.
  */
-export function createConnection(url: string, timeout: number, connectTimeout: number): ScriptedRedis {
+export function createConnection(target: RedisTarget, timeout: number, connectTimeout: number): ScriptedRedis {
   const options: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -52,7 +53,28 @@ export function createConnection(url: string, timeout: number, connectTimeout: n
     connectionName: 'coatcheck',
     disableClientInfo: true,
   };
-  return defineScripts(new Redis(url, options));
+  switch (target.mode) {
+    case 'single':
+      return defineScripts(new Redis(target.url, options));
+    case 'sentinel':
+      return defineScripts(
+        new Redis({
+          ...options,
+          name: target.name,
+          sentinels: target.sentinels.map((n) => ({ host: n.host, port: n.port })),
+          ...(target.sentinelPassword !== undefined ? { sentinelPassword: target.sentinelPassword } : {}),
+          ...(target.tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
+          ...(target.username !== undefined ? { username: target.username } : {}),
+          ...(target.password !== undefined ? { password: target.password } : {}),
+          db: target.db,
+          role: 'master',
+          // Asking the sentinels again after a failed attempt follows a failover.
+          sentinelRetryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), MAX_RECONNECT_DELAY_MS),
+        }),
+      );
+    case 'cluster':
+      throw new Error('redis cluster: not built yet');
+  }
 }
 
 /**

@@ -2,16 +2,6 @@
 // error's message and code. Never the URL's password, nor the keys and cookie values that an
 // ioredis error carries in its `command`.
 
-/** "host:port" of a redis URL, without credentials. */
-export function describeAddress(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname || 'localhost'}:${u.port || '6379'}`;
-  } catch {
-    return '(invalid redis URL)';
-  }
-}
-
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
