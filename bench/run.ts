@@ -32,6 +32,7 @@ import {
   COATCHECK_PREFIX,
   COATCHECK_SECRET,
   directTarget,
+  MAIN_TARGETS,
   REPO_ROOT,
   startBare,
   startCoatcheck,
@@ -766,7 +767,7 @@ function parseFilters(values: {
   'node-args'?: string;
 }): Filters {
   const scenarios = listOf('scenarios', values.scenarios, SCENARIOS.map((x) => x.id));
-  const targets = listOf('targets', values.targets, Object.keys(TARGET_LABELS) as TargetId[]);
+  const targets = listOf('targets', values.targets, MAIN_TARGETS);
   let concurrencies: number[] | undefined;
   if (values.concurrency !== undefined) {
     const items = values.concurrency.split(',').map((x) => x.trim());
