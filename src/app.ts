@@ -2,7 +2,7 @@
 // import; start() connects and listens, close() drains and releases everything.
 import { createServer, type Server } from 'node:http';
 import { Metrics } from './admin/metrics.js';
-import { createAdminServer, type AdminServer } from './admin/server.js';
+import { createAdminServer, type AdminServer, type Readiness } from './admin/server.js';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
@@ -28,12 +28,19 @@ export interface CoatcheckDeps {
   engine?: ForwardEngine;
   random?: RandomSource;
   metrics?: Metrics;
+  /**
+   * Serve the admin listener when the config names one (default true). A worker of several
+   * leaves it to the primary, which answers for all of them (workers/primary.ts).
+   */
+  serveAdmin?: boolean;
 }
 
 export interface Coatcheck {
   /** Connects the store and listens; resolves with the proxy's address (and the admin one, when configured). */
   start(): Promise<{ host: string; port: number; admin?: { host: string; port: number } }>;
   close(): Promise<void>;
+  /** Can this instance serve now: not draining, and its store answers (what /readyz says). */
+  readiness(): Promise<Readiness>;
   readonly server: Server;
   readonly store: SessionStore;
   readonly metrics: Metrics;
@@ -135,18 +142,34 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
 
   let started = false;
   let closing: Promise<void> | undefined;
+  const readiness = async (): Promise<Readiness> => {
+    if (closing !== undefined) return { ready: false, reason: 'draining' };
+    try {
+      await store.ping();
+      return { ready: true, reason: 'ready' };
+    } catch {
+      return { ready: false, reason: 'store unavailable' };
+    }
+  };
   const admin: AdminServer | undefined =
-    config.admin.listen !== null ? createAdminServer({ metrics, store, logger, isDraining: () => closing !== undefined }) : undefined;
+    config.admin.listen !== null && deps.serveAdmin !== false
+      ? createAdminServer({
+          logger,
+          readiness,
+          metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
+        })
+      : undefined;
 
   return {
     server,
     store,
     metrics,
+    readiness,
     async start() {
       await store.start();
       const addr = await listen(server, config.listen.port, config.listen.host);
       started = true;
-      if (admin && config.admin.listen) {
+      if (admin && config.admin.listen !== null) {
         const a = await admin.start(config.admin.listen.host, config.admin.listen.port);
         return { host: addr.address, port: addr.port, admin: a };
       }

@@ -1,14 +1,20 @@
 #!/usr/bin/env node
 // The only file that touches the process: argv, env, signals, exit codes.
 //   0 clean shutdown · 2 invalid configuration or usage · 1 runtime failure
+//
+// The rest is imported when needed: a worker needs no configuration loader, the primary of
+// several workers no proxy, and --help nothing (each process starts faster).
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { createCoatcheck } from './app.js';
-import { loadConfigFile } from './config/load.js';
-import { printConfig } from './config/print.js';
+import type { Coatcheck } from './app.js';
+import type { Config } from './config/schema.js';
 import { ConfigError, ProcessError, UsageError } from './errors.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { applyHeapGrowth, heapGrowthSetting, HEAP_ENV, type HeapGrowth } from './heap.js';
+import { workerCount } from './workers/count.js';
+import type { PrimaryChannel } from './workers/worker.js';
 
 const HELP = `coatcheck — keeps a legacy web app's cookies server-side; the browser holds one revocable ticket.
 
@@ -69,6 +75,8 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): Parsed {
 }
 
 async function main(): Promise<number> {
+  // A worker of several: its configuration comes from the primary, not from the file.
+  if (cluster.isWorker) return runWorker();
   let parsed: Parsed;
   let heapGrowingPercent: HeapGrowth;
   try {
@@ -88,6 +96,7 @@ async function main(): Promise<number> {
     return 0;
   }
 
+  const { loadConfigFile } = await import('./config/load.js');
   let loaded;
   try {
     loaded = await loadConfigFile(parsed.configFile, process.env);
@@ -102,6 +111,7 @@ async function main(): Promise<number> {
 
   if (parsed.command === 'check-config') {
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+    const { printConfig } = await import('./config/print.js');
     process.stdout.write(printConfig(config));
     process.stderr.write(`${parsed.configFile}: configuration is valid\n`);
     return 0;
@@ -111,8 +121,34 @@ async function main(): Promise<number> {
   applyHeapGrowth(heapGrowingPercent);
   const logger = createLogger(config.log.level);
   for (const w of warnings) logger.warn({ event: 'config.warning' }, w);
-  const app = createCoatcheck({ config, logger });
+  const workers = workerCount(config.workers, availableParallelism());
+  if (workers > 1) return runPrimary(config, logger, workers, heapGrowingPercent);
 
+  const { createCoatcheck } = await import('./app.js');
+  const app = createCoatcheck({ config, logger });
+  return serve(app, logger, {
+    listening: (addr) =>
+      logger.info(
+        { event: 'listening', host: addr.host, port: addr.port, ...adminField(addr), upstream: config.upstream, store: config.store.kind, heapGrowingPercent },
+        'listening',
+      ),
+  });
+}
+
+/** The admin listener's address for the "listening" line (port 0 picks one), when there is one. */
+function adminField(addr: { admin?: { host: string; port: number } }): { admin?: { host: string; port: number } } {
+  return addr.admin ? { admin: addr.admin } : {};
+}
+
+/**
+ * Starts `app` and runs it until SIGTERM/SIGINT, then drains it. Resolves with the exit code:
+ * 0 after a clean stop, 1 when it could not start or its shutdown failed.
+ */
+async function serve(
+  app: Coatcheck,
+  logger: Logger,
+  on: { listening(addr: { host: string; port: number; admin?: { host: string; port: number } }): void; startFailed?(message: string): void },
+): Promise<number> {
   let stopping = false;
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
@@ -137,14 +173,105 @@ async function main(): Promise<number> {
   });
 
   try {
-    const addr = await app.start();
-    logger.info({ event: 'listening', host: addr.host, port: addr.port, upstream: config.upstream, store: config.store.kind, heapGrowingPercent }, 'listening');
+    on.listening(await app.start());
   } catch (err) {
-    logger.fatal({ event: 'start.failed', err: (err as Error).message }, `could not start: ${(err as Error).message}`);
+    // Stopped by a signal while starting: that is the stop asked for, not a failure.
+    if (stopping) return stopped;
+    // Nothing to drain: a signal from now on changes nothing.
+    stopping = true;
+    const message = (err as Error).message;
+    logger.fatal({ event: 'start.failed', err: message }, `could not start: ${message}`);
+    on.startFailed?.(message);
     await app.close().catch(() => undefined);
     return 1;
   }
   return stopped;
+}
+
+/**
+ * The primary of several workers (workers/primary.ts): forks them, serves the admin listener,
+ * and on SIGTERM/SIGINT drains them all. 0 when every worker stopped cleanly; 1 when one could
+ * not start, when they keep failing to start (restart-policy.ts), or when one did not stop cleanly.
+ */
+async function runPrimary(config: Readonly<Config>, rootLogger: Logger, count: number, heapGrowingPercent: HeapGrowth): Promise<number> {
+  const { Primary } = await import('./workers/primary.js');
+  const logger = rootLogger.child({ role: 'primary' });
+  const primary = new Primary({ config, count, logger, cluster });
+  let stopping = false;
+  const stopped = new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      const drained = primary.stop();
+      logger.info({ event: 'shutdown', signal }, 'shutting down: every worker stops accepting and finishes its in-flight requests');
+      void drained.then((code) => {
+        logger.info({ event: 'stopped', code }, 'stopped');
+        resolve(code);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+  try {
+    const addr = await primary.start();
+    logger.info(
+      { event: 'listening', host: addr.host, port: addr.port, ...adminField(addr), upstream: config.upstream, store: config.store.kind, workers: count, heapGrowingPercent },
+      'listening',
+    );
+  } catch (err) {
+    if (stopping) return stopped;
+    stopping = true;
+    const message = (err as Error).message;
+    logger.fatal({ event: 'start.failed', err: message }, `could not start: ${message}`);
+    await primary.stop();
+    return 1;
+  }
+  const gaveUp = primary.failed.then(async (reason) => {
+    if (stopping) return stopped;
+    stopping = true;
+    logger.fatal({ event: 'workers.failing', err: reason }, `giving up: ${reason}`);
+    await primary.stop();
+    return 1;
+  });
+  return Promise.race([stopped, gaveUp]);
+}
+
+/**
+ * A worker of several: asks the primary for the configuration, runs coatcheck as a single
+ * process would (without the admin listener: the primary serves it), and answers the primary's
+ * questions about it. Its log lines carry its slot number and pid.
+ */
+async function runWorker(): Promise<number> {
+  // A signal before the configuration came: nothing started, nothing to drain.
+  let early: string | undefined;
+  const onEarly = (signal: NodeJS.Signals) => (early = signal);
+  process.on('SIGTERM', onEarly);
+  process.on('SIGINT', onEarly);
+  const [{ createCoatcheck }, { answerPrimary, receiveConfig }] = await Promise.all([import('./app.js'), import('./workers/worker.js')]);
+  const channel: PrimaryChannel = {
+    send: (message) => {
+      // The primary may be gone (then node's cluster ends this worker); a lost answer is harmless.
+      if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
+    },
+    onMessage: (listener) => process.on('message', listener),
+  };
+  const { config, slot } = await receiveConfig(channel);
+  process.off('SIGTERM', onEarly);
+  process.off('SIGINT', onEarly);
+  if (early !== undefined) return 0;
+  // The primary checked the setting already.
+  applyHeapGrowth(heapGrowthSetting(process.execArgv, process.env));
+  const logger = createLogger(config.log.level).child({ worker: slot, pid: process.pid });
+  const app = createCoatcheck({ config, logger, serveAdmin: false });
+  answerPrimary(channel, app);
+  return serve(app, logger, {
+    listening: (addr) => {
+      logger.info({ event: 'worker.listening', host: addr.host, port: addr.port }, 'worker listening');
+      channel.send({ cc: 'listening', host: addr.host, port: addr.port });
+    },
+    startFailed: (message) => channel.send({ cc: 'start-failed', reason: message }),
+  });
 }
 
 main().then(

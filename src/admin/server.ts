@@ -1,10 +1,24 @@
-// The admin listener: liveness, readiness (the store answers) and Prometheus metrics. Kept off
-// the proxied port so the app can never shadow it and the public can never reach it by accident.
+// The admin listener: liveness, readiness and Prometheus metrics. Kept off the proxied port so
+// the app can never shadow it and the public can never reach it by accident. What "ready" and
+// "the metrics" are comes from the process that serves it: a single process asks its own store
+// and registry (app.ts), the primary of several workers asks its workers (workers/primary.ts).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
-import type { SessionStore } from '../store/types.js';
-import type { Metrics } from './metrics.js';
+
+/** Whether this process can serve requests now, and a one-line reason for the answer's body. */
+export interface Readiness {
+  ready: boolean;
+  reason: string;
+}
+
+export interface AdminSources {
+  logger: Logger;
+  /** /readyz: 200 with the reason when ready, else 503 with it. */
+  readiness(): Promise<Readiness>;
+  /** /metrics: the Prometheus text exposition and its content type. */
+  metrics(): Promise<{ text: string; contentType: string }>;
+}
 
 export interface AdminServer {
   readonly server: Server;
@@ -12,7 +26,7 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export function createAdminServer(deps: { metrics: Metrics; store: SessionStore; logger: Logger; isDraining: () => boolean }): AdminServer {
+export function createAdminServer(deps: AdminSources): AdminServer {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -22,16 +36,15 @@ export function createAdminServer(deps: { metrics: Metrics; store: SessionStore;
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
     if (path === '/healthz') return reply(200, 'ok\n');
     if (path === '/readyz') {
-      if (deps.isDraining()) return reply(503, 'draining\n');
-      deps.store.ping().then(
-        () => reply(200, 'ready\n'),
-        () => reply(503, 'store unavailable\n'),
+      deps.readiness().then(
+        (r) => reply(r.ready ? 200 : 503, `${r.reason}\n`),
+        () => reply(503, 'readiness check failed\n'),
       );
       return;
     }
     if (path === '/metrics') {
-      deps.metrics.registry.metrics().then(
-        (text) => reply(200, text, deps.metrics.registry.contentType),
+      deps.metrics().then(
+        ({ text, contentType }) => reply(200, text, contentType),
         (err: unknown) => {
           deps.logger.error({ event: 'admin.metrics_failed', err: (err as Error).message }, 'metrics collection failed');
           reply(500, 'metrics failed\n');

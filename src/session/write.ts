@@ -1,5 +1,8 @@
 // Writing a session: a response's changes to its session, compare-and-set on the version and
-// applied again on top of a concurrent write that won; a new session for a first cookie.
+// applied again on top of a concurrent write that won; a new session for a first cookie. In one
+// process one write per session is in flight at a time: the responses that come meanwhile are
+// applied together in the next one (a group commit), so concurrent responses do not race each
+// other here, and the compare-and-set only settles races with other processes.
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { StoreUnavailableError } from '../errors.js';
@@ -63,9 +66,24 @@ export abstract class SessionPartsUser {
   }
 }
 
+/** A commit waiting for the write in flight on its session (see SessionWriter.update). */
+interface QueuedCommit {
+  input: CommitInput;
+  resolve(outcome: CommitOutcome): void;
+  reject(err: unknown): void;
+}
+
+/** One write's outcome, and the session as it now is in the store when it wrote it. */
+interface Written {
+  outcome: CommitOutcome;
+  after?: LiveSession;
+}
+
 export class SessionWriter extends SessionPartsUser {
   /** A sliding touch is written at most this often per session. */
   readonly touchInterval: number;
+  /** Per store key with a write in flight: the commits that arrived since, for the next write. */
+  private readonly queued = new Map<string, QueuedCommit[]>();
 
   constructor(parts: SessionParts) {
     super(parts);
@@ -79,35 +97,82 @@ export class SessionWriter extends SessionPartsUser {
 
   /**
    * Writes the changes to the request's session. The store compares versions: when another
-   * request wrote the session first, its record is loaded again and the same changes are
+   * process wrote the session first, its record is loaded again and the same changes are
    * applied on top of it (as a browser applies each response's cookies to the current jar).
+   * While a write of this session is in flight here, a commit waits and goes with the others
+   * that came meanwhile in the next write, on top of the record that write left; each of them
+   * gets that write's outcome.
    */
-  async update(first: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
+  update(first: LiveSession, input: CommitInput, now: number): Promise<CommitOutcome> {
+    const waiting = this.queued.get(first.key);
+    if (waiting !== undefined) return new Promise((resolve, reject) => waiting.push({ input, resolve, reject }));
+    const queue: QueuedCommit[] = [];
+    this.queued.set(first.key, queue);
+    const own = this.write(first, [input], now);
+    const next = (after: LiveSession | undefined) => void this.drain(first, queue, after);
+    own.then((w) => next(w.after), () => next(undefined));
+    return own.then((w) => w.outcome);
+  }
+
+  /**
+   * Writes what queued behind a write of `first`'s session, batch after batch, until none is
+   * left: each batch starts from the record the write before it left, or (that write failed or
+   * lost for good) from the store. Every queued commit settles exactly once.
+   */
+  private async drain(first: LiveSession, queue: QueuedCommit[], after: LiveSession | undefined): Promise<void> {
+    let session = after;
+    while (queue.length > 0) {
+      const batch = queue.splice(0);
+      try {
+        if (session === undefined) {
+          const loaded = await this.loader.loadLive(first.sid, this.clock());
+          if (loaded.state !== 'live') {
+            for (const c of batch) c.resolve({ kind: 'gone' });
+            continue;
+          }
+          session = loaded.session;
+        }
+        const written = await this.write(session, batch.map((c) => c.input), this.clock());
+        session = written.after;
+        for (const c of batch) c.resolve(written.outcome);
+      } catch (err) {
+        session = undefined;
+        for (const c of batch) c.reject(err);
+      }
+    }
+    this.queued.delete(first.key);
+  }
+
+  /** One write of several responses' changes, in order, retried on top of a concurrent write that won. */
+  private async write(first: LiveSession, inputs: readonly CommitInput[], now: number): Promise<Written> {
+    const changes = inputs.length === 1 ? (inputs[0] as CommitInput).changes : inputs.flatMap((i) => i.changes);
+    let user: string | undefined;
+    for (const i of inputs) if (i.user !== undefined) user = i.user;
     let session = first;
     for (let attempt = 1; ; attempt++) {
-      const jar = buildJar(session.cookies, input.changes, session.logId, this.limits, this.logger);
-      const userChanged = input.user !== undefined && input.user !== session.meta.user;
+      const jar = buildJar(session.cookies, changes, session.logId, this.limits, this.logger);
+      const userChanged = user !== undefined && user !== session.meta.user;
       const touchDue = now - session.meta.touched >= this.touchInterval;
-      if (!jar.changed && !touchDue && !userChanged) return { kind: 'unchanged' };
+      if (!jar.changed && !touchDue && !userChanged) return { outcome: { kind: 'unchanged' }, after: session };
       const meta: SessionMeta = { ...session.meta, touched: now };
-      if (userChanged) meta.user = input.user as string;
+      if (userChanged) meta.user = user as string;
       const ttlMs = this.ttlAt(meta, now);
-      if (ttlMs <= 0) return { kind: 'gone' };
+      if (ttlMs <= 0) return { outcome: { kind: 'gone' } };
       const data = sealRecord(session.jarKey, encodeRecord(meta, jar.cookies));
       const result = await this.store.update(session.key, session.version, data, ttlMs);
       if (result === 'ok') {
         if (session.cached) this.tickets.remember(session.cached, session.version + 1, data, meta, jar.cookies);
-        return { kind: 'updated' };
+        return { outcome: { kind: 'updated' }, after: { ...session, meta: Object.freeze(meta), cookies: jar.cookies, version: session.version + 1 } };
       }
       if (result === 'gone') {
         this.tickets.forget(session.cached);
-        return { kind: 'gone' };
+        return { outcome: { kind: 'gone' } };
       }
       // A touch alone that lost to another write is not needed: that write touched the session too.
-      if (!jar.changed && !userChanged) return { kind: 'unchanged' };
+      if (!jar.changed && !userChanged) return { outcome: { kind: 'unchanged' } };
       if (attempt >= MAX_WRITE_ATTEMPTS) throw this.contention(session);
       const again = await this.loader.loadLive(session.sid, this.clock());
-      if (again.state !== 'live') return { kind: 'gone' };
+      if (again.state !== 'live') return { outcome: { kind: 'gone' } };
       session = again.session;
     }
   }

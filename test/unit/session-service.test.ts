@@ -44,21 +44,27 @@ class ContendedStore extends MemoryStore {
 function setup(times: number) {
   const clock = new FakeClock(Date.UTC(2026, 5, 1));
   const log = captureLogger();
-  // The other writer: a second request on the same session that sets `other=<n>`.
+  // The other writer: a request on the same session, through another process (a service of its
+  // own on the same store), that sets `other=<n>`.
   const interfere = async (_key: string, _version: number): Promise<void> => {
-    const live = await resolve();
-    const outcome = await service.commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
+    const r = await otherProcess.resolve([ticket]);
+    assert.equal(r.state, 'live');
+    const live = (r as { session: LiveSession }).session;
+    const outcome = await otherProcess.commit({ session: live, changes: changesOf(`other=${store.interferences}`), rotate: false });
     assert.equal(outcome.kind, 'updated');
   };
   const store = new ContendedStore(clock.now, log.logger, interfere, 0);
-  const service = new SessionService({
-    store,
-    secrets: ['0123456789abcdef0123456789abcdef'],
-    timeouts: { idleTimeout: 30 * MIN, absoluteTimeout: 12 * 60 * MIN, renewAfter: null, renewGrace: 30_000 },
-    limits: { maxCookiesPerSession: 50, maxJarBytes: 32_768 },
-    clock: clock.now,
-    logger: log.logger,
-  });
+  const newService = () =>
+    new SessionService({
+      store,
+      secrets: ['0123456789abcdef0123456789abcdef'],
+      timeouts: { idleTimeout: 30 * MIN, absoluteTimeout: 12 * 60 * MIN, renewAfter: null, renewGrace: 30_000 },
+      limits: { maxCookiesPerSession: 50, maxJarBytes: 32_768 },
+      clock: clock.now,
+      logger: log.logger,
+    });
+  const service = newService();
+  const otherProcess = newService();
   let ticket = '';
   const changesOf = (...setCookies: string[]): JarChange[] => {
     const jar = new RequestJar();
@@ -140,5 +146,103 @@ describe('session writes under concurrency (compare-and-set)', () => {
     const names = [...(fresh as { session: LiveSession }).session.cookies.values()].map((c) => `${c.key}=${c.value}`).sort();
     assert.deepEqual(names, ['app=1', 'mine=1', 'other=1']);
     assert.equal((await s.service.resolve([s.ticket()])).state, 'revoked', 'the old id is dead');
+  });
+});
+
+/** A memory store that counts updates, and fails the next `failures` of them as Redis would when down. */
+class CountingStore extends MemoryStore {
+  updates = 0;
+  failures = 0;
+  override async update(key: string, version: number, data: Buffer, ttlMs: number): Promise<WriteResult> {
+    this.updates += 1;
+    if (this.failures > 0) {
+      this.failures -= 1;
+      throw new StoreUnavailableError('store down for this write');
+    }
+    return super.update(key, version, data, ttlMs);
+  }
+}
+
+describe('session writes in one process (one in flight per session, the rest merged)', () => {
+  function setupOne() {
+    const clock = new FakeClock(Date.UTC(2026, 5, 1));
+    const log = captureLogger();
+    const store = new CountingStore({ clock: clock.now, maxSessions: 100, logger: log.logger });
+    const service = new SessionService({
+      store,
+      secrets: ['0123456789abcdef0123456789abcdef'],
+      timeouts: { idleTimeout: 30 * MIN, absoluteTimeout: 12 * 60 * MIN, renewAfter: null, renewGrace: 30_000 },
+      limits: { maxCookiesPerSession: 50, maxJarBytes: 32_768 },
+      clock: clock.now,
+      logger: log.logger,
+    });
+    const changesOf = (...setCookies: string[]): JarChange[] => {
+      const jar = new RequestJar();
+      return setCookies.map((sc) => jar.apply(sc, URL_ROOT, clock.now(), undefined));
+    };
+    let ticket = '';
+    const resolve = async (): Promise<LiveSession> => {
+      const r = await service.resolve([ticket]);
+      assert.equal(r.state, 'live');
+      return (r as { session: LiveSession }).session;
+    };
+    return {
+      store,
+      service,
+      changesOf,
+      resolve,
+      cookies: async () => [...(await resolve()).cookies.values()].map((c) => `${c.key}=${c.value}`).sort(),
+      async login() {
+        const created = await service.commit({ session: undefined, changes: changesOf('app=1'), rotate: false });
+        ticket = (created as { ticket: string }).ticket;
+      },
+    };
+  }
+
+  test('20 concurrent responses on one session: 2 writes (the first, then the other 19 together), every cookie kept', async () => {
+    const s = setupOne();
+    await s.login();
+    const session = await s.resolve();
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => s.service.commit({ session, changes: s.changesOf(`c${i}=${i}`), rotate: false })),
+    );
+    assert.deepEqual(new Set(outcomes.map((o) => o.kind)), new Set(['updated']));
+    assert.equal(s.store.updates, 2);
+    assert.deepEqual(await s.cookies(), ['app=1', ...Array.from({ length: 20 }, (_, i) => `c${i}=${i}`)].sort());
+  });
+
+  test('the later of two responses setting one cookie wins, as in a browser; the last named user is kept', async () => {
+    const s = setupOne();
+    await s.login();
+    const session = await s.resolve();
+    await Promise.all([
+      s.service.commit({ session, changes: s.changesOf('x=first'), rotate: false, user: 'u1' }),
+      s.service.commit({ session, changes: s.changesOf('x=second'), rotate: false, user: 'u2' }),
+      s.service.commit({ session, changes: s.changesOf('x=third'), rotate: false }),
+    ]);
+    assert.deepEqual(await s.cookies(), ['app=1', 'x=third']);
+    assert.equal((await s.resolve()).meta.user, 'u2');
+  });
+
+  test('commits queued behind a write that failed are written on their own, from the store', async () => {
+    const s = setupOne();
+    await s.login();
+    const session = await s.resolve();
+    s.store.failures = 1;
+    const first = s.service.commit({ session, changes: s.changesOf('a=1'), rotate: false });
+    const queued = [s.service.commit({ session, changes: s.changesOf('b=2'), rotate: false }), s.service.commit({ session, changes: s.changesOf('c=3'), rotate: false })];
+    await assert.rejects(first, StoreUnavailableError);
+    assert.deepEqual((await Promise.all(queued)).map((o) => o.kind), ['updated', 'updated']);
+    assert.deepEqual(await s.cookies(), ['app=1', 'b=2', 'c=3']);
+  });
+
+  test('commits queued behind a write to a session revoked meanwhile are all gone, and nothing is written back', async () => {
+    const s = setupOne();
+    await s.login();
+    const session = await s.resolve();
+    await s.service.revoke(session);
+    const outcomes = await Promise.all([1, 2, 3].map((i) => s.service.commit({ session, changes: s.changesOf(`c${i}=${i}`), rotate: false })));
+    assert.deepEqual(outcomes.map((o) => o.kind), ['gone', 'gone', 'gone']);
+    assert.equal((await s.service.resolve([session.cached?.ticket as string])).state, 'revoked');
   });
 });
