@@ -44,6 +44,8 @@ export class RedisClient {
   private starting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private wasReady = false;
+  /** How many times a connection closed (see connectionCount). */
+  private closes = 0;
   private lastErrorLog = -Infinity;
   private suppressedErrors = 0;
   private readonly loads = new LoadBatcher({ ready: () => this.ready(), unavailable: (op, err) => this.unavailable(op, err) });
@@ -78,6 +80,14 @@ export class RedisClient {
   /** Runs one command on the started client; any failure or timeout becomes StoreUnavailableError. */
   async run<T>(op: string, command: (redis: ScriptedRedis) => Promise<T>): Promise<T> {
     return this.send(op, this.ready(), command);
+  }
+
+  /**
+   * Changes whenever the connection closes: two commands sent while it stayed the same went out
+   * on the same connection (a WAIT counts only the writes of its own connection).
+   */
+  connectionCount(): number {
+    return this.closes;
   }
 
   /** The value at `key` (WRONG_TYPE: a value of another type), sent with this turn's other loads. */
@@ -147,6 +157,7 @@ export class RedisClient {
       this.wasReady = true;
     });
     client.on('close', () => {
+      this.closes += 1;
       if (this.wasReady && !this.closing && this.ioredis === client) {
         this.logError('redis connection lost; reconnecting in the background', undefined);
       }
