@@ -15,7 +15,8 @@
 // stale. Three things move the connection: Sentinel itself kills the normal clients of an
 // instance it reconfigures; the failover watch below reconnects on +switch-master; and a
 // READONLY (or, for a WAIT, UNBLOCKED) reply makes ioredis reconnect (reconnectOnError, set
-// in connection.ts for every mode), which asks the sentinels again. The command that got the error fails (503), it is never resent.
+// in connection.ts for every mode), which asks the sentinels again. The command that got the
+// error fails (503); it is never resent.
 //
 // ioredis' own failoverDetector is not used: it opens sentinel connections per client with no
 // 'error' listener, so a sentinel that is down prints "[ioredis] Unhandled error event" to
