@@ -9,6 +9,9 @@
 // whatever the fsync policy; always would only slow every write on a small test machine. (On
 // a machine crash everysec may lose the last second; WAIT does not cover disk either, see
 // docs/security.md.) The initial sync is diskless with no delay (the default delay is 5 s).
+// The sentinels need no `resolve-hostnames` and no `announce-ip`/`announce-port`: every node
+// listens on 127.0.0.1 and is seen, and announced, at the address clients use. Failures are
+// detected after 1 s (down-after-milliseconds) and a failover may take 5 s (failover-timeout).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
