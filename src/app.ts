@@ -138,6 +138,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
   const store = deps.store ?? createStore(config.store, { clock: deps.clock ?? systemClock, logger });
   const pipeline = createPipelineDeps({ ...deps, store });
   const { engine, metrics } = pipeline;
+  metrics.watchStore(store);
   const { server, sockets } = createProxyServer(pipeline);
 
   let started = false;

@@ -1,5 +1,6 @@
 // Prometheus metrics, on a registry of our own (no global state).
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import type { StoreStats } from '../store/types.js';
 
 /** Every security event class, counted from zero so that dashboards see them before the first one. */
 const SECURITY_EVENTS = ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke', 'ticket_conflict'] as const;
@@ -13,6 +14,9 @@ export class Metrics {
   readonly sessions: Counter<'action'>;
   readonly storeErrors: Counter;
   readonly upstreamErrors: Counter<'status'>;
+  readonly revokeNotReplicated: Counter;
+  /** Where the store's own counts are read from at each scrape (watchStore). */
+  private storeStats: (() => StoreStats) | undefined;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -32,8 +36,26 @@ export class Metrics {
     this.sessions = new Counter({ name: 'coatcheck_sessions_total', help: 'Session lifecycle events.', labelNames: ['action'], registers });
     this.storeErrors = new Counter({ name: 'coatcheck_store_errors_total', help: 'Requests failed closed because the store was unavailable.', registers });
     this.upstreamErrors = new Counter({ name: 'coatcheck_upstream_errors_total', help: 'Requests the app did not answer, by the status sent instead.', labelNames: ['status'], registers });
+    // The store counts these itself (it knows when a WAIT fell short); read at each scrape.
+    let seen = 0;
+    const readStats = () => this.storeStats?.();
+    this.revokeNotReplicated = new Counter({
+      name: 'coatcheck_store_revoke_not_replicated_total',
+      help: 'Revocations (logout, family revocation, rotation) that fewer replicas than store.replicas acknowledged within store.replicaTimeout.',
+      registers,
+      collect() {
+        const now = readStats()?.revokeNotReplicated ?? seen;
+        if (now > seen) this.inc(now - seen);
+        seen = now;
+      },
+    });
     for (const event of SECURITY_EVENTS) this.security.inc({ event }, 0);
     for (const action of SESSION_ACTIONS) this.sessions.inc({ action }, 0);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'coatcheck_' });
+  }
+
+  /** Reads the store's own counts (when it keeps any) at each scrape. */
+  watchStore(store: { stats?(): StoreStats }): void {
+    this.storeStats = store.stats ? () => (store.stats as () => StoreStats).call(store) : undefined;
   }
 }

@@ -42,7 +42,7 @@ export class SessionRotation extends SessionPartsUser {
       if (ttlMs <= 0) return { kind: 'gone' };
       const oldTtl = Math.max(1000, session.meta.deadline - now);
       const data = sealRecord(jarKey, encodeRecord(meta, jar.cookies));
-      const result = await this.store.rotate(session.key, session.version, oldTtl, newKey, data, ttlMs, alias);
+      const result = await this.store.rotate(session.key, session.version, oldTtl, newKey, data, ttlMs, alias, { logId: session.logId });
       if (result === 'ok') {
         // A renewed id stays usable through its alias for the grace window, loaded afresh.
         this.tickets.forget(session.cached);

@@ -78,7 +78,8 @@ export class SessionService {
   async revoke(session: LiveSession): Promise<void> {
     const ttl = Math.max(1000, session.meta.deadline - this.clock());
     this.tickets.forget(session.cached);
-    await this.store.revokeFamily(session.meta.family, session.key, ttl);
+    // The log id goes down for the store's own log lines (a revocation that replicas did not confirm).
+    await this.store.revokeFamily(session.meta.family, session.key, ttl, { logId: session.logId });
   }
 
   /**

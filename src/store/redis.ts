@@ -4,16 +4,19 @@
 //   client.ts        the client: connect, close, run commands, failures as StoreUnavailableError;
 //   connection.ts    one ioredis connection, set up to fail fast on a request path;
 //   load-batcher.ts  the loads of one event-loop turn sent as one MGET;
+//   sentinel.ts      following a sentinel-watched master across failovers;
+//   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
 //   redact.ts        what a Redis failure may say (host:port, never a password or a value).
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`.
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { RedisClient } from './redis/client.js';
+import { ReplicatedWrites } from './redis/replicated-writes.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
 import * as scripts from './redis/scripts.js';
 import type { RedisTarget } from './redis/target.js';
-import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
+import type { LoadResult, RenewalAlias, SessionStore, StoreStats, WriteContext, WriteResult } from './types.js';
 
 export interface RedisStoreOptions {
   /** Where the data lives: one server (a URL), a sentinel-watched master, or a cluster. */
@@ -37,6 +40,8 @@ export class RedisStore implements SessionStore {
   private readonly keys: KeyLayout;
   private readonly log: Logger;
   private readonly client: RedisClient;
+  /** With replicas > 0: the revoking writes, each followed by a WAIT (replicated-writes.ts). */
+  private readonly revocations: ReplicatedWrites | undefined;
 
   constructor(options: RedisStoreOptions) {
     this.keys = new KeyLayout(options.prefix);
@@ -48,14 +53,23 @@ export class RedisStore implements SessionStore {
       log: this.log,
       prefix: options.prefix,
     });
+    const replicas = options.replicas ?? 0;
+    this.revocations =
+      replicas > 0
+        ? new ReplicatedWrites({ ...options, replicas, replicaTimeout: options.replicaTimeout ?? 200, log: this.log })
+        : undefined;
   }
 
-  start(): Promise<void> {
-    return this.client.start();
+  async start(): Promise<void> {
+    await Promise.all([this.client.start(), this.revocations?.start()]);
   }
 
-  close(): Promise<void> {
-    return this.client.close();
+  async close(): Promise<void> {
+    await Promise.all([this.client.close(), this.revocations?.close()]);
+  }
+
+  stats(): StoreStats {
+    return { revokeNotReplicated: this.revocations?.missedCount() ?? 0 };
   }
 
   async ping(): Promise<void> {
@@ -64,7 +78,7 @@ export class RedisStore implements SessionStore {
 
   /** The connection is up (ready): a command now would be sent, not refused. */
   available(): boolean {
-    return this.client.available();
+    return this.client.available() && (this.revocations?.available() ?? true);
   }
 
   /** One GET, or one key of the MGET that carries this turn's loads (see load-batcher.ts). */
@@ -94,9 +108,10 @@ export class RedisStore implements SessionStore {
     return this.client.run('update', (redis) => scripts.update(redis, this.keys.session(key), version, value, ttlMs));
   }
 
-  async revoke(key: string, tombstoneTtlMs: number): Promise<boolean> {
+  async revoke(key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<boolean> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
-    return this.client.run('revoke', (redis) => scripts.revoke(redis, this.keys.session(key), tombstoneTtlMs));
+    const k = this.keys.session(key);
+    return this.revoking('revoke', k, (redis) => scripts.revoke(redis, k, tombstoneTtlMs), context);
   }
 
   async rotate(
@@ -107,6 +122,7 @@ export class RedisStore implements SessionStore {
     data: Buffer,
     ttlMs: number,
     alias?: RenewalAlias,
+    context?: WriteContext,
   ): Promise<WriteResult> {
     checkRotate(oldVersion, oldTombstoneTtlMs, data, ttlMs, alias);
     const args: scripts.RotateArgs = {
@@ -119,12 +135,23 @@ export class RedisStore implements SessionStore {
       familyKey: this.keys.family(alias?.family ?? ''),
       alias,
     };
-    return this.client.run('rotate', (redis) => scripts.rotate(redis, args));
+    return this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
   }
 
-  async revokeFamily(family: string, key: string, tombstoneTtlMs: number): Promise<number> {
+  async revokeFamily(family: string, key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<number> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
-    return this.client.run('revokeFamily', (redis) => scripts.revokeFamily(redis, this.keys.family(family), this.keys.session(key), tombstoneTtlMs));
+    const k = this.keys.session(key);
+    return this.revoking('revokeFamily', k, (redis) => scripts.revokeFamily(redis, this.keys.family(family), k, tombstoneTtlMs), context);
+  }
+
+  /**
+   * A write that ends a session id: on the store's connection, or, with replicas, on the
+   * revocations' own connection followed by a WAIT. `routeKey` is the key it writes (a cluster
+   * WAITs on the master of its slot); `wrote` whether a result wrote anything.
+   */
+  private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
+    if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);
+    return this.client.run(op, command);
   }
 
   /** What a damaged value loads as, with a warning that names its key only by a prefix. */

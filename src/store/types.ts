@@ -38,6 +38,21 @@ export interface RenewalAlias {
   familyDeadline: number;
 }
 
+/**
+ * What a revoking write (revoke, revokeFamily, rotate) is about, for the store's log lines: the
+ * session's log id (a short keyed hash; the store itself only sees hashed keys). Optional: a
+ * store that logs nothing about it ignores it.
+ */
+export interface WriteContext {
+  logId?: string;
+}
+
+/** Counts a store keeps for the metrics (read, never reset). */
+export interface StoreStats {
+  /** Revoking writes that fewer replicas than configured acknowledged in time (WAIT). */
+  revokeNotReplicated: number;
+}
+
 /** The outcome of a conditional write. */
 export type WriteResult =
   | 'ok'
@@ -81,7 +96,7 @@ export interface SessionStore {
    * Returns true when a live record was revoked; false when there was none (a tombstone is
    * still written, so a late create cannot take the key).
    */
-  revoke(key: string, tombstoneTtlMs: number): Promise<boolean>;
+  revoke(key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<boolean>;
 
   /**
    * In one atomic step: creates `newKey` (data, ttlMs, version 1) and ends `oldKey` (live, at
@@ -98,6 +113,7 @@ export interface SessionStore {
     data: Buffer,
     ttlMs: number,
     alias?: RenewalAlias,
+    context?: WriteContext,
   ): Promise<WriteResult>;
 
   /**
@@ -105,5 +121,8 @@ export interface SessionStore {
    * leaving tombstones of `tombstoneTtlMs` (always one at `key`). A family only has members
    * once one of its ids was renewed. Returns how many live records it revoked.
    */
-  revokeFamily(family: string, key: string, tombstoneTtlMs: number): Promise<number>;
+  revokeFamily(family: string, key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<number>;
+
+  /** Counts for the metrics; a store without any has no stats(). */
+  stats?(): StoreStats;
 }

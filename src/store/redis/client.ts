@@ -5,10 +5,11 @@
 // the other commands of one turn leave in one write (the socket is corked until setImmediate).
 import { StoreUnavailableError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { corkableSocket, createConnection, dropConnection, endConnection, waitReady } from './connection.js';
+import { corkableSocket, createConnection, dropConnection, endConnection, peerOf, waitReady } from './connection.js';
 import { LoadBatcher, type Fetched } from './load-batcher.js';
 import { messageOf, sanitize } from './redact.js';
 import type { ScriptedRedis } from './scripts.js';
+import { explainSentinelFailure, FailoverWatch } from './sentinel.js';
 import { describeTarget, type RedisTarget } from './target.js';
 
 export interface RedisClientOptions {
@@ -21,6 +22,8 @@ export interface RedisClientOptions {
   log: Logger;
   /** The store's key prefix: only named in the log line on connect. */
   prefix: string;
+  /** The connection's name (CLIENT SETNAME, and in its log lines when not the default). */
+  name?: string;
 }
 
 /** At most one connection-error log line per this many ms. */
@@ -36,9 +39,13 @@ export class RedisClient {
 
   /** The ioredis client, from start() until close(). */
   private ioredis: ScriptedRedis | undefined;
+  /** With sentinels: moves the connection when they announce a new master. */
+  private failovers: FailoverWatch | undefined;
   private starting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private wasReady = false;
+  /** How many times a connection closed (see connectionCount). */
+  private closes = 0;
   private lastErrorLog = -Infinity;
   private suppressedErrors = 0;
   private readonly loads = new LoadBatcher({ ready: () => this.ready(), unavailable: (op, err) => this.unavailable(op, err) });
@@ -47,7 +54,7 @@ export class RedisClient {
 
   constructor(options: RedisClientOptions) {
     this.options = options;
-    this.log = options.log;
+    this.log = options.name === undefined ? options.log : options.log.child({ connection: options.name });
     this.address = describeTarget(options.target);
   }
 
@@ -75,6 +82,14 @@ export class RedisClient {
     return this.send(op, this.ready(), command);
   }
 
+  /**
+   * Changes whenever the connection closes: two commands sent while it stayed the same went out
+   * on the same connection (a WAIT counts only the writes of its own connection).
+   */
+  connectionCount(): number {
+    return this.closes;
+  }
+
   /** The value at `key` (WRONG_TYPE: a value of another type), sent with this turn's other loads. */
   fetch(key: string): Promise<Fetched> {
     return this.loads.fetch(key);
@@ -86,11 +101,13 @@ export class RedisClient {
   }
 
   private async doStart(): Promise<void> {
-    const client = createConnection(this.options.target, this.options.timeout, this.options.connectTimeout);
+    const { target } = this.options;
+    const client = createConnection(target, this.options.timeout, this.options.connectTimeout, this.options.name);
     this.watch(client);
     this.ioredis = client;
     try {
-      await waitReady(client, this.options.connectTimeout, this.address);
+      const explain = target.mode === 'sentinel' ? (e: unknown, s: unknown) => explainSentinelFailure(target, e, s) : undefined;
+      await waitReady(client, this.options.connectTimeout, this.address, explain);
       await this.send('ping', client, (redis) => redis.ping());
     } catch (err) {
       // Leave nothing running: no reconnect loop, no socket.
@@ -100,13 +117,36 @@ export class RedisClient {
         ? err
         : new StoreUnavailableError(`redis at ${this.address} is not reachable: ${messageOf(err)}`, { cause: sanitize(err) });
     }
+    if (target.mode === 'sentinel' && !this.closing) {
+      this.failovers = new FailoverWatch({
+        target,
+        connectTimeout: this.options.connectTimeout,
+        onSwitch: (host, port) => this.followSwitch(client, host, port),
+        onError: (msg, err) => this.logError(msg, err),
+      });
+      this.failovers.start();
+    }
     this.log.info({ redis: this.address, prefix: this.options.prefix }, 'redis session store connected');
   }
 
   private async doClose(): Promise<void> {
     const client = this.ioredis;
     this.ioredis = undefined;
+    this.failovers?.close();
     if (client) await endConnection(client, Math.min(this.options.timeout + 250, QUIT_TIMEOUT_MAX_MS));
+  }
+
+  /**
+   * The sentinels announced that the master moved to host:port: a connection that is up to
+   * another node is rebuilt at once (it asks the sentinels again), instead of writing to a
+   * demoted master, or reading stale data from it, until something else breaks it.
+   */
+  private followSwitch(client: ScriptedRedis, host: string, port: number): void {
+    const master = `${host}:${port}`;
+    const peer = peerOf(client);
+    if (this.closing || this.ioredis !== client || peer === undefined || peer === master) return;
+    this.log.info({ event: 'store.failover', redis: this.address, master }, 'the sentinels moved the redis master; reconnecting to it');
+    client.disconnect(true);
   }
 
   /** Logs the connection's trouble and recovery. */
@@ -117,6 +157,7 @@ export class RedisClient {
       this.wasReady = true;
     });
     client.on('close', () => {
+      this.closes += 1;
       if (this.wasReady && !this.closing && this.ioredis === client) {
         this.logError('redis connection lost; reconnecting in the background', undefined);
       }

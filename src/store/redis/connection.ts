@@ -3,11 +3,13 @@
 //
 // Fail fast: no offline queue, a per-command timeout, no per-command retries, an explicit
 // connect (waitReady). Once up, the connection reconnects forever in the background (backoff
-// capped at 1s) so the proxy recovers by itself.
+// capped at 1s) so the proxy recovers by itself; with sentinels each attempt asks them where
+// the master is (sentinel.ts).
 import { Redis, type RedisOptions } from 'ioredis';
 import { StoreUnavailableError } from '../../errors.js';
 import { messageOf, sanitize } from './redact.js';
 import { defineScripts, type ScriptedRedis } from './scripts.js';
+import { isDemotionError, sentinelOptions } from './sentinel.js';
 import type { RedisTarget } from './target.js';
 
 /** Longest pause between reconnect attempts. */
@@ -19,11 +21,12 @@ const MAX_RECONNECT_DELAY_MS = 1000;
  * move).
  * - `stream`, the socket: typed as always there, but absent before the first connect. Corked
  *   to write one turn's commands at once (socketOf); destroyed to drop a connection at once.
+ *   Its remote address says which node a sentinel-made connection reached (peerOf).
  * - `socketTimeoutTimer` (private): ioredis 5.9 keeps it when the socket goes away without an
  *   answer, so it would outlive the client by up to socketTimeout unless cleared.
  */
 interface IoredisInternals {
-  stream?: { cork?: () => void; uncork: () => void; writable?: boolean; destroy?: () => void };
+  stream?: { cork?: () => void; uncork: () => void; writable?: boolean; destroy?: () => void; remoteAddress?: string; remotePort?: number };
   socketTimeoutTimer?: ReturnType<typeof setTimeout>;
 }
 
@@ -35,7 +38,7 @@ function internals(client: Redis): IoredisInternals {
  * A new client for `target`, the store's scripts defined on it, not connected yet (waitReady
  * connects). `timeout` is the per-command timeout, in ms.
  */
-export function createConnection(target: RedisTarget, timeout: number, connectTimeout: number): ScriptedRedis {
+export function createConnection(target: RedisTarget, timeout: number, connectTimeout: number, name = 'coatcheck'): ScriptedRedis {
   const options: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -50,28 +53,17 @@ export function createConnection(target: RedisTarget, timeout: number, connectTi
     // ioredis ends a dropped socket politely, then destroys it after this long.
     disconnectTimeout: 100,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), MAX_RECONNECT_DELAY_MS),
-    connectionName: 'coatcheck',
+    connectionName: name,
     disableClientInfo: true,
+    // A node that is no master any more (READONLY, UNBLOCKED): the command fails, never resent,
+    // and the connection is rebuilt, which finds the master again (sentinel.ts).
+    reconnectOnError: (err) => isDemotionError(err),
   };
   switch (target.mode) {
     case 'single':
       return defineScripts(new Redis(target.url, options));
     case 'sentinel':
-      return defineScripts(
-        new Redis({
-          ...options,
-          name: target.name,
-          sentinels: target.sentinels.map((n) => ({ host: n.host, port: n.port })),
-          ...(target.sentinelPassword !== undefined ? { sentinelPassword: target.sentinelPassword } : {}),
-          ...(target.tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
-          ...(target.username !== undefined ? { username: target.username } : {}),
-          ...(target.password !== undefined ? { password: target.password } : {}),
-          db: target.db,
-          role: 'master',
-          // Asking the sentinels again after a failed attempt follows a failover.
-          sentinelRetryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), MAX_RECONNECT_DELAY_MS),
-        }),
-      );
+      return defineScripts(new Redis(sentinelOptions(target, options, timeout)));
     case 'cluster':
       throw new Error('redis cluster: not built yet');
   }
@@ -79,35 +71,49 @@ export function createConnection(target: RedisTarget, timeout: number, connectTi
 
 /**
  * Connects; resolves on 'ready', rejects with StoreUnavailableError (naming `address`) after
- * `connectTimeout` ms, or when the client gives up.
+ * `connectTimeout` ms, or when the client gives up. `explain` may put the last errors in better
+ * words (see explainSentinelFailure).
  */
-export function waitReady(client: Redis, connectTimeout: number, address: string): Promise<void> {
+export function waitReady(
+  client: Redis,
+  connectTimeout: number,
+  address: string,
+  explain?: (lastError: unknown, lastSentinelError: unknown) => string | undefined,
+): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let lastError: unknown;
+    let lastSentinelError: unknown;
     const finish = (err?: StoreUnavailableError) => {
       clearTimeout(timer);
       client.off('ready', onReady);
       client.off('end', onEnd);
       client.off('error', onErr);
+      client.off('sentinelError', onSentinelErr);
       if (err) reject(err);
       else resolve();
     };
-    const fail = (why: string) =>
+    const fail = (why: string) => {
+      const detail = explain?.(lastError, lastSentinelError) ?? (lastError !== undefined ? messageOf(lastError) : undefined);
       finish(
         new StoreUnavailableError(
-          `redis at ${address} is not reachable (${why}${lastError !== undefined ? `: ${messageOf(lastError)}` : ''})`,
+          `redis at ${address} is not reachable (${why}${detail !== undefined ? `: ${detail}` : ''})`,
           lastError !== undefined ? { cause: sanitize(lastError) } : undefined,
         ),
       );
+    };
     const onReady = () => finish();
     const onEnd = () => fail('connection closed');
     const onErr = (err: unknown) => {
       lastError = err;
     };
+    const onSentinelErr = (err: unknown) => {
+      lastSentinelError = err;
+    };
     const timer = setTimeout(() => fail(`no answer within ${connectTimeout}ms`), connectTimeout);
     client.once('ready', onReady);
     client.once('end', onEnd);
     client.on('error', onErr);
+    client.on('sentinelError', onSentinelErr);
     // A refused first attempt rejects here; the retry strategy keeps trying until the timer.
     client.connect().catch((err: unknown) => {
       lastError ??= err;
@@ -152,4 +158,11 @@ export function corkableSocket(client: Redis): { cork(): void; uncork(): void } 
   const stream = internals(client).stream;
   if (stream === undefined || typeof stream.cork !== 'function' || stream.writable === false) return undefined;
   return stream as { cork(): void; uncork(): void };
+}
+
+/** "host:port" of the node the connection is up to, when it is ready. */
+export function peerOf(client: Redis): string | undefined {
+  const stream = internals(client).stream;
+  if (client.status !== 'ready' || stream?.remoteAddress === undefined || stream.remotePort === undefined) return undefined;
+  return `${stream.remoteAddress}:${stream.remotePort}`;
 }
