@@ -8,6 +8,7 @@
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`.
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
+import { lineageOf, untagged } from './lineage.js';
 import { RedisClient } from './redis/client.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
@@ -108,7 +109,7 @@ export class RedisStore implements SessionStore {
     ttlMs: number,
     alias?: RenewalAlias,
   ): Promise<WriteResult> {
-    checkRotate(oldVersion, oldTombstoneTtlMs, data, ttlMs, alias);
+    checkRotate(oldKey, oldVersion, oldTombstoneTtlMs, newKey, data, ttlMs, alias);
     const args: scripts.RotateArgs = {
       oldKey: this.keys.session(oldKey),
       oldVersion,
@@ -134,6 +135,9 @@ export class RedisStore implements SessionStore {
   }
 }
 
+/** A key as a warning names it: the start of its hash, never its lineage tag (3 bytes of a session id). */
 function shortKey(key: string): string {
-  return key.length > 12 ? `${key.slice(0, 12)}…` : key;
+  const hash = untagged(key);
+  const shown = hash.length > 12 ? `${hash.slice(0, 12)}…` : hash;
+  return lineageOf(key) === '' ? shown : `….${shown}`;
 }

@@ -3,18 +3,23 @@
 // I/O, no logging.
 //
 // Keys (every one behind the configured prefix):
-//   `${prefix}s:${key}`     one string per session, so a session costs one key and a load is
+//   `${prefix}s:${hash}`    one string per session, so a session costs one key and a load is
 //                           one GET (or one key of an MGET);
 //   `${prefix}f:${family}`  a set of the session keys minted from one login, made when an id is
 //                           first renewed (an id that was never renewed is its own family); it
 //                           expires at the latest absolute deadline of its members. Its members
 //                           are read inside a script, so this layout needs a single Redis, not
 //                           Redis Cluster.
+// A store key is `<tag>.<hash>` (lineage.ts); the tag is left out here, so these are exactly the
+// keys written before lineages existed and an upgrade keeps every session. (Two keys that differ
+// by their tag alone would share a Redis key; they never occur: tag and hash are both taken from
+// one session id.)
 //
 // A session key's value; its first byte is its type. Numbers are decimal.
 //   live record: `L<version>:` followed by the caller's opaque data (binary: the sealed jar).
 //   tombstone:   `R<deadline>` (ms since the epoch, by the Redis server's clock).
 //   alias:       a renewed id: `N<grace deadline>|<own end of life>|<family>|<successor>`.
+import { untagged } from '../lineage.js';
 import type { LoadResult } from '../types.js';
 
 /** The key names of one store's data, behind its prefix. */
@@ -23,7 +28,7 @@ export class KeyLayout {
 
   /** The string that holds one session (a live record, a tombstone or an alias). */
   session(key: string): string {
-    return `${this.prefix}s:${key}`;
+    return `${this.prefix}s:${untagged(key)}`;
   }
 
   /** The set of the session keys of one family. */
