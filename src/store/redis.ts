@@ -3,9 +3,12 @@
 //   scripts.ts       the Lua scripts of the conditional writes, and how each is called;
 //   client.ts        the client: connect, close, run commands, failures as StoreUnavailableError;
 //   connection.ts    one ioredis connection, set up to fail fast on a request path;
-//   load-batcher.ts  the loads of one event-loop turn sent as one MGET;
+//   cluster.ts       the same for a Redis Cluster (slots.ts: which slot a key is in);
+//   load-batcher.ts  the loads of one event-loop turn sent as one MGET (one per slot on a cluster);
 //   redact.ts        what a Redis failure may say (host:port, never a password or a value).
-// Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`.
+// Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
+// cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
+// the family's members, then runs its script with them declared (scripts.ts).
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { lineageOf, untagged } from './lineage.js';
@@ -38,9 +41,11 @@ export class RedisStore implements SessionStore {
   private readonly keys: KeyLayout;
   private readonly log: Logger;
   private readonly client: RedisClient;
+  private readonly cluster: boolean;
 
   constructor(options: RedisStoreOptions) {
-    this.keys = new KeyLayout(options.prefix);
+    this.cluster = options.target.mode === 'cluster';
+    this.keys = new KeyLayout(options.prefix, this.cluster);
     this.log = options.logger.child({ component: 'store', store: 'redis' });
     this.client = new RedisClient({
       target: options.target,
@@ -117,7 +122,7 @@ export class RedisStore implements SessionStore {
       newKey: this.keys.session(newKey),
       newValue: liveValue(1, data),
       newTtlMs: ttlMs,
-      familyKey: this.keys.family(alias?.family ?? ''),
+      familyKey: this.keys.family(alias?.family ?? '', oldKey),
       alias,
     };
     return this.client.run('rotate', (redis) => scripts.rotate(redis, args));
@@ -125,7 +130,10 @@ export class RedisStore implements SessionStore {
 
   async revokeFamily(family: string, key: string, tombstoneTtlMs: number): Promise<number> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
-    return this.client.run('revokeFamily', (redis) => scripts.revokeFamily(redis, this.keys.family(family), this.keys.session(key), tombstoneTtlMs));
+    const familyKey = this.keys.family(family, key);
+    const sessionKey = this.keys.session(key);
+    const revoke = this.cluster ? scripts.revokeFamilyDeclared : scripts.revokeFamily;
+    return this.client.run('revokeFamily', (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs));
   }
 
   /** What a damaged value loads as, with a warning that names its key only by a prefix. */

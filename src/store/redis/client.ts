@@ -3,12 +3,14 @@
 // never a password or a command's arguments) and that many requests cost few system calls:
 // the loads asked for in one event-loop turn go out as one MGET (fetch, load-batcher.ts), and
 // the other commands of one turn leave in one write (the socket is corked until setImmediate).
+// On a Redis Cluster the loads go out as one command per hash slot and nothing is corked.
 import { StoreUnavailableError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { corkableSocket, createConnection, dropConnection, endConnection, waitReady } from './connection.js';
 import { LoadBatcher, type Fetched } from './load-batcher.js';
 import { messageOf, sanitize } from './redact.js';
 import type { ScriptedRedis } from './scripts.js';
+import { keySlot } from './slots.js';
 import { describeTarget, type RedisTarget } from './target.js';
 
 export interface RedisClientOptions {
@@ -41,7 +43,7 @@ export class RedisClient {
   private wasReady = false;
   private lastErrorLog = -Infinity;
   private suppressedErrors = 0;
-  private readonly loads = new LoadBatcher({ ready: () => this.ready(), unavailable: (op, err) => this.unavailable(op, err) });
+  private readonly loads: LoadBatcher;
   /** The socket is corked until the end of this turn (see coalesceWrites). */
   private corked = false;
 
@@ -49,6 +51,11 @@ export class RedisClient {
     this.options = options;
     this.log = options.log;
     this.address = describeTarget(options.target);
+    this.loads = new LoadBatcher({
+      ready: () => this.ready(),
+      unavailable: (op, err) => this.unavailable(op, err),
+      ...(options.target.mode === 'cluster' ? { slotOf: keySlot } : {}),
+    });
   }
 
   start(): Promise<void> {
@@ -86,7 +93,9 @@ export class RedisClient {
   }
 
   private async doStart(): Promise<void> {
-    const client = createConnection(this.options.target, this.options.timeout, this.options.connectTimeout);
+    const client = createConnection(this.options.target, this.options.timeout, this.options.connectTimeout, () =>
+      this.log.debug({ redis: this.address }, 'redis cluster: a command that had failed (timed out) was not sent again'),
+    );
     this.watch(client);
     this.ioredis = client;
     try {
@@ -112,6 +121,8 @@ export class RedisClient {
   /** Logs the connection's trouble and recovery. */
   private watch(client: ScriptedRedis): void {
     client.on('error', (err: unknown) => this.logError('redis connection error', err));
+    // A cluster's node connections report their failures here (a Redis never emits this).
+    client.on('node error', (err: unknown) => this.logError('redis cluster node error', err));
     client.on('ready', () => {
       if (this.wasReady) this.log.info({ redis: this.address }, 'redis connection restored');
       this.wasReady = true;
