@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { storeKeyOf } from '../../src/session/crypto.js';
+import { untagged } from '../../src/store/lineage.js';
 import { TicketCodec } from '../../src/session/ticket.js';
 
 /** name=value pairs of every Set-Cookie, joined as a Cookie header ("a=1; b=2"). */
@@ -101,7 +102,8 @@ export function ticketOf(cookieHeader: string, name: string): string {
 export async function sessionKeyOf(redis: Redis, ticket: string, secret: string, prefix: string): Promise<{ key: string; storeKey: string }> {
   const sid = new TicketCodec([secret]).verify(ticket);
   if (!sid) throw new Error('a ticket coatcheck issued does not verify with the bench secret (ticket format changed?)');
-  const storeKey = storeKeyOf(sid);
+  // What the Redis key ends with: the store key's hash (its lineage tag is in the key on a cluster only).
+  const storeKey = untagged(storeKeyOf(sid));
   const keys = await redis.keys(`${prefix}*${storeKey}`);
   if (keys.length !== 1) throw new Error(`expected one Redis key ending in the session's store key, found ${keys.length}`);
   return { key: keys[0] as string, storeKey };

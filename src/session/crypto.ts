@@ -2,15 +2,22 @@
 // id itself), and each session's record (jar and metadata) is sealed with AES-256-GCM under a
 // key derived from the id, so a copy of the store can neither be replayed as a ticket nor read.
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { LINEAGE_BYTES } from './ticket.js';
 
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const JAR_SALT = Buffer.from('coatcheck/v1/jar');
 const JAR_INFO = Buffer.from('jar-encryption');
 
-/** The store key of a session id: SHA-256, base64url. One-way, so a key is no ticket. */
+/**
+ * The store key of a session id: `<lineage>.<hash>`. The hash is SHA-256 of the id, base64url:
+ * one-way, so a key is no ticket. The lineage tag is the id's first LINEAGE_BYTES, base64url (4
+ * characters), shared by every id minted from one browser's first session, so that a store can
+ * keep them together (store/lineage.ts); it shows which keys descend from one first session,
+ * and nothing of the other 232 bits of the id.
+ */
 export function storeKeyOf(sid: Buffer): string {
-  return createHash('sha256').update(sid).digest('base64url');
+  return `${sid.toString('base64url', 0, LINEAGE_BYTES)}.${createHash('sha256').update(sid).digest('base64url')}`;
 }
 
 /** The 256-bit AES key that seals one session's jar. */

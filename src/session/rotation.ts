@@ -30,7 +30,9 @@ export class SessionRotation extends SessionPartsUser {
    * to another request starts again from what that request wrote.
    */
   async rotate(first: LiveSession, input: CommitInput, now: number, cause: Rotation): Promise<CommitOutcome> {
-    const minted = this.codec.mint();
+    // The new id keeps the old one's lineage, at a login as at a renewal: the store's rotate
+    // needs both keys in one lineage (on a cluster, one hash slot).
+    const minted = this.codec.mint(first.sid);
     const logId = this.hasher.hash(minted.sid);
     const jarKey = jarKeyOf(minted.sid);
     const newKey = storeKeyOf(minted.sid);

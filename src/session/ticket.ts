@@ -1,9 +1,16 @@
 // Tickets: the one cookie value the browser holds. `v1.<sid>.<mac>` where sid is 32 random
 // bytes (base64url) and mac = HMAC-SHA256(secret, "v1.<sid>"). The first secret signs, every
 // secret verifies, so secrets rotate without logging anyone out.
+//
+// An id's first LINEAGE_BYTES are its lineage: fresh for a browser's first session, copied by
+// every id minted from an existing one (rotation at login, periodic renewal), so that the store
+// can keep the keys of one chain of ids together (one Redis Cluster hash slot, store/lineage.ts).
+// The other 29 bytes (232 bits) are always fresh.
 import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 export const SID_BYTES = 32;
+/** The leading bytes of an id that the ids minted from it keep (its lineage). */
+export const LINEAGE_BYTES = 3;
 const PREFIX = 'v1.';
 const B64_LEN = 43; // base64url of 32 bytes, no padding
 const TICKET_RE = /^v1\.([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})$/;
@@ -20,10 +27,18 @@ export class TicketCodec {
     this.random = random;
   }
 
-  /** A new random session id and its signed ticket. */
-  mint(): { ticket: string; sid: Buffer } {
-    const sid = this.random(SID_BYTES);
+  /**
+   * A new random session id and its signed ticket. With `from` (the id it replaces), the new id
+   * keeps that id's lineage (its first LINEAGE_BYTES) and only the rest is fresh.
+   */
+  mint(from?: Buffer): { ticket: string; sid: Buffer } {
+    let sid = this.random(SID_BYTES);
     if (sid.length !== SID_BYTES) throw new Error('random source returned the wrong size');
+    if (from !== undefined) {
+      if (from.length !== SID_BYTES) throw new Error('an id keeps the lineage of a whole id only');
+      // A copy: the random source's Buffer is not ours to change.
+      sid = Buffer.concat([from.subarray(0, LINEAGE_BYTES), sid.subarray(LINEAGE_BYTES)]);
+    }
     return { ticket: this.sign(sid), sid };
   }
 

@@ -1,7 +1,13 @@
 // The argument rules of the SessionStore contract, shared by every store, so that code tested
 // against the memory store cannot fail on Redis (which writes these values into scripts and
-// `|`-separated aliases). Each throws a TypeError or RangeError naming the argument; nothing is
-// written when one throws.
+// `|`-separated aliases) or on Redis Cluster (where the keys of one script must share a hash
+// slot: rotate's two keys must share a lineage, lineage.ts). Each throws a TypeError or
+// RangeError naming the argument; nothing is written when one throws.
+//
+// revokeFamily's members share its key's lineage by construction: every store keeps a family's
+// index per lineage (the Redis layout puts the key's tag in the family key on a cluster), and
+// only rotate(), whose keys share a lineage, adds members to it.
+import { lineageOf } from './lineage.js';
 import type { RenewalAlias } from './types.js';
 
 export function checkCreate(data: Buffer, ttlMs: number): void {
@@ -15,7 +21,17 @@ export function checkUpdate(version: number, data: Buffer, ttlMs: number): void 
   checkTtl(ttlMs, 'ttlMs');
 }
 
-export function checkRotate(oldVersion: number, oldTombstoneTtlMs: number, data: Buffer, ttlMs: number, alias: RenewalAlias | undefined): void {
+export function checkRotate(
+  oldKey: string,
+  oldVersion: number,
+  oldTombstoneTtlMs: number,
+  newKey: string,
+  data: Buffer,
+  ttlMs: number,
+  alias: RenewalAlias | undefined,
+): void {
+  // The tags are not named: a tag is 3 bytes of a session id.
+  if (lineageOf(oldKey) !== lineageOf(newKey)) throw new RangeError("rotate: newKey must share oldKey's lineage (store/lineage.ts)");
   checkVersion(oldVersion);
   checkTtl(oldTombstoneTtlMs, 'oldTombstoneTtlMs');
   checkTtl(ttlMs, 'ttlMs');

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
+import { lineageOf } from './lineage.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 import { ownCopy } from '../util/buffers.js';
 
@@ -54,6 +55,7 @@ export class MemoryStore implements SessionStore {
   // every use); the families map is not reordered.
   private readonly live = new Map<string, LiveEntry>();
   private readonly tombs = new Map<string, Tombstone>();
+  /** Family indexes by familyId(): one per lineage, as on Redis Cluster. */
   private readonly families = new Map<string, Family>();
   private liveCursor: Iterator<[string, LiveEntry]> | undefined;
   private tombCursor: Iterator<[string, Tombstone]> | undefined;
@@ -176,7 +178,7 @@ export class MemoryStore implements SessionStore {
     alias?: RenewalAlias,
   ): Promise<WriteResult> {
     this.assertOpen();
-    checkRotate(oldVersion, oldTombstoneTtlMs, data, ttlMs, alias);
+    checkRotate(oldKey, oldVersion, oldTombstoneTtlMs, newKey, data, ttlMs, alias);
     const now = this.clock();
     const old = this.getLive(oldKey, now);
     if (!old || this.occupied(newKey, now)) {
@@ -195,7 +197,7 @@ export class MemoryStore implements SessionStore {
     this.tombs.set(oldKey, tomb);
     this.makeRoom(now, 1);
     this.live.set(newKey, { data: ownCopy(data), version: 1, expiresAt: now + ttlMs });
-    if (alias) this.join(alias.family, alias.familyDeadline, oldKey, newKey);
+    if (alias) this.join(familyId(alias.family, oldKey), alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
     return 'ok';
   }
@@ -204,8 +206,9 @@ export class MemoryStore implements SessionStore {
     this.assertOpen();
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
     const now = this.clock();
-    const fam = this.families.get(family);
-    this.families.delete(family);
+    const id = familyId(family, key);
+    const fam = this.families.get(id);
+    this.families.delete(id);
     let revoked = 0;
     const members = fam && now < fam.expiresAt ? fam.keys : new Set<string>();
     for (const member of members) {
@@ -229,14 +232,14 @@ export class MemoryStore implements SessionStore {
 
   // ---- internals ----
 
-  /** Adds keys to a family; the family lives until its latest member's deadline. */
-  private join(family: string, deadline: number, ...keys: string[]): void {
-    const fam = this.families.get(family);
+  /** Adds keys to a family (by familyId); the family lives until its latest member's deadline. */
+  private join(id: string, deadline: number, ...keys: string[]): void {
+    const fam = this.families.get(id);
     if (fam) {
       for (const k of keys) fam.keys.add(k);
       fam.expiresAt = Math.max(fam.expiresAt, deadline);
     } else {
-      this.families.set(family, { keys: new Set(keys), expiresAt: deadline });
+      this.families.set(id, { keys: new Set(keys), expiresAt: deadline });
     }
   }
 
@@ -340,6 +343,15 @@ function sweepSome<V extends { expiresAt: number }>(
     if (now >= value.expiresAt) map.delete(key);
   }
   return it;
+}
+
+/**
+ * A family's index is its id within the lineage of the keys written with it (`|` is in neither):
+ * revokeFamily() reaches the members of its key's lineage, exactly as the Redis layout of a
+ * cluster does, so that code tested here behaves the same there.
+ */
+function familyId(family: string, key: string): string {
+  return `${lineageOf(key)}|${family}`;
 }
 
 function firstEntry<V>(map: Map<string, V>): [string, V] | undefined {

@@ -3,13 +3,17 @@
 //   scripts.ts       the Lua scripts of the conditional writes, and how each is called;
 //   client.ts        the client: connect, close, run commands, failures as StoreUnavailableError;
 //   connection.ts    one ioredis connection, set up to fail fast on a request path;
-//   load-batcher.ts  the loads of one event-loop turn sent as one MGET;
+//   cluster.ts       the same for a Redis Cluster (slots.ts: which slot a key is in);
+//   load-batcher.ts  the loads of one event-loop turn sent as one MGET (one per slot on a cluster);
 //   sentinel.ts      following a sentinel-watched master across failovers;
 //   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
 //   redact.ts        what a Redis failure may say (host:port, never a password or a value).
-// Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`.
+// Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
+// cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
+// the family's members, then runs its script with them declared (scripts.ts).
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
+import { lineageOf, untagged } from './lineage.js';
 import { RedisClient } from './redis/client.js';
 import { ReplicatedWrites } from './redis/replicated-writes.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
@@ -42,9 +46,11 @@ export class RedisStore implements SessionStore {
   private readonly client: RedisClient;
   /** With replicas > 0: the revoking writes, each followed by a WAIT (replicated-writes.ts). */
   private readonly revocations: ReplicatedWrites | undefined;
+  private readonly cluster: boolean;
 
   constructor(options: RedisStoreOptions) {
-    this.keys = new KeyLayout(options.prefix);
+    this.cluster = options.target.mode === 'cluster';
+    this.keys = new KeyLayout(options.prefix, this.cluster);
     this.log = options.logger.child({ component: 'store', store: 'redis' });
     this.client = new RedisClient({
       target: options.target,
@@ -124,7 +130,7 @@ export class RedisStore implements SessionStore {
     alias?: RenewalAlias,
     context?: WriteContext,
   ): Promise<WriteResult> {
-    checkRotate(oldVersion, oldTombstoneTtlMs, data, ttlMs, alias);
+    checkRotate(oldKey, oldVersion, oldTombstoneTtlMs, newKey, data, ttlMs, alias);
     const args: scripts.RotateArgs = {
       oldKey: this.keys.session(oldKey),
       oldVersion,
@@ -132,7 +138,7 @@ export class RedisStore implements SessionStore {
       newKey: this.keys.session(newKey),
       newValue: liveValue(1, data),
       newTtlMs: ttlMs,
-      familyKey: this.keys.family(alias?.family ?? ''),
+      familyKey: this.keys.family(alias?.family ?? '', oldKey),
       alias,
     };
     return this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
@@ -140,14 +146,16 @@ export class RedisStore implements SessionStore {
 
   async revokeFamily(family: string, key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<number> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
-    const k = this.keys.session(key);
-    return this.revoking('revokeFamily', k, (redis) => scripts.revokeFamily(redis, this.keys.family(family), k, tombstoneTtlMs), context);
+    const familyKey = this.keys.family(family, key);
+    const sessionKey = this.keys.session(key);
+    const revoke = this.cluster ? scripts.revokeFamilyDeclared : scripts.revokeFamily;
+    return this.revoking('revokeFamily', sessionKey, (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs), context);
   }
 
   /**
    * A write that ends a session id: on the store's connection, or, with replicas, on the
-   * revocations' own connection followed by a WAIT. `routeKey` is the key it writes (a cluster
-   * WAITs on the master of its slot); `wrote` whether a result wrote anything.
+   * revocations' own connection followed by a WAIT. `routeKey` is the key it writes; `wrote`
+   * whether a result wrote anything. (Not on a cluster: the config refuses replicas there.)
    */
   private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
     if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);
@@ -161,6 +169,9 @@ export class RedisStore implements SessionStore {
   }
 }
 
+/** A key as a warning names it: the start of its hash, never its lineage tag (3 bytes of a session id). */
 function shortKey(key: string): string {
-  return key.length > 12 ? `${key.slice(0, 12)}…` : key;
+  const hash = untagged(key);
+  const shown = hash.length > 12 ? `${hash.slice(0, 12)}…` : hash;
+  return lineageOf(key) === '' ? shown : `….${shown}`;
 }

@@ -1,6 +1,13 @@
 // The one interface every session store implements. HTTP-agnostic and crypto-agnostic: keys
 // are already hashed session ids, and a live record is one opaque value (the jar and its
 // metadata, sealed by the caller) with a version the store bumps on every write.
+//
+// Lineages (lineage.ts): a key is `<tag>.<hash>`, and every id minted from an existing session
+// keeps its tag. The operations that touch several keys stay within one lineage, so that a store
+// can keep each lineage together (on Redis Cluster: one hash slot, where one script may touch
+// only keys of one slot): rotate()'s two keys share a lineage (checked: a RangeError otherwise),
+// and revokeFamily() reaches the members of `key`'s lineage. Keys without a tag all belong to
+// one lineage of their own (the empty one). Otherwise keys are opaque: any string is a key.
 
 /**
  * What a load finds. `none` covers both "never existed" and "expired" (the TTL removed it):
@@ -103,7 +110,8 @@ export interface SessionStore {
    * `oldVersion`) for `oldTombstoneTtlMs`: as a tombstone, or, with `alias`, as an alias of the
    * new id, both then members of the alias's family. Changes nothing and returns 'gone' when
    * `oldKey` is not live or `newKey` holds anything, 'conflict' when `oldKey` moved past
-   * `oldVersion`.
+   * `oldVersion`. `oldKey` and `newKey` share a lineage: a RangeError, and nothing written,
+   * when they do not.
    */
   rotate(
     oldKey: string,
@@ -119,7 +127,11 @@ export interface SessionStore {
   /**
    * Revokes `key` and every id of `family` (live records and aliases) in one atomic step,
    * leaving tombstones of `tombstoneTtlMs` (always one at `key`). A family only has members
-   * once one of its ids was renewed. Returns how many live records it revoked.
+   * once one of its ids was renewed. Returns how many live records it revoked. The members are
+   * those rotate() wrote into `family` with keys of `key`'s lineage: a store may index a family
+   * per lineage (memory and Redis Cluster do; one Redis server indexes it by its id alone, as
+   * it did before lineages), so the ids of one family must share one lineage, as the ids that
+   * descend from one session do.
    */
   revokeFamily(family: string, key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<number>;
 

@@ -199,6 +199,26 @@ describe('RedisStore specifics', () => {
     await Promise.all(pending);
   });
 
+  test('one server keeps the keys written before lineages: a `<tag>.<hash>` store key is `s:<hash>` in Redis, so sessions and family sets of the old layout load, renew and are revoked', async (t) => {
+    const { prefix, store, raw, rawKey, familyKey, get } = await setup(t);
+    // As the code before lineages wrote them: keyed by the hash alone.
+    await raw.set(rawKey('oldHash1'), 'L3:before the upgrade', 'PX', HOUR);
+    await raw.set(rawKey('oldHash2'), `N${Date.now() + 30_000}|${Date.now() + HOUR}|famOld|succ`, 'PX', HOUR);
+    await raw.set(rawKey('oldHash3'), 'L1:live member', 'PX', HOUR);
+    await raw.sadd(familyKey('famOld'), rawKey('oldHash2'), rawKey('oldHash3'));
+    // Today's store keys of the same ids carry their lineage tag.
+    assert.deepEqual(await store.load('AbCd.oldHash1'), { state: 'live', version: 3, data: b('before the upgrade') });
+    assert.equal(await store.update('AbCd.oldHash1', 3, b('after'), HOUR), 'ok');
+    assert.equal((await get('oldHash1'))?.toString('latin1'), 'L4:after');
+    assert.equal(await store.rotate('AbCd.oldHash1', 4, HOUR, 'AbCd.newHash', b('renewed'), HOUR, aliasOf('famNew')), 'ok');
+    assert.deepEqual((await raw.smembers(familyKey('famNew'))).sort(), [rawKey('newHash'), rawKey('oldHash1')]);
+    assert.equal((await raw.keys(`${prefix}*{*`)).length, 0, 'no hash tags on one server');
+    // Logout of an old family: every member of the old set, whatever lineage its id has.
+    assert.equal(await store.revokeFamily('famOld', 'XyZw.oldHash3', HOUR), 1);
+    for (const k of ['oldHash2', 'oldHash3']) assert.match((await get(k))?.toString('latin1') ?? '', /^R\d+$/, k);
+    assert.equal(await raw.exists(familyKey('famOld')), 0);
+  });
+
   test('a tombstone is "R<deadline>" by the server clock, with its TTL; revoke of a live record writes nothing else', async (t) => {
     const { prefix, store, raw, rawKey, assertTombstone } = await setup(t);
     await store.create('k1', b('x'), HOUR);

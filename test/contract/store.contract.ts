@@ -286,6 +286,54 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
       for (const [i, k] of keys.entries()) assertLive(await store.load(k), 1, b(`v${i}`), JSON.stringify(k));
     });
 
+    // ---- lineages (store/lineage.ts) ----
+
+    /** A store key as the session layer makes them: `<lineage tag>.<hash>`. */
+    function keyOf(tag: string, name: string): string {
+      return `${tag}.${name}`;
+    }
+    const TAGS = Array.from({ length: 40 }, (_, i) => Buffer.from([i, 255 - i, (i * 37) & 0xff]).toString('base64url'));
+
+    test('keys of many lineages, several ids each, and untagged keys are all distinct records; the loads of one turn each get their own answer', async (t) => {
+      const { store } = await setup(t);
+      const keys: string[] = ['untagged', 'k.x', 'abc.d'];
+      for (const [i, tag] of TAGS.entries()) for (let j = 0; j < 3; j++) keys.push(keyOf(tag, `h${i}-${j}`));
+      for (const [i, k] of keys.entries()) assert.equal(await store.create(k, b(`v${i}`), HOUR), true, k);
+      await store.revoke(keyOf(TAGS[0] as string, 'h0-1'), HOUR);
+      const asked = [...keys, keyOf(TAGS[1] as string, 'missing'), 'missing'];
+      const results = await Promise.all(asked.map((k) => store.load(k)));
+      for (const [i, k] of keys.entries()) {
+        if (k === keyOf(TAGS[0] as string, 'h0-1')) revoked(results[i] as LoadResult);
+        else assertLive(results[i] as LoadResult, 1, b(`v${i}`), k);
+      }
+      assert.deepEqual(results.slice(keys.length), [{ state: 'none' }, { state: 'none' }]);
+    });
+
+    test('rotate refuses keys of two lineages (a tagged and an untagged key included) with a RangeError, and writes nothing; within a lineage it works', async (t) => {
+      const { store, clock } = await setup(t);
+      const [a, c] = [TAGS[2] as string, TAGS[3] as string];
+      await store.create(keyOf(a, 'x'), b('x'), HOUR);
+      await store.create('plain', b('p'), HOUR);
+      for (const alias of [undefined, aliasAt(clock, { family: 'L' })]) {
+        for (const [from, to] of [
+          [keyOf(a, 'x'), keyOf(c, 'y')],
+          [keyOf(a, 'x'), 'y'],
+          ['plain', keyOf(a, 'y')],
+        ] as const) {
+          await assert.rejects(store.rotate(from, 1, HOUR, to, b('y'), HOUR, alias), { name: 'RangeError', message: /lineage/ }, `${from} -> ${to}`);
+        }
+      }
+      assertLive(await store.load(keyOf(a, 'x')), 1, b('x'));
+      assertLive(await store.load('plain'), 1, b('p'));
+      for (const k of [keyOf(c, 'y'), keyOf(a, 'y'), 'y']) assert.deepEqual(await store.load(k), { state: 'none' }, k);
+      assert.equal(await store.revokeFamily('L', keyOf(a, 'z'), HOUR), 0, 'no refused renewal made family L');
+      // One lineage: a renewal and its family revocation.
+      assert.equal(await store.rotate(keyOf(a, 'x'), 1, HOUR, keyOf(a, 'y'), b('y'), HOUR, aliasAt(clock, { family: 'L' })), 'ok');
+      assert.equal(await store.revokeFamily('L', keyOf(a, 'y'), HOUR), 1);
+      revoked(await store.load(keyOf(a, 'x')));
+      revoked(await store.load(keyOf(a, 'y')));
+    });
+
     // ---- update ----
 
     test('update: the version starts at 1 and goes up by one per update; each sets the data and the TTL', async (t) => {

@@ -355,6 +355,13 @@ describe('problems: path, message and line:col', () => {
       at: '-1',
     },
     {
+      name: 'replicas with a cluster',
+      lines: [...BASE, 'store:', '  kind: redis', '  cluster: { nodes: ["a:7000"] }', '  replicas: 6'],
+      path: 'store.replicas',
+      message: 'not supported with cluster yet: a WAIT must reach the master that took each write (use sentinel for durable revocation)',
+      at: '6',
+    },
+    {
       name: 'replicaTimeout without replicas',
       lines: [...BASE, 'store:', '  kind: redis', '  url: "redis://x:6379"', '  replicaTimeout: 1s'],
       path: 'store.replicaTimeout',

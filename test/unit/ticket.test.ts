@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { TicketCodec } from '../../src/session/ticket.js';
+import { createHash } from 'node:crypto';
+import { LINEAGE_BYTES, TicketCodec } from '../../src/session/ticket.js';
+import { lineageOf, untagged } from '../../src/store/lineage.js';
 import { hasTag, jarKeyOf, LogHasher, open, openRecord, seal, sealRecord, storeKeyOf, tagOf } from '../../src/session/crypto.js';
 
 const A = 'a'.repeat(32) + '-first-secret';
@@ -54,16 +56,66 @@ describe('tickets', () => {
     assert.throws(() => new TicketCodec([]));
     assert.throws(() => new TicketCodec([A], () => Buffer.alloc(16)).mint());
   });
+
+  test('mint(from): the new id keeps the first 3 bytes (the lineage) of the id it replaces; the other 29 are fresh', () => {
+    const codec = new TicketCodec([A]);
+    const first = codec.mint().sid;
+    const seen = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      const { ticket, sid } = codec.mint(first);
+      assert.deepEqual(codec.verify(ticket), sid);
+      assert.ok(sid.subarray(0, LINEAGE_BYTES).equals(first.subarray(0, LINEAGE_BYTES)), 'same lineage');
+      assert.ok(!sid.subarray(LINEAGE_BYTES).equals(first.subarray(LINEAGE_BYTES)));
+      seen.add(sid.toString('hex'));
+    }
+    assert.equal(seen.size, 50, 'fresh every time');
+    // The bytes come from the random source, which is not written to.
+    const fixed = Buffer.alloc(32, 9);
+    const seeded = new TicketCodec([A], () => fixed).mint(Buffer.alloc(32, 1));
+    assert.deepEqual([...seeded.sid], [1, 1, 1, ...Array<number>(29).fill(9)]);
+    assert.ok(fixed.equals(Buffer.alloc(32, 9)));
+    assert.throws(() => codec.mint(Buffer.alloc(3)), /whole id/);
+    // Fresh lineages for first sessions: 200 ids, (almost surely) 200 lineages.
+    const lineages = new Set(Array.from({ length: 200 }, () => codec.mint().sid.toString('hex', 0, LINEAGE_BYTES)));
+    assert.ok(lineages.size >= 195, `${lineages.size} lineages`);
+  });
 });
 
 describe('data at rest', () => {
-  test('the store key is a one-way hash of the id, not the id', () => {
+  test('the store key is `<lineage>.<hash>`: the id\'s first 3 bytes, and a one-way hash of the whole id, never the id', () => {
     const sid = Buffer.alloc(32, 7);
     const key = storeKeyOf(sid);
-    assert.match(key, /^[A-Za-z0-9_-]{43}$/);
+    assert.match(key, /^[A-Za-z0-9_-]{4}\.[A-Za-z0-9_-]{43}$/);
+    assert.equal(key.slice(0, 4), sid.toString('base64url', 0, 3));
+    assert.equal(key.slice(5), createHash('sha256').update(sid).digest('base64url'));
     assert.ok(!key.includes(sid.toString('base64url')));
+    assert.ok(!key.includes(sid.toString('base64url', 3)), 'nothing of the other 29 bytes');
     assert.equal(storeKeyOf(Buffer.alloc(32, 7)), key, 'stable');
     assert.notEqual(storeKeyOf(Buffer.alloc(32, 8)), key);
+    // The store reads the lineage the session layer wrote.
+    assert.equal(lineageOf(key), key.slice(0, 4));
+    assert.equal(untagged(key), key.slice(5));
+    const codec = new TicketCodec([A]);
+    const first = codec.mint().sid;
+    assert.equal(lineageOf(storeKeyOf(codec.mint(first).sid)), lineageOf(storeKeyOf(first)), 'a renewed id\'s key shares the lineage');
+  });
+
+  test('lineageOf: a 4-character base64url tag and a dot; any other key is of the empty lineage', () => {
+    const cases: Array<[string, string, string]> = [
+      ['AbC_.hash', 'AbC_', 'hash'],
+      ['-_09.x', '-_09', 'x'],
+      ['abcd.', '', 'abcd.'],
+      ['abc.def', '', 'abc.def'],
+      ['abcde.f', '', 'abcde.f'],
+      ['ab+d.x', '', 'ab+d.x'],
+      ['ab.d.x', '', 'ab.d.x'],
+      ['k1', '', 'k1'],
+      ['', '', ''],
+    ];
+    for (const [key, tag, rest] of cases) {
+      assert.equal(lineageOf(key), tag, key);
+      assert.equal(untagged(key), rest, key);
+    }
   });
 
   test('sealed values open only with their id and their field', () => {

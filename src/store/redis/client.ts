@@ -3,6 +3,7 @@
 // never a password or a command's arguments) and that many requests cost few system calls:
 // the loads asked for in one event-loop turn go out as one MGET (fetch, load-batcher.ts), and
 // the other commands of one turn leave in one write (the socket is corked until setImmediate).
+// On a Redis Cluster the loads go out as one command per hash slot and nothing is corked.
 import { StoreUnavailableError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { corkableSocket, createConnection, dropConnection, endConnection, peerOf, waitReady } from './connection.js';
@@ -10,6 +11,7 @@ import { LoadBatcher, type Fetched } from './load-batcher.js';
 import { messageOf, sanitize } from './redact.js';
 import type { ScriptedRedis } from './scripts.js';
 import { explainSentinelFailure, FailoverWatch } from './sentinel.js';
+import { keySlot } from './slots.js';
 import { describeTarget, type RedisTarget } from './target.js';
 
 export interface RedisClientOptions {
@@ -48,7 +50,7 @@ export class RedisClient {
   private closes = 0;
   private lastErrorLog = -Infinity;
   private suppressedErrors = 0;
-  private readonly loads = new LoadBatcher({ ready: () => this.ready(), unavailable: (op, err) => this.unavailable(op, err) });
+  private readonly loads: LoadBatcher;
   /** The socket is corked until the end of this turn (see coalesceWrites). */
   private corked = false;
 
@@ -56,6 +58,11 @@ export class RedisClient {
     this.options = options;
     this.log = options.name === undefined ? options.log : options.log.child({ connection: options.name });
     this.address = describeTarget(options.target);
+    this.loads = new LoadBatcher({
+      ready: () => this.ready(),
+      unavailable: (op, err) => this.unavailable(op, err),
+      ...(options.target.mode === 'cluster' ? { slotOf: keySlot } : {}),
+    });
   }
 
   start(): Promise<void> {
@@ -102,7 +109,9 @@ export class RedisClient {
 
   private async doStart(): Promise<void> {
     const { target } = this.options;
-    const client = createConnection(target, this.options.timeout, this.options.connectTimeout, this.options.name);
+    const client = createConnection(target, this.options.timeout, this.options.connectTimeout, this.options.name, () =>
+      this.log.debug({ redis: this.address }, 'redis cluster: a command that had failed (timed out) was not sent again'),
+    );
     this.watch(client);
     this.ioredis = client;
     try {
@@ -152,6 +161,8 @@ export class RedisClient {
   /** Logs the connection's trouble and recovery. */
   private watch(client: ScriptedRedis): void {
     client.on('error', (err: unknown) => this.logError('redis connection error', err));
+    // A cluster's node connections report their failures here (a Redis never emits this).
+    client.on('node error', (err: unknown) => this.logError('redis cluster node error', err));
     client.on('ready', () => {
       if (this.wasReady) this.log.info({ redis: this.address }, 'redis connection restored');
       this.wasReady = true;

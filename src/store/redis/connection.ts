@@ -1,12 +1,14 @@
-// One ioredis connection, the fail-fast way: how it is made, waited for, and ended. The only
-// file that reaches past ioredis' typed API (see IoredisInternals).
+// One ioredis connection, the fail-fast way: how it is made, waited for, and ended. With
+// cluster.ts, the only file that reaches past ioredis' typed API (see IoredisInternals).
 //
 // Fail fast: no offline queue, a per-command timeout, no per-command retries, an explicit
 // connect (waitReady). Once up, the connection reconnects forever in the background (backoff
 // capped at 1s) so the proxy recovers by itself; with sentinels each attempt asks them where
-// the master is (sentinel.ts).
-import { Redis, type RedisOptions } from 'ioredis';
+// the master is (sentinel.ts). A Redis Cluster is one client over a connection per node
+// (cluster.ts); the functions below take either.
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { StoreUnavailableError } from '../../errors.js';
+import { createClusterConnection } from './cluster.js';
 import { messageOf, sanitize } from './redact.js';
 import { defineScripts, type ScriptedRedis } from './scripts.js';
 import { isDemotionError, sentinelOptions } from './sentinel.js';
@@ -38,7 +40,7 @@ function internals(client: Redis): IoredisInternals {
  * A new client for `target`, the store's scripts defined on it, not connected yet (waitReady
  * connects). `timeout` is the per-command timeout, in ms.
  */
-export function createConnection(target: RedisTarget, timeout: number, connectTimeout: number, name = 'coatcheck'): ScriptedRedis {
+export function createConnection(target: RedisTarget, timeout: number, connectTimeout: number, name = 'coatcheck', onDropped?: () => void): ScriptedRedis {
   const options: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -65,7 +67,7 @@ export function createConnection(target: RedisTarget, timeout: number, connectTi
     case 'sentinel':
       return defineScripts(new Redis(sentinelOptions(target, options, timeout)));
     case 'cluster':
-      throw new Error('redis cluster: not built yet');
+      return createClusterConnection(target, timeout, connectTimeout, onDropped);
   }
 }
 
@@ -75,7 +77,7 @@ export function createConnection(target: RedisTarget, timeout: number, connectTi
  * words (see explainSentinelFailure).
  */
 export function waitReady(
-  client: Redis,
+  client: Redis | Cluster,
   connectTimeout: number,
   address: string,
   explain?: (lastError: unknown, lastSentinelError: unknown) => string | undefined,
@@ -89,6 +91,7 @@ export function waitReady(
       client.off('end', onEnd);
       client.off('error', onErr);
       client.off('sentinelError', onSentinelErr);
+      client.off('node error', onErr);
       if (err) reject(err);
       else resolve();
     };
@@ -104,7 +107,8 @@ export function waitReady(
     const onReady = () => finish();
     const onEnd = () => fail('connection closed');
     const onErr = (err: unknown) => {
-      lastError = err;
+      // A cluster that could not read its slot table says why in the last node's error.
+      lastError = (err as { lastNodeError?: unknown } | undefined)?.lastNodeError ?? err;
     };
     const onSentinelErr = (err: unknown) => {
       lastSentinelError = err;
@@ -114,6 +118,8 @@ export function waitReady(
     client.once('end', onEnd);
     client.on('error', onErr);
     client.on('sentinelError', onSentinelErr);
+    // A cluster's seed nodes report their own failures (a Redis never emits this).
+    client.on('node error', onErr);
     // A refused first attempt rejects here; the retry strategy keeps trying until the timer.
     client.connect().catch((err: unknown) => {
       lastError ??= err;
@@ -122,7 +128,7 @@ export function waitReady(
 }
 
 /** Ends a connection: QUIT when it is up (waiting at most `quitTimeout` ms), then drops it. */
-export async function endConnection(client: Redis, quitTimeout: number): Promise<void> {
+export async function endConnection(client: Redis | Cluster, quitTimeout: number): Promise<void> {
   if (client.status === 'ready') {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -142,7 +148,14 @@ export async function endConnection(client: Redis, quitTimeout: number): Promise
 }
 
 /** Stops the reconnect loop and destroys the socket at once, leaving no timer behind. */
-export function dropConnection(client: Redis): void {
+export function dropConnection(client: Redis | Cluster): void {
+  if (client instanceof Cluster) {
+    // Each node connection as one server's (disconnect() ends them politely only).
+    const nodes = client.nodes('all');
+    client.disconnect(false);
+    for (const node of nodes) dropConnection(node);
+    return;
+  }
   client.disconnect(false);
   const io = internals(client);
   // disconnect() ends the socket politely and waits for the peer; a frozen peer never answers.
@@ -154,14 +167,17 @@ export function dropConnection(client: Redis): void {
 }
 
 /** The connection's socket, when it has one that can be corked and is writable. */
-export function corkableSocket(client: Redis): { cork(): void; uncork(): void } | undefined {
+export function corkableSocket(client: Redis | Cluster): { cork(): void; uncork(): void } | undefined {
+  // A cluster writes to one socket per node: nothing to cork here, each command goes at once.
+  if (client instanceof Cluster) return undefined;
   const stream = internals(client).stream;
   if (stream === undefined || typeof stream.cork !== 'function' || stream.writable === false) return undefined;
   return stream as { cork(): void; uncork(): void };
 }
 
 /** "host:port" of the node the connection is up to, when it is ready. */
-export function peerOf(client: Redis): string | undefined {
+export function peerOf(client: Redis | Cluster): string | undefined {
+  if (client instanceof Cluster) return undefined;
   const stream = internals(client).stream;
   if (client.status !== 'ready' || stream?.remoteAddress === undefined || stream.remotePort === undefined) return undefined;
   return `${stream.remoteAddress}:${stream.remotePort}`;

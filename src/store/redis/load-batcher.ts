@@ -3,6 +3,10 @@
 // one `GET` each: one write and one reply to read for the lot, which under load saves a system
 // call or two per request. A load alone is a plain `GET`. (A batch does not cork the socket as
 // the other commands do, client.ts: it is one command already, sent as the turn ends.)
+//
+// On Redis Cluster a multi-key command must stay within one hash slot, so the loads of a turn
+// go out as one command per slot (a GET for a slot asked once, an MGET for several keys of one
+// slot); the cluster client sends each to the node that holds its slot.
 import type { Redis } from 'ioredis';
 import { StoreUnavailableError } from '../../errors.js';
 
@@ -22,6 +26,8 @@ export interface LoadTarget {
   ready(): Pick<Redis, 'getBuffer' | 'mgetBuffer'>;
   /** A failed load as the store reports it. */
   unavailable(op: 'load', err: unknown): StoreUnavailableError;
+  /** Redis Cluster: the hash slot of a key (slots.ts). Absent: any keys may share an MGET. */
+  slotOf?: (key: string) => number;
 }
 
 interface PendingLoad {
@@ -62,7 +68,9 @@ export class LoadBatcher {
     let sent: Promise<void>;
     try {
       const redis = this.target.ready();
-      sent = batch.length === 1 ? this.getOne(redis, batch[0] as PendingLoad) : this.getMany(redis, batch);
+      const { slotOf } = this.target;
+      if (batch.length === 1) sent = this.getOne(redis, batch[0] as PendingLoad);
+      else sent = slotOf === undefined ? this.getMany(redis, batch) : this.getBySlot(redis, batch, slotOf);
     } catch (err) {
       for (const l of batch) l.reject(err instanceof StoreUnavailableError ? err : this.target.unavailable('load', err));
       return;
@@ -79,6 +87,20 @@ export class LoadBatcher {
       if (err instanceof Error && err.message.startsWith('WRONGTYPE')) load.resolve(WRONG_TYPE);
       else load.reject(this.target.unavailable('load', err));
     });
+  }
+
+  /** One GET or MGET per hash slot, all sent now. */
+  private getBySlot(redis: Pick<Redis, 'getBuffer' | 'mgetBuffer'>, batch: PendingLoad[], slotOf: (key: string) => number): Promise<void> {
+    const bySlot = new Map<number, PendingLoad[]>();
+    for (const load of batch) {
+      const slot = slotOf(load.key);
+      const group = bySlot.get(slot);
+      if (group) group.push(load);
+      else bySlot.set(slot, [load]);
+    }
+    const sent: Array<Promise<void>> = [];
+    for (const group of bySlot.values()) sent.push(group.length === 1 ? this.getOne(redis, group[0] as PendingLoad) : this.getMany(redis, group));
+    return Promise.all(sent).then(() => undefined);
   }
 
   private getMany(redis: Pick<Redis, 'mgetBuffer'>, batch: PendingLoad[]): Promise<void> {

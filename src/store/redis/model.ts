@@ -3,32 +3,47 @@
 // I/O, no logging.
 //
 // Keys (every one behind the configured prefix):
-//   `${prefix}s:${key}`     one string per session, so a session costs one key and a load is
+//   `${prefix}s:${hash}`    one string per session, so a session costs one key and a load is
 //                           one GET (or one key of an MGET);
 //   `${prefix}f:${family}`  a set of the session keys minted from one login, made when an id is
 //                           first renewed (an id that was never renewed is its own family); it
-//                           expires at the latest absolute deadline of its members. Its members
-//                           are read inside a script, so this layout needs a single Redis, not
-//                           Redis Cluster.
+//                           expires at the latest absolute deadline of its members.
+// A store key is `<tag>.<hash>` (lineage.ts); on one server (or a sentinel-watched master) the
+// tag is left out, so these are exactly the keys written before lineages existed and an upgrade
+// keeps every session. (Two keys that differ by their tag alone would share a Redis key; they
+// never occur: tag and hash are both taken from one session id.)
+//
+// On Redis Cluster every key carries its lineage as a hash tag, so that the keys one script
+// touches share a slot (the family key takes the tag of the session key it is written with):
+//   `${prefix}{${tag}}s:${hash}`   `${prefix}{${tag}}f:${family}`
+// Keys of the empty lineage (no tag) all use the tag `{.}` ('.' is no base64url character).
 //
 // A session key's value; its first byte is its type. Numbers are decimal.
 //   live record: `L<version>:` followed by the caller's opaque data (binary: the sealed jar).
 //   tombstone:   `R<deadline>` (ms since the epoch, by the Redis server's clock).
 //   alias:       a renewed id: `N<grace deadline>|<own end of life>|<family>|<successor>`.
+import { lineageOf, untagged } from '../lineage.js';
 import type { LoadResult } from '../types.js';
 
 /** The key names of one store's data, behind its prefix. */
 export class KeyLayout {
-  constructor(private readonly prefix: string) {}
+  /**
+   * @param cluster Redis Cluster: every key in its lineage's hash tag. Otherwise the layout
+   *   written before lineages existed.
+   */
+  constructor(
+    private readonly prefix: string,
+    private readonly cluster = false,
+  ) {}
 
   /** The string that holds one session (a live record, a tombstone or an alias). */
   session(key: string): string {
-    return `${this.prefix}s:${key}`;
+    return this.cluster ? `${this.prefix}{${lineageOf(key) || '.'}}s:${untagged(key)}` : `${this.prefix}s:${untagged(key)}`;
   }
 
-  /** The set of the session keys of one family. */
-  family(family: string): string {
-    return `${this.prefix}f:${family}`;
+  /** The set of the session keys of one family, in the lineage of `key` (a session key it is written or revoked with). */
+  family(family: string, key: string): string {
+    return this.cluster ? `${this.prefix}{${lineageOf(key) || '.'}}f:${family}` : `${this.prefix}f:${family}`;
   }
 }
 

@@ -6,7 +6,14 @@
 // Each script is defined on the client as a command (defineScripts); ioredis sends it by its
 // SHA and loads it again after the server forgot it (SCRIPT FLUSH, a restart). The functions
 // below are the only callers, so the KEYS/ARGV layout of every script is stated once, here.
-import type { Redis } from 'ioredis';
+//
+// Redis Cluster: every key a script touches shares one hash slot (model.ts puts them in their
+// lineage's hash tag), so the scripts run there unchanged, with one exception: the family
+// revocation reads its members from the set and must declare them (see LUA_REVOKE_FAMILY_DECLARED).
+// While a slot migrates, the server refuses a script whose declared keys are not all on the node
+// asked (ASK, then TRYAGAIN on the target) before running any of it: a script runs whole on one
+// node or not at all, and the client retries only such refusals (cluster.ts).
+import type { Cluster, Redis } from 'ioredis';
 import type { RenewalAlias, WriteResult } from '../types.js';
 
 // Shared by every script.
@@ -97,8 +104,45 @@ tombstone(KEYS[2], ARGV[1])
 return revoked
 `;
 
-/** An ioredis client with the scripts defined on it as commands: KEYS first, then ARGV. */
-export interface ScriptedRedis extends Redis {
+/**
+ * Revocation of a whole family on Redis Cluster, with its members declared. KEYS[1] family set,
+ * KEYS[2] key, KEYS[3..] the members as read just before (SMEMBERS); ARGV[1] tombstone ttl. Does
+ * what LUA_REVOKE_FAMILY does, or nothing and returns -1 when the set holds a member that was
+ * not declared (a renewal came in between: read the members again).
+ *
+ * Why declared: on a cluster each command inside a script is routed like a command of its own.
+ * While the slot migrates, a member already moved to the target node reads on the source as a
+ * "non local key" (the script fails halfway, some members revoked, the key not), and a member
+ * not yet moved reads on the target as missing (the script succeeds and leaves that id live).
+ * With every key declared, the server runs the script only on a node that holds all of them.
+ */
+const LUA_REVOKE_FAMILY_DECLARED = `${LUA_HELPERS}
+local declared = {}
+for i = 3, #KEYS do declared[KEYS[i]] = true end
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, key in ipairs(members) do
+  if not declared[key] then return -1 end
+end
+local revoked = 0
+for _, key in ipairs(members) do
+  if key ~= KEYS[2] then
+    local t = type_byte(key)
+    if t == 'L' or t == 'N' then
+      tombstone(key, ARGV[1])
+      if t == 'L' then revoked = revoked + 1 end
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+if type_byte(KEYS[2]) == 'L' then revoked = revoked + 1 end
+tombstone(KEYS[2], ARGV[1])
+return revoked
+`;
+
+/** An ioredis client (one server, or a cluster) with the scripts defined on it as commands: KEYS first, then ARGV. */
+export type ScriptedRedis = (Redis | Cluster) & ScriptCommands;
+
+export interface ScriptCommands {
   ccUpdate(key: string, expectedVersion: number, value: Buffer, ttlMs: number): Promise<number>;
   ccRevoke(key: string, tombstoneTtlMs: number): Promise<number>;
   ccRotate(
@@ -115,14 +159,17 @@ export interface ScriptedRedis extends Redis {
     familyDeadline: string,
   ): Promise<number>;
   ccRevokeFamily(familyKey: string, key: string, tombstoneTtlMs: number): Promise<number>;
+  /** The number of keys first (2 + the members), then the keys, then the ttl. */
+  ccRevokeFamilyDeclared(numberOfKeys: number, ...keysThenTtl: Array<string | number>): Promise<number>;
 }
 
 /** Defines the scripts on a new client. */
-export function defineScripts(client: Redis): ScriptedRedis {
+export function defineScripts(client: Redis | Cluster): ScriptedRedis {
   client.defineCommand('ccUpdate', { numberOfKeys: 1, lua: LUA_UPDATE });
   client.defineCommand('ccRevoke', { numberOfKeys: 1, lua: LUA_REVOKE });
   client.defineCommand('ccRotate', { numberOfKeys: 3, lua: LUA_ROTATE });
   client.defineCommand('ccRevokeFamily', { numberOfKeys: 2, lua: LUA_REVOKE_FAMILY });
+  client.defineCommand('ccRevokeFamilyDeclared', { lua: LUA_REVOKE_FAMILY_DECLARED });
   return client as ScriptedRedis;
 }
 
@@ -172,6 +219,23 @@ export async function rotate(redis: ScriptedRedis, r: RotateArgs): Promise<Write
 /** Tombstones every member of a family and `key`; how many live records that revoked. */
 export function revokeFamily(redis: ScriptedRedis, familyKey: string, key: string, tombstoneTtlMs: number): Promise<number> {
   return redis.ccRevokeFamily(familyKey, key, tombstoneTtlMs);
+}
+
+/** Reads of the members before revokeFamilyDeclared gives up (each retry means a renewal landed in between). */
+const MAX_FAMILY_READS = 8;
+
+/**
+ * revokeFamily on Redis Cluster (see LUA_REVOKE_FAMILY_DECLARED): reads the members, then
+ * revokes with them declared, again while renewals keep adding members in between. Both steps
+ * touch one slot. The first step writes nothing, so stopping between them changes nothing.
+ */
+export async function revokeFamilyDeclared(redis: ScriptedRedis, familyKey: string, key: string, tombstoneTtlMs: number): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    const members = await redis.smembers(familyKey);
+    const revoked = await redis.ccRevokeFamilyDeclared(2 + members.length, familyKey, key, ...members, tombstoneTtlMs);
+    if (revoked !== -1) return revoked;
+    if (attempt >= MAX_FAMILY_READS) throw new Error(`family revocation: the family changed ${MAX_FAMILY_READS} times while it was read`);
+  }
 }
 
 function writeResult(code: number): WriteResult {

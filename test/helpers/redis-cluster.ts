@@ -1,0 +1,313 @@
+// Starts a real Redis Cluster of three masters for one test suite: three redis-server processes
+// on free ports in one throwaway directory, joined by `redis-cli --cluster create`. Readiness is
+// each server's "Ready to accept connections" line, then CLUSTER INFO saying cluster_state:ok
+// and every slot assigned on every node: events and polled real state, never a sleep. Nothing
+// global is registered: the suite calls stop() (idempotent) from its `after` hook.
+//
+// Each node gets a second free port for its cluster bus (`--cluster-port`, Redis 7): the default
+// bus port (port + 10000) may be taken, or past 65535 for an ephemeral port.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { Cluster, Redis } from 'ioredis';
+import { freePort } from './redis-server.js';
+
+export interface ClusterNodeServer {
+  readonly port: number;
+  /** "127.0.0.1:<port>" */
+  readonly address: string;
+  /** A plain client of this node alone (no redirections followed), for CLUSTER commands and raw reads. */
+  client(): Redis;
+}
+
+export interface RedisCluster {
+  readonly nodes: readonly ClusterNodeServer[];
+  /** The nodes as the store's config names them: "127.0.0.1:<port>". */
+  readonly seeds: string[];
+  /** A cluster client (redirections followed) for raw inspection; closed by stop(). */
+  client(): Cluster;
+  /** The node that serves `slot` now, as `node`'s slot table says (default: the first node). */
+  ownerOf(slot: number, node?: ClusterNodeServer): Promise<ClusterNodeServer>;
+  /**
+   * Starts moving `slot` to `to`, as `redis-cli --cluster reshard` does, step by step: the
+   * target IMPORTING, the source MIGRATING. The keys move with moveKeys(); finish() hands the
+   * slot over on every node and waits until every node agrees.
+   */
+  beginMigration(slot: number, to: ClusterNodeServer): Promise<SlotMigration>;
+  /** SIGTERMs every node and removes the directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface SlotMigration {
+  readonly from: ClusterNodeServer;
+  readonly to: ClusterNodeServer;
+  /** MIGRATEs up to `count` keys of the slot from the source to the target; how many it moved. */
+  moveKeys(count?: number): Promise<number>;
+  /** MIGRATEs these keys (of the slot, on the source) to the target. */
+  moveKey(...keys: string[]): Promise<void>;
+  /** Moves the keys left, then CLUSTER SETSLOT <slot> NODE <target> on the target, the source and the rest; waits until every node's table says so. */
+  finish(): Promise<void>;
+}
+
+const READY_LINE = 'Ready to accept connections';
+const START_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 5_000;
+const CLUSTER_TIMEOUT_MS = 30_000;
+const MAX_PORT_ATTEMPTS = 5;
+const POLL_MS = 20;
+
+type Launch = { ok: true; proc: ChildProcess } | { ok: false; addressInUse: boolean; output: string };
+
+function launchNode(port: number, busPort: number, dir: string): Promise<Launch> {
+  return new Promise((resolve) => {
+    const proc = spawn(
+      'redis-server',
+      [
+        '--port', String(port),
+        '--cluster-enabled', 'yes',
+        '--cluster-port', String(busPort),
+        '--cluster-config-file', `nodes-${port}.conf`,
+        '--cluster-node-timeout', '2000',
+        '--appendonly', 'no',
+        '--save', '',
+        '--dir', dir,
+        '--bind', '127.0.0.1',
+        '--daemonize', 'no',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    let settled = false;
+    const settle = (result: Launch) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      proc.off('exit', onExit);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer) => {
+      // Keep only the tail, and keep reading forever: a full pipe would block redis.
+      output = (output + chunk.toString('utf8')).slice(-20_000);
+      if (!settled && output.includes(READY_LINE)) settle({ ok: true, proc });
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      output += `\n[redis-server exited: code ${code}, signal ${signal}]`;
+      settle({ ok: false, addressInUse: /address already in use/i.test(output), output });
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', onData);
+    proc.once('exit', onExit);
+    proc.once('error', (err) => {
+      output += `\n[spawn error: ${err.message}]`;
+      settle({ ok: false, addressInUse: false, output });
+    });
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      settle({ ok: false, addressInUse: false, output: `${output}\n[not ready within ${START_TIMEOUT_MS}ms]` });
+    }, START_TIMEOUT_MS);
+  });
+}
+
+function exited(proc: ChildProcess): boolean {
+  return proc.exitCode !== null || proc.signalCode !== null;
+}
+
+function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (exited(proc)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      proc.off('exit', onExit);
+      resolve(false);
+    }, timeoutMs);
+    const onExit = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    proc.once('exit', onExit);
+  });
+}
+
+/** Runs redis-cli to completion; rejects with its output when it fails. */
+function redisCli(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn('redis-cli', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    proc.stdout?.on('data', (c: Buffer) => (output += c.toString('utf8')));
+    proc.stderr?.on('data', (c: Buffer) => (output += c.toString('utf8')));
+    proc.once('error', (err) => reject(new Error(`redis-cli: ${err.message}`)));
+    proc.once('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`redis-cli ${args.join(' ')} exited ${code}:\n${output}`))));
+  });
+}
+
+/** Polls `check` until it returns true; throws `what` after `timeoutMs`. */
+export async function pollUntil(check: () => Promise<boolean>, what: string, timeoutMs = CLUSTER_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+function infoField(info: string, field: string): string | undefined {
+  return new RegExp(`^${field}:(\\S+)`, 'm').exec(info)?.[1];
+}
+
+interface Running {
+  port: number;
+  proc: ChildProcess;
+  raw?: Redis;
+}
+
+export async function startRedisCluster(): Promise<RedisCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'coatcheck-cluster-'));
+  const running: Running[] = [];
+  let inspector: Cluster | undefined;
+  let stopping: Promise<void> | undefined;
+
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      inspector?.disconnect();
+      for (const r of running) r.raw?.disconnect();
+      await Promise.all(
+        running.map(async ({ proc }) => {
+          if (exited(proc)) return;
+          proc.kill('SIGTERM');
+          if (!(await waitExit(proc, STOP_TIMEOUT_MS))) {
+            proc.kill('SIGKILL');
+            await waitExit(proc, STOP_TIMEOUT_MS);
+          }
+        }),
+      );
+      await rm(dir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+
+  try {
+    for (let i = 0; i < 3; i++) {
+      let started: Running | undefined;
+      let lastOutput = '';
+      for (let attempt = 0; attempt < MAX_PORT_ATTEMPTS && !started; attempt++) {
+        const port = await freePort();
+        const busPort = await freePort();
+        if (busPort === port) continue;
+        const r = await launchNode(port, busPort, dir);
+        if (r.ok) started = { port, proc: r.proc };
+        else {
+          lastOutput = r.output;
+          if (!r.addressInUse) break;
+        }
+      }
+      if (!started) throw new Error(`redis-server (cluster node ${i + 1}) did not start:\n${lastOutput}`);
+      running.push(started);
+    }
+    await redisCli(['--cluster', 'create', ...running.map((r) => `127.0.0.1:${r.port}`), '--cluster-yes']);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+
+  const nodes: ClusterNodeServer[] = running.map((r) => ({
+    port: r.port,
+    address: `127.0.0.1:${r.port}`,
+    client() {
+      if (!r.raw) {
+        r.raw = new Redis({ host: '127.0.0.1', port: r.port, maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 50, 500) });
+        r.raw.on('error', () => {
+          // Expected while a node is stopped; inspection calls report their own errors.
+        });
+      }
+      return r.raw;
+    },
+  }));
+  const first = nodes[0] as ClusterNodeServer;
+
+  /** This node's own id. */
+  const idOf = async (node: ClusterNodeServer): Promise<string> => String(await node.client().call('CLUSTER', 'MYID'));
+
+  /** The port that `node`'s slot table gives `slot` to. */
+  const ownerPort = async (slot: number, node: ClusterNodeServer): Promise<number | undefined> => {
+    const ranges = (await node.client().call('CLUSTER', 'SLOTS')) as Array<[number, number, [string, number, ...unknown[]], ...unknown[]]>;
+    for (const [lo, hi, master] of ranges) if (slot >= lo && slot <= hi) return Number(master[1]);
+    return undefined;
+  };
+
+  const cluster: RedisCluster = {
+    nodes,
+    seeds: nodes.map((n) => n.address),
+    client() {
+      if (!inspector) {
+        inspector = new Cluster([{ host: '127.0.0.1', port: first.port }], { redisOptions: { maxRetriesPerRequest: 1 } });
+        inspector.on('error', () => {
+          // Reported by the calls that fail.
+        });
+      }
+      return inspector;
+    },
+    async ownerOf(slot, node = first) {
+      const port = await ownerPort(slot, node);
+      const owner = nodes.find((n) => n.port === port);
+      if (!owner) throw new Error(`slot ${slot} has no owner among the cluster's nodes`);
+      return owner;
+    },
+    async beginMigration(slot, to) {
+      const from = await cluster.ownerOf(slot);
+      if (from === to) throw new Error(`slot ${slot} is on ${to.address} already`);
+      const [fromId, toId] = await Promise.all([idOf(from), idOf(to)]);
+      // The order redis-cli uses: the target imports before the source starts redirecting.
+      await to.client().call('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', fromId);
+      await from.client().call('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId);
+      const moveKey = async (...keys: string[]): Promise<void> => {
+        await from.client().call('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', ...keys);
+      };
+      const moveKeys = async (count = 10): Promise<number> => {
+        const keys = (await from.client().call('CLUSTER', 'GETKEYSINSLOT', String(slot), String(count))) as string[];
+        if (keys.length > 0) await moveKey(...keys);
+        return keys.length;
+      };
+      return {
+        from,
+        to,
+        moveKeys,
+        moveKey,
+        async finish() {
+          while ((await moveKeys(100)) > 0) {
+            // until the slot is empty on the source
+          }
+          for (const node of [to, from, ...nodes.filter((n) => n !== to && n !== from)]) {
+            await node.client().call('CLUSTER', 'SETSLOT', String(slot), 'NODE', toId);
+          }
+          await pollUntil(async () => (await Promise.all(nodes.map((n) => ownerPort(slot, n)))).every((p) => p === to.port), `every node gives slot ${slot} to ${to.address}`);
+        },
+      };
+    },
+    stop,
+  };
+
+  try {
+    await pollUntil(async () => {
+      const infos = await Promise.all(nodes.map((n) => n.client().call('CLUSTER', 'INFO') as Promise<string>));
+      return infos.every((info) => infoField(info, 'cluster_state') === 'ok' && infoField(info, 'cluster_slots_assigned') === '16384' && infoField(info, 'cluster_known_nodes') === '3');
+    }, 'cluster_state:ok on every node');
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return cluster;
+}
+
+/** Starts one cluster for the enclosing suite (node:test `before`/`after`) and returns an accessor for it. */
+export function redisClusterForSuite(): () => RedisCluster {
+  let cluster: RedisCluster | undefined;
+  before(async () => {
+    cluster = await startRedisCluster();
+  });
+  after(() => cluster?.stop());
+  return () => {
+    if (!cluster) throw new Error('redis cluster not started');
+    return cluster;
+  };
+}
