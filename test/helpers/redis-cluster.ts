@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
-import { freePort } from './redis-server.js';
+import { exited, freePort, launchRedisServer, waitExit, type Launch } from './redis-server.js';
 
 export interface ClusterNodeServer {
   readonly port: number;
@@ -51,82 +51,24 @@ export interface SlotMigration {
   finish(): Promise<void>;
 }
 
-const READY_LINE = 'Ready to accept connections';
-const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
 const CLUSTER_TIMEOUT_MS = 30_000;
 const MAX_PORT_ATTEMPTS = 5;
 const POLL_MS = 20;
 
-type Launch = { ok: true; proc: ChildProcess } | { ok: false; addressInUse: boolean; output: string };
-
 function launchNode(port: number, busPort: number, dir: string): Promise<Launch> {
-  return new Promise((resolve) => {
-    const proc = spawn(
-      'redis-server',
-      [
-        '--port', String(port),
-        '--cluster-enabled', 'yes',
-        '--cluster-port', String(busPort),
-        '--cluster-config-file', `nodes-${port}.conf`,
-        '--cluster-node-timeout', '2000',
-        '--appendonly', 'no',
-        '--save', '',
-        '--dir', dir,
-        '--bind', '127.0.0.1',
-        '--daemonize', 'no',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    let settled = false;
-    const settle = (result: Launch) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      proc.off('exit', onExit);
-      resolve(result);
-    };
-    const onData = (chunk: Buffer) => {
-      // Keep only the tail, and keep reading forever: a full pipe would block redis.
-      output = (output + chunk.toString('utf8')).slice(-20_000);
-      if (!settled && output.includes(READY_LINE)) settle({ ok: true, proc });
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-      output += `\n[redis-server exited: code ${code}, signal ${signal}]`;
-      settle({ ok: false, addressInUse: /address already in use/i.test(output), output });
-    };
-    proc.stdout?.on('data', onData);
-    proc.stderr?.on('data', onData);
-    proc.once('exit', onExit);
-    proc.once('error', (err) => {
-      output += `\n[spawn error: ${err.message}]`;
-      settle({ ok: false, addressInUse: false, output });
-    });
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      settle({ ok: false, addressInUse: false, output: `${output}\n[not ready within ${START_TIMEOUT_MS}ms]` });
-    }, START_TIMEOUT_MS);
-  });
-}
-
-function exited(proc: ChildProcess): boolean {
-  return proc.exitCode !== null || proc.signalCode !== null;
-}
-
-function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (exited(proc)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      proc.off('exit', onExit);
-      resolve(false);
-    }, timeoutMs);
-    const onExit = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    proc.once('exit', onExit);
-  });
+  return launchRedisServer([
+    '--port', String(port),
+      '--cluster-enabled', 'yes',
+      '--cluster-port', String(busPort),
+      '--cluster-config-file', `nodes-${port}.conf`,
+      '--cluster-node-timeout', '2000',
+      '--appendonly', 'no',
+      '--save', '',
+      '--dir', dir,
+      '--bind', '127.0.0.1',
+      '--daemonize', 'no',
+  ]);
 }
 
 /** Runs redis-cli to completion; rejects with its output when it fails. */

@@ -13,11 +13,11 @@
 // listens on 127.0.0.1 and is seen, and announced, at the address clients use. Failures are
 // detected after 1 s (down-after-milliseconds) and a failover may take 5 s (failover-timeout).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { freePort } from './redis-server.js';
+import { exited, freePort, waitExit, waitProcState } from './redis-server.js';
 
 export const MASTER_NAME = 'mymaster';
 
@@ -63,41 +63,8 @@ export interface SentinelDeployment {
   stop(): Promise<void>;
 }
 
-function exited(proc: ChildProcess): boolean {
-  return proc.exitCode !== null || proc.signalCode !== null;
-}
 
-function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (exited(proc)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      proc.off('exit', onExit);
-      resolve(false);
-    }, timeoutMs);
-    const onExit = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    proc.once('exit', onExit);
-  });
-}
 
-/** Polls /proc/<pid>/stat until `want(state)` holds (Linux); elsewhere resolves at once. */
-async function waitProcState(pid: number, want: (state: string) => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let stat: string;
-    try {
-      stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      return;
-    }
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    if (want(state)) return;
-    if (Date.now() > deadline) throw new Error(`process ${pid}: state ${state} after ${timeoutMs}ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 type Launch = { ok: true; proc: ChildProcess; output: () => string } | { ok: false; addressInUse: boolean; output: string };
 

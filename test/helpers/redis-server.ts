@@ -44,16 +44,17 @@ export function freePort(): Promise<number> {
   });
 }
 
-type Launch = { ok: true; proc: ChildProcess } | { ok: false; addressInUse: boolean; output: string };
+export type Launch = { ok: true; proc: ChildProcess } | { ok: false; addressInUse: boolean; output: string };
 
 /** Spawns redis-server and waits for its ready line, its exit, or the deadline. */
 function launch(port: number, dir: string): Promise<Launch> {
+  return launchRedisServer(['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no']);
+}
+
+/** Spawns `redis-server ARGS` and waits for its ready line, its exit, or the deadline. */
+export function launchRedisServer(args: string[]): Promise<Launch> {
   return new Promise((resolve) => {
-    const proc = spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     let settled = false;
     const settle = (result: Launch) => {
@@ -86,11 +87,11 @@ function launch(port: number, dir: string): Promise<Launch> {
   });
 }
 
-function exited(proc: ChildProcess): boolean {
+export function exited(proc: ChildProcess): boolean {
   return proc.exitCode !== null || proc.signalCode !== null;
 }
 
-function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
+export function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
   if (exited(proc)) return Promise.resolve(true);
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
@@ -106,7 +107,7 @@ function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
 }
 
 /** Polls /proc/<pid>/stat until `want(state)` holds (Linux); elsewhere resolves at once. */
-async function waitProcState(pid: number, want: (state: string) => boolean, timeoutMs: number): Promise<void> {
+export async function waitProcState(pid: number, want: (state: string) => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let stat: string;
