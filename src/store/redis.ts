@@ -155,7 +155,7 @@ export class RedisStore implements SessionStore {
   /**
    * A write that ends a session id: on the store's connection, or, with replicas, on the
    * revocations' own connection followed by a WAIT. `routeKey` is the key it writes; `wrote`
-   * whether a result wrote anything. (Not on a cluster: the config refuses replicas there.)
+   * whether a result wrote anything.
    */
   private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
     if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);

@@ -4,8 +4,12 @@
 // the loads asked for in one event-loop turn go out as one MGET (fetch, load-batcher.ts), and
 // the other commands of one turn leave in one write (the socket is corked until setImmediate).
 // On a Redis Cluster the loads go out as one command per hash slot and nothing is corked.
+// For durable revocation (replicated-writes.ts) a write can be run with runWrite(), which names
+// the connections it went out on, so that a WAIT can be sent on each of them.
 import { StoreUnavailableError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { Cluster, type Redis } from 'ioredis';
+import { runOnNodes } from './cluster.js';
 import { corkableSocket, createConnection, dropConnection, endConnection, peerOf, waitReady } from './connection.js';
 import { LoadBatcher, type Fetched } from './load-batcher.js';
 import { messageOf, sanitize } from './redact.js';
@@ -28,6 +32,21 @@ export interface RedisClientOptions {
   name?: string;
 }
 
+/**
+ * A connection that ran writes, as a WAIT must name it: the WAIT has to go out on that very
+ * connection (it counts the writes its own connection sent before it). See runWrite().
+ */
+export interface WaitPoint {
+  /** Where, for messages: host:port. */
+  readonly address: string;
+  /**
+   * `WAIT replicas timeout` on the connection: the number of replicas that acknowledged its
+   * writes. Rejects (StoreUnavailableError) when that connection is gone: a WAIT on another one
+   * would count none of them.
+   */
+  wait(replicas: number, timeout: number): Promise<number>;
+}
+
 /** At most one connection-error log line per this many ms. */
 const ERROR_LOG_INTERVAL_MS = 10_000;
 /** How long close() waits for QUIT before dropping the connection. */
@@ -46,8 +65,12 @@ export class RedisClient {
   private starting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private wasReady = false;
-  /** How many times a connection closed (see connectionCount). */
+  /** How many times a connection closed (one server or sentinel: see runWrite). */
   private closes = 0;
+  /** The WaitPoint of the current connection (one server or sentinel), made on first use. */
+  private point: { closes: number; point: WaitPoint } | undefined;
+  /** A cluster's WaitPoints, one per node connection. */
+  private readonly nodePoints = new WeakMap<Redis, WaitPoint>();
   private lastErrorLog = -Infinity;
   private suppressedErrors = 0;
   private readonly loads: LoadBatcher;
@@ -90,11 +113,79 @@ export class RedisClient {
   }
 
   /**
-   * Changes whenever the connection closes: two commands sent while it stayed the same went out
-   * on the same connection (a WAIT counts only the writes of its own connection).
+   * Runs one write (`command` may send several commands) and names the connections it ran on,
+   * so that a WAIT can count it. One server or sentinel: the connection of the moment, which
+   * stops being one's WaitPoint when it closes (a write answered before a reconnect is not
+   * counted by a WAIT after it). A cluster: each node connection the commands were last sent to
+   * (after MOVED or ASK, the node that ran them; cluster.ts runOnNodes). The node connections
+   * never reconnect (ioredis makes a new one), so a lost one stays lost.
    */
-  connectionCount(): number {
-    return this.closes;
+  async runWrite<T>(op: string, command: (redis: ScriptedRedis) => Promise<T>): Promise<{ value: T; points: WaitPoint[] }> {
+    const redis = this.ready();
+    if (redis instanceof Cluster) {
+      const { value, nodes } = await this.send(op, redis, (r) => runOnNodes(r, command));
+      return { value, points: nodes.map((node) => this.nodePoint(node)) };
+    }
+    const closes = this.closes;
+    const value = await this.send(op, redis, command);
+    return { value, points: [this.connectionPoint(closes)] };
+  }
+
+  /** The WaitPoint of the connection that was current when `closes` connections had closed. */
+  private connectionPoint(closes: number): WaitPoint {
+    if (this.point?.closes === closes) return this.point.point;
+    const point: WaitPoint = {
+      address: this.address,
+      wait: async (replicas, timeout) => {
+        if (this.closes !== closes) throw this.unavailable('wait', new Error('the connection was lost after the write'));
+        return this.run('wait', (r) => r.wait(replicas, timeout));
+      },
+    };
+    if (closes === this.closes) this.point = { closes, point };
+    return point;
+  }
+
+  /** The WaitPoint of one node connection of a cluster. */
+  private nodePoint(node: Redis): WaitPoint {
+    let point = this.nodePoints.get(node);
+    if (point === undefined) {
+      const address = `${node.options.host ?? '?'}:${node.options.port ?? '?'}`;
+      point = {
+        address,
+        wait: async (replicas, timeout) => {
+          try {
+            if (node.status !== 'ready') throw new Error('the connection was lost after the write');
+            return await node.wait(replicas, timeout);
+          } catch (err) {
+            throw new StoreUnavailableError(`redis wait failed at ${address}: ${messageOf(err)}`, { cause: sanitize(err) });
+          }
+        },
+      };
+      this.nodePoints.set(node, point);
+    }
+    return point;
+  }
+
+  /**
+   * Which master owns `key` now, as the cluster's slot table says ("host:port"); '' on one
+   * server or sentinel, and on a cluster that does not know the slot yet.
+   */
+  ownerOf(key: string): string {
+    const redis = this.ioredis;
+    if (!(redis instanceof Cluster)) return '';
+    return redis.slots[keySlot(key)]?.[0] ?? '';
+  }
+
+  /**
+   * The connections to every master: one on one server or sentinel, one per master node on a
+   * cluster (as its slot table has them now), with the address of each.
+   */
+  masters(): Array<{ address: string; redis: Redis }> {
+    const redis = this.ready();
+    if (redis instanceof Cluster) {
+      return redis.nodes('master').map((node) => ({ address: `${node.options.host ?? '?'}:${node.options.port ?? '?'}`, redis: node }));
+    }
+    return [{ address: this.address, redis }];
   }
 
   /** The value at `key` (WRONG_TYPE: a value of another type), sent with this turn's other loads. */

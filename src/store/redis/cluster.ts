@@ -23,6 +23,7 @@
 //   both): a node connection is made on first use and dropped when it fails; the slot table
 //   (refreshed on MOVED and every SLOTS_REFRESH_INTERVAL_MS) says where to connect next. Their
 //   offline queue lasts only while one connection is being made, and the command timeout bounds it.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Cluster, type ClusterOptions, type Redis } from 'ioredis';
 import { defineScripts, type ScriptedRedis } from './scripts.js';
 import type { RedisNode } from './target.js';
@@ -64,7 +65,13 @@ type SendCommand = (command: CommandInternals, ...rest: unknown[]) => unknown;
  * `onDropped` is told each time a command the store had given up on was not sent again, or a
  * late answer to it (a redirection) was not followed.
  */
-export function createClusterConnection(target: ClusterTarget, timeout: number, connectTimeout: number, onDropped: () => void = () => {}): ScriptedRedis {
+export function createClusterConnection(
+  target: ClusterTarget,
+  timeout: number,
+  connectTimeout: number,
+  onDropped: () => void = () => {},
+  name = 'coatcheck',
+): ScriptedRedis {
   // A TRYAGAIN lasts until the slot's migration moved the command's keys: usually milliseconds.
   // Retried every tenth of the timeout, a command gets about ten tries before it times out.
   const tryAgainDelay = Math.min(100, Math.max(10, Math.round(timeout / 10)));
@@ -102,7 +109,7 @@ export function createClusterConnection(target: ClusterTarget, timeout: number, 
       connectTimeout,
       socketTimeout: Math.max(2000, timeout * 4),
       disconnectTimeout: 100,
-      connectionName: 'coatcheck',
+      connectionName: name,
       disableClientInfo: true,
       ...(target.username !== undefined ? { username: target.username } : {}),
       ...(target.password !== undefined ? { password: target.password } : {}),
@@ -113,6 +120,7 @@ export function createClusterConnection(target: ClusterTarget, timeout: number, 
     options,
   );
   neverResendAbandoned(cluster, onDropped);
+  recordNodes(cluster);
   cluster.on('+node', (node: Redis) => node.once('end', () => clearSocketTimer(node)));
   return defineScripts(cluster);
 }
@@ -166,6 +174,47 @@ function neverResendAbandoned(cluster: Cluster, onDropped: () => void): void {
         onDropped();
         return command.promise;
       }
+      return nodeSend(command, ...rest);
+    };
+  });
+}
+
+/** The node connections that the commands of one runOnNodes() call were last sent to. */
+class NodeTrail {
+  readonly lastSentTo = new Map<CommandInternals, Redis>();
+}
+
+const trails = new AsyncLocalStorage<NodeTrail>();
+const trailOf = new WeakMap<CommandInternals, NodeTrail>();
+
+/**
+ * Runs `fn`, which sends commands through `cluster`, and says which node connections ran them:
+ * for each command, the node it was sent to last (after MOVED or ASK, the node that answered).
+ * A WAIT that is to count a write must go to that very connection (replicated-writes.ts).
+ *
+ * Which command belongs to which call is carried by AsyncLocalStorage, so that a command sent
+ * later on the call's behalf (ioredis sends a script again after NOSCRIPT, from a promise
+ * handler) is counted too. Only commands sent through the cluster are recorded: an ASKING or
+ * a slot-table refresh on a node connection is not the call's.
+ */
+export async function runOnNodes<T>(cluster: ScriptedRedis, fn: (redis: ScriptedRedis) => Promise<T>): Promise<{ value: T; nodes: Redis[] }> {
+  const trail = new NodeTrail();
+  const value = await trails.run(trail, () => fn(cluster));
+  return { value, nodes: [...new Set(trail.lastSentTo.values())] };
+}
+
+/** Records, for runOnNodes(), the node each command of a call was last sent to. */
+function recordNodes(cluster: Cluster): void {
+  const clusterSend = cluster.sendCommand.bind(cluster) as unknown as SendCommand;
+  (cluster as unknown as { sendCommand: SendCommand }).sendCommand = (command, ...rest) => {
+    const trail = trails.getStore();
+    if (trail !== undefined && !trailOf.has(command)) trailOf.set(command, trail);
+    return clusterSend(command, ...rest);
+  };
+  cluster.on('+node', (node: Redis) => {
+    const nodeSend = node.sendCommand.bind(node) as unknown as SendCommand;
+    (node as unknown as { sendCommand: SendCommand }).sendCommand = (command, ...rest) => {
+      trailOf.get(command)?.lastSentTo.set(command, node);
       return nodeSend(command, ...rest);
     };
   });

@@ -67,7 +67,7 @@ export function createConnection(target: RedisTarget, timeout: number, connectTi
     case 'sentinel':
       return defineScripts(new Redis(sentinelOptions(target, options, timeout)));
     case 'cluster':
-      return createClusterConnection(target, timeout, connectTimeout, onDropped);
+      return createClusterConnection(target, timeout, connectTimeout, onDropped, name);
   }
 }
 
