@@ -241,13 +241,6 @@ const storeSchema = z
     if (s.cluster !== undefined && typeof s.prefix === 'string' && /[{}]/.test(s.prefix)) {
       ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'must not contain "{" or "}" with cluster: coatcheck places its own hash tags' });
     }
-    if (s.cluster !== undefined && typeof s.replicas === 'number' && s.replicas > 0) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['replicas'],
-        message: 'not supported with cluster yet: a WAIT must reach the master that took each write (use sentinel for durable revocation)',
-      });
-    }
     if (s.replicaTimeout !== undefined && !(typeof s.replicas === 'number' && s.replicas > 0)) {
       ctx.addIssue({ code: 'custom', path: ['replicaTimeout'], message: 'only used when replicas is above 0' });
     }

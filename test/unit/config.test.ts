@@ -355,13 +355,6 @@ describe('problems: path, message and line:col', () => {
       at: '-1',
     },
     {
-      name: 'replicas with a cluster',
-      lines: [...BASE, 'store:', '  kind: redis', '  cluster: { nodes: ["a:7000"] }', '  replicas: 6'],
-      path: 'store.replicas',
-      message: 'not supported with cluster yet: a WAIT must reach the master that took each write (use sentinel for durable revocation)',
-      at: '6',
-    },
-    {
       name: 'replicaTimeout without replicas',
       lines: [...BASE, 'store:', '  kind: redis', '  url: "redis://x:6379"', '  replicaTimeout: 1s'],
       path: 'store.replicaTimeout',
@@ -1689,6 +1682,11 @@ describe('printConfig', () => {
       replacements: ['sentinel-w0rd', 'redis-w0rd', SECRET],
     },
     { name: 'a cluster store, workers auto', lines: [...BASE, 'workers: auto', 'store: { kind: redis, cluster: { nodes: ["10.0.0.1:7000", "10.0.0.2"] } }'], replacements: [SECRET] },
+    {
+      name: 'a cluster store with durable revocation',
+      lines: [...BASE, 'store: { kind: redis, cluster: { nodes: ["10.0.0.1:7000"] }, replicas: 1, replicaTimeout: 300ms }'],
+      replacements: [SECRET],
+    },
     { name: 'the short logout form', lines: [...BASE, 'logout: [{ path: /logout, methods: [GET, POST] }]', 'listen: ":80"'], replacements: [SECRET] },
     { name: 'trustProxy as a list of networks', lines: [...BASE, 'trustProxy: [10.0.0.0/8, "fd00::/8", "::ffff:192.0.2.1", loopback]'], replacements: [SECRET] },
     { name: 'trustProxy as a hop count', lines: [...BASE, 'trustProxy: 2'], replacements: [SECRET] },
