@@ -1,8 +1,9 @@
-// Starts a real Redis Cluster of three masters for one test suite: three redis-server processes
-// on free ports in one throwaway directory, joined by `redis-cli --cluster create`. Readiness is
-// each server's "Ready to accept connections" line, then CLUSTER INFO saying cluster_state:ok
-// and every slot assigned on every node: events and polled real state, never a sleep. Nothing
-// global is registered: the suite calls stop() (idempotent) from its `after` hook.
+// Starts a real Redis Cluster of three masters for one test suite (optionally with a replica
+// each): redis-server processes on free ports in one throwaway directory, joined by `redis-cli
+// --cluster create`. Readiness is each server's "Ready to accept connections" line, then CLUSTER
+// INFO saying cluster_state:ok, every slot assigned and every node known on every node, and each
+// replica's link to its master up: events and polled real state, never a sleep. Nothing global is
+// registered: the suite calls stop() (idempotent) from its `after` hook.
 //
 // Each node gets a second free port for its cluster bus (`--cluster-port`, Redis 7): the default
 // bus port (port + 10000) may be taken, or past 65535 for an ephemeral port.
@@ -20,15 +21,30 @@ export interface ClusterNodeServer {
   readonly address: string;
   /** A plain client of this node alone (no redirections followed), for CLUSTER commands and raw reads. */
   client(): Redis;
+  /** Sends the server process a signal (SIGSTOP to freeze it, SIGCONT, SIGKILL). */
+  signal(signal: NodeJS.Signals): void;
+}
+
+export interface ClusterReplicaServer extends ClusterNodeServer {
+  /** The master it was made a replica of when the cluster was created. */
+  readonly master: ClusterNodeServer;
+}
+
+export interface RedisClusterOptions {
+  /** Replicas per master (default 0). */
+  replicas?: 0 | 1;
 }
 
 export interface RedisCluster {
+  /** The three masters (as created; a failover may promote a replica since). */
   readonly nodes: readonly ClusterNodeServer[];
+  /** The replicas, one per master with `replicas: 1`. */
+  readonly replicas: readonly ClusterReplicaServer[];
   /** The nodes as the store's config names them: "127.0.0.1:<port>". */
   readonly seeds: string[];
   /** A cluster client (redirections followed) for raw inspection; closed by stop(). */
   client(): Cluster;
-  /** The node that serves `slot` now, as `node`'s slot table says (default: the first node). */
+  /** The node that serves `slot` now, as `node`'s slot table says (default: the first node); a promoted replica too. */
   ownerOf(slot: number, node?: ClusterNodeServer): Promise<ClusterNodeServer>;
   /**
    * Starts moving `slot` to `to`, as `redis-cli --cluster reshard` does, step by step: the
@@ -103,7 +119,9 @@ interface Running {
   raw?: Redis;
 }
 
-export async function startRedisCluster(): Promise<RedisCluster> {
+export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisCluster> {
+  const replicasPerMaster = options.replicas ?? 0;
+  const total = 3 * (1 + replicasPerMaster);
   const dir = await mkdtemp(join(tmpdir(), 'coatcheck-cluster-'));
   const running: Running[] = [];
   let inspector: Cluster | undefined;
@@ -129,7 +147,7 @@ export async function startRedisCluster(): Promise<RedisCluster> {
   };
 
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < total; i++) {
       let started: Running | undefined;
       let lastOutput = '';
       for (let attempt = 0; attempt < MAX_PORT_ATTEMPTS && !started; attempt++) {
@@ -146,13 +164,13 @@ export async function startRedisCluster(): Promise<RedisCluster> {
       if (!started) throw new Error(`redis-server (cluster node ${i + 1}) did not start:\n${lastOutput}`);
       running.push(started);
     }
-    await redisCli(['--cluster', 'create', ...running.map((r) => `127.0.0.1:${r.port}`), '--cluster-yes']);
+    await redisCli(['--cluster', 'create', ...running.map((r) => `127.0.0.1:${r.port}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes']);
   } catch (err) {
     await stop();
     throw err;
   }
 
-  const nodes: ClusterNodeServer[] = running.map((r) => ({
+  const all: ClusterNodeServer[] = running.map((r) => ({
     port: r.port,
     address: `127.0.0.1:${r.port}`,
     client() {
@@ -164,7 +182,31 @@ export async function startRedisCluster(): Promise<RedisCluster> {
       }
       return r.raw;
     },
+    signal(sig) {
+      if (!exited(r.proc)) r.proc.kill(sig);
+    },
   }));
+  // Which node redis-cli made a master, and which a replica of which (ROLE).
+  const nodes: ClusterNodeServer[] = [];
+  const replicas: ClusterReplicaServer[] = [];
+  /** Reads every node's ROLE; true once there are 3 masters and each replica names one of them. */
+  const readRoles = async (): Promise<boolean> => {
+    const roles = await Promise.all(all.map(async (node) => ({ node, role: (await node.client().call('ROLE')) as unknown[] })));
+    nodes.length = 0;
+    replicas.length = 0;
+    for (const { node, role } of roles) if (role[0] === 'master') nodes.push(node);
+    for (const { node, role } of roles) {
+      const master = role[0] === 'slave' ? nodes.find((n) => n.port === Number(role[2])) : undefined;
+      if (master) replicas.push({ ...node, master });
+    }
+    return nodes.length === 3 && replicas.length === 3 * replicasPerMaster;
+  };
+  try {
+    await pollUntil(readRoles, `3 masters and ${3 * replicasPerMaster} replicas (ROLE)`);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   const first = nodes[0] as ClusterNodeServer;
 
   /** This node's own id. */
@@ -179,6 +221,7 @@ export async function startRedisCluster(): Promise<RedisCluster> {
 
   const cluster: RedisCluster = {
     nodes,
+    replicas,
     seeds: nodes.map((n) => n.address),
     client() {
       if (!inspector) {
@@ -191,7 +234,7 @@ export async function startRedisCluster(): Promise<RedisCluster> {
     },
     async ownerOf(slot, node = first) {
       const port = await ownerPort(slot, node);
-      const owner = nodes.find((n) => n.port === port);
+      const owner = all.find((n) => n.port === port);
       if (!owner) throw new Error(`slot ${slot} has no owner among the cluster's nodes`);
       return owner;
     },
@@ -231,9 +274,13 @@ export async function startRedisCluster(): Promise<RedisCluster> {
 
   try {
     await pollUntil(async () => {
-      const infos = await Promise.all(nodes.map((n) => n.client().call('CLUSTER', 'INFO') as Promise<string>));
-      return infos.every((info) => infoField(info, 'cluster_state') === 'ok' && infoField(info, 'cluster_slots_assigned') === '16384' && infoField(info, 'cluster_known_nodes') === '3');
-    }, 'cluster_state:ok on every node');
+      const infos = await Promise.all(all.map((n) => n.client().call('CLUSTER', 'INFO') as Promise<string>));
+      const links = await Promise.all(replicas.map((n) => n.client().info('replication')));
+      return (
+        infos.every((info) => infoField(info, 'cluster_state') === 'ok' && infoField(info, 'cluster_slots_assigned') === '16384' && infoField(info, 'cluster_known_nodes') === String(total)) &&
+        links.every((info) => infoField(info, 'master_link_status') === 'up')
+      );
+    }, 'cluster_state:ok on every node, every replica linked');
   } catch (err) {
     await stop();
     throw err;
@@ -242,10 +289,10 @@ export async function startRedisCluster(): Promise<RedisCluster> {
 }
 
 /** Starts one cluster for the enclosing suite (node:test `before`/`after`) and returns an accessor for it. */
-export function redisClusterForSuite(): () => RedisCluster {
+export function redisClusterForSuite(options: RedisClusterOptions = {}): () => RedisCluster {
   let cluster: RedisCluster | undefined;
   before(async () => {
-    cluster = await startRedisCluster();
+    cluster = await startRedisCluster(options);
   });
   after(() => cluster?.stop());
   return () => {
