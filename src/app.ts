@@ -63,6 +63,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     clock,
     logger,
     ...(deps.random ? { random: deps.random } : {}),
+    maxPerUser: config.session.maxPerUser,
   });
   return {
     config,
@@ -158,6 +159,11 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
           logger,
           readiness,
           metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
+          sessions: {
+            token: config.admin.token,
+            backend: pipeline.service.directory,
+            onRevoked: (n) => metrics.sessions.inc({ action: 'revoked' }, n),
+          },
         })
       : undefined;
 

@@ -8,6 +8,9 @@ import type { Cluster, Worker } from 'node:cluster';
 import { createAdminServer, type AdminServer, type Readiness } from '../admin/server.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { SessionDirectory } from '../session/directory.js';
+import { createStore } from '../store/index.js';
+import type { SessionStore } from '../store/types.js';
 import { ClusterMetrics, type WorkerState } from './cluster-metrics.js';
 import { isToPrimary, type MetricsSnapshot, type ToPrimary, type ToWorker } from './messages.js';
 import { RESTART_RULE, RestartPolicy, type RestartRule } from './restart-policy.js';
@@ -51,6 +54,11 @@ export class Primary {
   private readonly policy: RestartPolicy;
   private readonly metrics: ClusterMetrics;
   private readonly admin: AdminServer | undefined;
+  /**
+   * With admin.token: the sessions API's own store connection (the workers' are theirs), so
+   * that the primary's admin listener can serve it.
+   */
+  private readonly adminStore: SessionStore | undefined;
   private phase: 'new' | 'starting' | 'running' | 'stopping' = 'new';
   private startWaiter: { resolve(a: { host: string; port: number }): void; reject(err: Error): void } | undefined;
   private address: { host: string; port: number } | undefined;
@@ -71,9 +79,20 @@ export class Primary {
     this.policy = new RestartPolicy(deps.count, this.rule);
     this.metrics = new ClusterMetrics(() => this.states());
     this.failed = new Promise((resolve) => (this.giveUp = resolve));
+    const { admin } = this.config;
+    let directory: SessionDirectory | undefined;
+    if (admin.listen !== null && admin.token !== null) {
+      this.adminStore = createStore(this.config.store, { clock: this.clock, logger: this.log });
+      directory = new SessionDirectory({ store: this.adminStore, secrets: this.config.secrets, timeouts: this.config.session, clock: this.clock, logger: this.log });
+    }
     this.admin =
-      this.config.admin.listen !== null
-        ? createAdminServer({ logger: this.log, readiness: () => this.readiness(), metrics: () => this.collectMetrics() })
+      admin.listen !== null
+        ? createAdminServer({
+            logger: this.log,
+            readiness: () => this.readiness(),
+            metrics: () => this.collectMetrics(),
+            sessions: { token: admin.token, backend: directory },
+          })
         : undefined;
   }
 
@@ -85,6 +104,7 @@ export class Primary {
     this.phase = 'starting';
     this.cluster.setupPrimary({ serialization: 'advanced' });
     const listen = this.config.admin.listen;
+    await this.adminStore?.start();
     const admin = this.admin && listen !== null ? await this.admin.start(listen.host, listen.port) : undefined;
     if (this.phase !== 'starting') throw new Error('stopped while starting');
     const listening = new Promise<{ host: string; port: number }>((resolve, reject) => (this.startWaiter = { resolve, reject }));
@@ -145,6 +165,7 @@ export class Primary {
     }
     for (const p of this.pending.values()) p.settle('gone');
     await this.admin?.close();
+    await this.adminStore?.close();
     return code;
   }
 
