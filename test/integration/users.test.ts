@@ -4,7 +4,7 @@
 // header forms, session.maxPerUser, and the API's token checks. On the memory store, on a real
 // redis-server, and through two instances on one Redis.
 import assert from 'node:assert/strict';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { Browser, send, type Reply } from '../helpers/client.js';
@@ -182,6 +182,32 @@ for (const [name, choice] of STORES) {
       assert.ok(loginBodies.get('big')?.equals(body), 'the app got the 1 MB body byte for byte');
       assert.equal(h.logs.events('login.user_body_too_large').length, 1);
       assert.deepEqual(await sessionsOf(h, 'erin'), []);
+    });
+
+    test('a chunked login body: the user is read from its first 64 KiB when it ends there; past it, the rest streams on (no user)', async (t) => {
+      const h = await start(t, choice());
+      const chunked = (marker: string, parts: Buffer[]): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = httpRequest(
+            { host: '127.0.0.1', port: h.port, path: '/login', method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-test-marker': marker }, agent: false },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on('error', reject);
+          for (const p of parts) req.write(p);
+          req.end();
+        });
+      const small = [Buffer.from('username=fay'), Buffer.from('&password=x')];
+      assert.equal(await chunked('chunked-small', small), 200);
+      assert.equal(loginBodies.get('chunked-small')?.toString(), 'username=fay&password=x');
+      assert.equal((await sessionsOf(h, 'fay')).length, 1);
+      const large = [Buffer.from('username=gus&blob='), ...Array.from({ length: 16 }, () => Buffer.alloc(64 * 1024, 'b'))];
+      assert.equal(await chunked('chunked-large', large), 200);
+      assert.ok(loginBodies.get('chunked-large')?.equals(Buffer.concat(large)), 'every byte reached the app, in order');
+      assert.deepEqual(await sessionsOf(h, 'gus'), []);
+      assert.equal(h.logs.events('login.user_body_too_large').length, 1);
     });
 
     test("list, then revoke by user: both of alice's browsers are logged out everywhere, bob is not", async (t) => {
