@@ -57,6 +57,7 @@ function pos(lines: string[], snippet: string): { line: number; col: number } {
 const DEFAULTS: Config = {
   listen: { host: '127.0.0.1', port: 8080 },
   upstream: 'http://127.0.0.1:3000',
+  mode: 'enforce',
   upstreamTimeout: 60_000,
   shutdownTimeout: 10_000,
   trustProxy: false,
