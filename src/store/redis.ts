@@ -16,6 +16,7 @@ import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { lineageOf, untagged } from './lineage.js';
 import { RedisClient } from './redis/client.js';
 import { ReplicatedWrites } from './redis/replicated-writes.js';
+import { RedisFingerprints } from './redis/fingerprints.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
 import * as scripts from './redis/scripts.js';
@@ -59,6 +60,7 @@ export class RedisStore implements SessionStore {
       log: this.log,
       prefix: options.prefix,
     });
+    this.fingerprints = new RedisFingerprints(this.client, options.prefix);
     const replicas = options.replicas ?? 0;
     this.revocations =
       replicas > 0
@@ -160,6 +162,19 @@ export class RedisStore implements SessionStore {
   private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
     if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);
     return this.client.run(op, command);
+  }
+
+  // ---- report-only mode: cookie fingerprints (types.ts FingerprintStore; redis/fingerprints.ts) ----
+
+  private readonly fingerprints: RedisFingerprints;
+
+  async recordFingerprints(fingerprints: readonly string[], at: number, ttlMs: number): Promise<Array<number | null>> {
+    checkTtl(ttlMs, 'ttlMs');
+    return fingerprints.length === 0 ? [] : this.fingerprints.record(fingerprints, at, ttlMs);
+  }
+
+  async findFingerprints(fingerprints: readonly string[]): Promise<Array<number | null>> {
+    return fingerprints.length === 0 ? [] : this.fingerprints.find(fingerprints);
   }
 
   /** What a damaged value loads as, with a warning that names its key only by a prefix. */
