@@ -76,6 +76,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     onCookieCleared: new Set(config.logout.onCookieCleared),
     strippedCookieNames: new Set(),
     proxies: proxyTrust(config.trustProxy),
+    fingerprints: store,
   };
 }
 
