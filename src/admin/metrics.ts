@@ -1,5 +1,5 @@
 // Prometheus metrics, on a registry of our own (no global state).
-import { collectDefaultMetrics, Counter, Histogram, Registry, type IncreaseDataWithExemplar, type LabelValues } from 'prom-client';
+import { collectDefaultMetrics, Counter, Histogram, Registry, type CounterConfiguration, type LabelValues } from 'prom-client';
 import type { StoreStats } from '../store/types.js';
 
 /** Every security event class, counted from zero so that dashboards see them before the first one. */
@@ -68,13 +68,16 @@ export type SecurityMode = 'enforce' | 'report-only';
  * an enforce-mode event (the stages of enforce mode name only the event).
  */
 export class SecurityEvents extends Counter<'event' | 'mode'> {
-  override inc(labels: LabelValues<'event' | 'mode'>, value?: number): void;
-  override inc(value?: number): void;
-  override inc(incData: IncreaseDataWithExemplar<'event' | 'mode'>): void;
-  override inc(arg?: LabelValues<'event' | 'mode'> | IncreaseDataWithExemplar<'event' | 'mode'> | number, value?: number): void {
-    if (typeof arg !== 'object') return super.inc(arg);
-    if ('labels' in arg && typeof arg.labels === 'object') return super.inc(arg as IncreaseDataWithExemplar<'event' | 'mode'>);
-    const labels = arg as LabelValues<'event' | 'mode'>;
-    super.inc(labels.mode === undefined ? { ...labels, mode: 'enforce' } : labels, value);
+  constructor(config: CounterConfiguration<'event' | 'mode'>) {
+    super(config);
+    // prom-client sets `inc` on the instance in its constructor (a prototype method would be
+    // shadowed): wrap that one.
+    const inc = this.inc.bind(this) as (labels: LabelValues<'event' | 'mode'>, value?: number) => void;
+    const withMode = (arg?: LabelValues<'event' | 'mode'> | number, value?: number): void => {
+      if (typeof arg !== 'object') return inc({}, arg);
+      // An exemplar form ({ labels, value, exemplarLabels }) is not used here; labels are the plain form.
+      inc(arg.mode === undefined ? { ...arg, mode: 'enforce' } : arg, value);
+    };
+    this.inc = withMode as Counter<'event' | 'mode'>['inc'];
   }
 }
