@@ -360,6 +360,8 @@ describe('report-only on one Redis', () => {
     assert.equal(failed[0]?.op, 'find');
     assert.equal(failed[0]?.level, 'warn');
     assertNotLogged(h, SID);
+    // Ready all the same: a load balancer must not take the app away because the store went.
+    assert.deepEqual(await h.app.readiness(), { ready: true, reason: 'ready (report-only: store unavailable, replays not reported)' });
   });
 });
 
