@@ -25,6 +25,8 @@ import { forwardHeaders, identify, matchRules } from './request.js';
 
 /** Most cookies of one request that are fingerprinted (a request carrying more is checked on these). */
 export const MAX_FINGERPRINTED_COOKIES = 32;
+/** Longest cookie name logged in full (a client chooses the names: a log line stays bounded). */
+const MAX_LOGGED_NAME = 128;
 /** At most one store-failure warning per this many ms (by the clock), with the count it skipped. */
 const STORE_WARN_INTERVAL_MS = 10_000;
 
@@ -68,7 +70,7 @@ const registered = new WeakMap<Metrics, ReportOnlyMetrics>();
 
 /** The managed cookies of one request that may be fingerprinted. */
 interface Presented {
-  /** Cookie names, one per cookie (a name may repeat: two cookies of one name, other paths). */
+  /** Cookie names as logged (cut at MAX_LOGGED_NAME), one per cookie (a name may repeat: two cookies of one name, other paths). */
   names: string[];
   /** Per cookie, the fingerprint a logout records. */
   recorded: string[];
@@ -145,7 +147,7 @@ function readCookies(ctx: RequestContext, deps: PipelineDeps, state: ReportOnly)
     const candidates = state.fingerprinter.candidates(c.name, c.value);
     // The same cookie twice is one cookie.
     if (presented.recorded.includes(candidates[0] as string)) continue;
-    presented.names.push(c.name);
+    presented.names.push(c.name.length > MAX_LOGGED_NAME ? `${c.name.slice(0, MAX_LOGGED_NAME)}…` : c.name);
     presented.recorded.push(candidates[0] as string);
     presented.candidates.push(candidates);
   }
