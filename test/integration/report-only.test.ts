@@ -328,6 +328,23 @@ describe('report-only on one Redis', () => {
     assertNotLogged(b, SID, REMEMBER, ...keys.map((k) => k.slice(prefix.length + 2)));
   });
 
+  test('a secret rotation keeps the records: recorded under the old first secret, found under the new list', async (t) => {
+    const prefix = `ro${++prefixes}:`;
+    const store = storeOverrides({ kind: 'redis', url: redis().url }, prefix);
+    const NEW_SECRET = 'rotated-secret-0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+    const before = await startCoatcheck(upstream.origin, { ...REPORT_ONLY, ...store });
+    t.after(() => before.close());
+    const after = await startCoatcheck(upstream.origin, { ...REPORT_ONLY, ...store, secrets: [NEW_SECRET, before.config.secrets[0] as string] });
+    t.after(() => after.close());
+    await send(before.port, '/logout', { headers: { cookie: `sid=${SID}` } });
+    await send(after.port, '/echo', { headers: { cookie: `sid=${SID}` } });
+    assert.equal(replays(after).length, 1);
+    // Logging out again under the new secret: the old record is found beside the new one's record.
+    await send(after.port, '/logout', { headers: { cookie: `sid=${SID}` } });
+    assert.equal(replays(after).length, 2);
+    assert.equal((await redis().client().keys(`${prefix}*`)).length, 2);
+  });
+
   test('requests without a managed value of 16 characters or more never reach the store; the others cost one load', async (t) => {
     const h = await instance(t, `ro${++prefixes}:`);
     const before = await loads();
