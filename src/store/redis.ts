@@ -8,6 +8,7 @@
 //   sentinel.ts      following a sentinel-watched master across failovers;
 //   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
 //   redact.ts        what a Redis failure may say (host:port, never a password or a value).
+//   fingerprints.ts  report-only mode's cookie fingerprints (one key each, SET … GET, batched lookups).
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
 // cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
 // the family's members, then runs its script with them declared (scripts.ts).
