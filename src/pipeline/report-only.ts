@@ -157,7 +157,7 @@ function readCookies(ctx: RequestContext, deps: PipelineDeps, state: ReportOnly)
   return undefined;
 }
 
-/** `header` without its segments that name `name`; every other segment byte for byte. */
+/** `header` without its segments that name `name`; the others as sent (trimmed of SP and HTAB), joined with "; ". */
 export function withoutCookie(header: string, name: string): string {
   return header
     .split(';')

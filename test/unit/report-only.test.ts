@@ -27,6 +27,15 @@ describe('config: mode', () => {
     assert.match(printConfig(config), /^mode: report-only$/m);
   });
 
+  it('report-only is a warning (nothing is enforced), located at the key', () => {
+    const { warnings } = loadConfigText([...BASE, 'logout: [{ path: /logout }]', 'mode: report-only'].join('\n'), 't.yaml', {});
+    const w = warnings.find((x) => x.includes('mode:'));
+    assert.ok(w, warnings.join('\n'));
+    assert.match(w, /^t\.yaml:4:7: mode: is report-only: every cookie is forwarded untouched and nothing is enforced/);
+    const quiet = loadConfigText([...BASE, 'logout: [{ path: /logout }]'].join('\n'), 't.yaml', {}).warnings;
+    assert.ok(!quiet.some((x) => x.includes('mode:')));
+  });
+
   for (const [value, col] of [
     ['reportonly', 7],
     ['"Report-Only"', 7],
