@@ -1,9 +1,9 @@
 // Report-only mode end to end (issue 16 §5): coatcheck in front of the demo "legacy" app
 // (examples/demo-app.mjs; the issue names "the seed's Flask app", which this repository does not
 // have: the demo app is its legacy app with a signed client-side session cookie) and a dummy app,
-// on the memory store, one Redis, two instances on one Redis, a Redis that goes away, and a
-// Redis Cluster. Every cookie crosses untouched both ways; a cookie presented at a logout and
-// presented again is reported once per request and never refused.
+// on the memory store, one Redis, two instances on one Redis, a Redis that goes away, a
+// sentinel-watched master and a Redis Cluster. Every cookie crosses untouched both ways; a
+// cookie presented at a logout and presented again is reported once per request, never refused.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -15,6 +15,7 @@ import { DEFAULT_RULES, REPO_ROOT, startCoatcheck, storeOverrides, type Harness 
 import type { LogLine } from '../helpers/logs.js';
 import { redisClusterForSuite } from '../helpers/redis-cluster.js';
 import { redisForSuite, startRedis } from '../helpers/redis-server.js';
+import { startSentinelDeployment, type SentinelDeployment } from '../helpers/redis-sentinel.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { keySlot } from '../../src/store/redis/slots.js';
@@ -404,5 +405,29 @@ describe('report-only on a Redis Cluster', () => {
     assert.equal(replays(h).length, 1);
     assert.deepEqual(replays(h)[0]?.cookies, ['sid', 'remember', 'third']);
     assert.equal(h.logs.events('report_only.store_failed').length, 0);
+  });
+});
+
+describe('report-only on a sentinel-watched master', () => {
+  let d: SentinelDeployment;
+  before(async () => {
+    d = await startSentinelDeployment();
+  });
+  after(() => d?.stop());
+
+  test('recorded on the master (and replicated), reported at the replay', async (t) => {
+    const h = await startCoatcheck(upstream.origin, {
+      ...REPORT_ONLY,
+      store: { kind: 'redis', sentinel: { name: d.name, nodes: d.sentinelNodes() }, prefix: 'ros:', timeout: '2s', connectTimeout: '5s' },
+    });
+    t.after(() => h.close());
+    await send(h.port, '/logout', { headers: { cookie: `sid=${SID}` } });
+    const r = await send(h.port, '/echo', { headers: { cookie: `sid=${SID}` } });
+    assert.equal(r.status, 200);
+    assert.equal(replays(h).length, 1);
+    await d.waitReplicated(d.master.port, 20_000);
+    const keys = (await d.command(d.replica.port, ['KEYS', 'ros:*'])) as string[];
+    assert.equal(keys.length, 1);
+    assert.match(keys[0] as string, /^ros:p:[A-Za-z0-9_-]{22}$/);
   });
 });
