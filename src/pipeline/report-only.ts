@@ -323,16 +323,19 @@ function responseHeaders(ctx: RequestContext, deps: PipelineDeps, state: ReportO
 /** Does this Set-Cookie delete its cookie (Max-Age of 0 or less, or an Expires in the past)? */
 export function clears(setCookie: string, now: number): boolean {
   let expires: number | undefined;
+  let maxAge: number | undefined;
   for (const attr of setCookie.split(';').slice(1)) {
     const eq = attr.indexOf('=');
     const key = trimWsp(eq === -1 ? attr : attr.slice(0, eq)).toLowerCase();
     const v = eq === -1 ? '' : trimWsp(attr.slice(eq + 1));
-    // Max-Age wins over Expires (RFC 6265 §5.3 step 3); a malformed one is ignored.
-    if (key === 'max-age' && /^-?\d+$/.test(v)) return Number(v) <= 0;
-    if (key === 'expires') {
+    // The last valid one of each counts; a malformed one is ignored (RFC 6265 §5.2).
+    if (key === 'max-age' && /^-?\d+$/.test(v)) maxAge = Number(v);
+    else if (key === 'expires') {
       const t = Date.parse(v);
       if (!Number.isNaN(t)) expires = t;
     }
   }
+  // Max-Age wins over Expires (RFC 6265 §5.3 step 3).
+  if (maxAge !== undefined) return maxAge <= 0;
   return expires !== undefined && expires <= now;
 }

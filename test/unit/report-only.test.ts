@@ -117,6 +117,7 @@ describe('report-only helpers', () => {
     assert.equal(clears('sid=x; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT', now), false);
     assert.equal(clears('sid=x; Path=/', now), false);
     assert.equal(clears('sid=x; Max-Age=soon', now), false);
+    assert.equal(clears('sid=x; Max-Age=0; Max-Age=60', now), false, 'the last Max-Age counts');
   });
 });
 
