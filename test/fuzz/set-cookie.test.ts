@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { CookieJar } from 'tough-cookie';
+import { CookieJar, type Cookie } from 'tough-cookie';
 import { cookieHeaderFor, cookieTargetOf, RequestJar, type JarChange, type SameSiteContext } from '../../src/cookies/jar.js';
 import { buildJar } from '../../src/session/jar-builder.js';
 import { pino } from 'pino';
@@ -83,9 +83,9 @@ const hostileSetCookie = fc.oneof(
 const sameSite = fc.constantFrom<SameSiteContext>(undefined, 'strict', 'lax', 'none');
 
 /** Applies Set-Cookies in order as the response stages do: the changes kept in a field → cookie map. */
-function applyAll(setCookies: readonly string[], url: string, ctx: SameSiteContext, now = NOW): { jar: Map<string, ReturnType<typeof cookieOf>>; changes: JarChange[] } {
+function applyAll(setCookies: readonly string[], url: string, ctx: SameSiteContext, now = NOW): { jar: Map<string, Cookie>; changes: JarChange[] } {
   const jar = new RequestJar();
-  const map = new Map<string, ReturnType<typeof cookieOf>>();
+  const map = new Map<string, Cookie>();
   const changes: JarChange[] = [];
   for (const sc of setCookies) {
     const change = jar.apply(sc, url, now, ctx);
@@ -94,9 +94,6 @@ function applyAll(setCookies: readonly string[], url: string, ctx: SameSiteConte
     else if (change.kind === 'delete') map.delete(change.field);
   }
   return { jar: map, changes };
-}
-function cookieOf(change: Extract<JarChange, { kind: 'set' }>) {
-  return change.cookie;
 }
 
 /** The pairs of a Cookie header, sorted (the order of equal-length paths may differ by creation ties). */
