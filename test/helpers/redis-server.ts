@@ -47,8 +47,10 @@ export function freePort(): Promise<number> {
 export type Launch = { ok: true; proc: ChildProcess } | { ok: false; addressInUse: boolean; output: string };
 
 /** Spawns redis-server and waits for its ready line, its exit, or the deadline. */
-function launch(port: number, dir: string): Promise<Launch> {
-  return launchRedisServer(['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no']);
+function launch(port: number, dir: string, aof = false): Promise<Launch> {
+  // With AOF every write is fsynced before Redis answers it: a kill -9 loses nothing acknowledged.
+  const persistence = aof ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+  return launchRedisServer(['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir, '--daemonize', 'no']);
 }
 
 /** Spawns `redis-server ARGS` and waits for its ready line, its exit, or the deadline. */
@@ -124,14 +126,20 @@ export async function waitProcState(pid: number, want: (state: string) => boolea
   }
 }
 
-export async function startRedis(): Promise<RedisServer> {
+export interface RedisOptions {
+  /** appendonly yes, appendfsync always: a restart after kill() keeps every acknowledged write. */
+  aof?: boolean;
+}
+
+export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
+  const aof = options.aof ?? false;
   const dir = await mkdtemp(join(tmpdir(), 'coatcheck-redis-'));
   let proc: ChildProcess | undefined;
   let port = 0;
   let lastOutput = '';
   for (let attempt = 0; attempt < MAX_PORT_ATTEMPTS && !proc; attempt++) {
     port = await freePort();
-    const r = await launch(port, dir);
+    const r = await launch(port, dir, aof);
     if (r.ok) proc = r.proc;
     else {
       lastOutput = r.output;
@@ -179,7 +187,7 @@ export async function startRedis(): Promise<RedisServer> {
       await killNow();
       const deadline = Date.now() + START_TIMEOUT_MS;
       for (;;) {
-        const r = await launch(port, dir);
+        const r = await launch(port, dir, aof);
         if (r.ok) {
           proc = r.proc;
           return;
