@@ -80,6 +80,7 @@ const DEFAULTS: Config = {
   log: { level: 'info', access: true },
   limits: { maxHeaderSize: 16_384, maxCookiesPerSession: 50, maxJarBytes: 32_768 },
   admin: { listen: null },
+  tls: null,
 };
 
 describe('example configurations in config/', () => {
