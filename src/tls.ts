@@ -15,7 +15,7 @@ export async function readTlsFiles(tls: TlsConfig): Promise<SecureContextOptions
       return await readFile(tls[key]);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new Error(`tls.${key}: cannot read ${JSON.stringify(tls[key])}${code ? ` (${code})` : ''}`);
+      throw new Error(`tls.${key}: cannot read ${JSON.stringify(tls[key])}${code ? ` (${code})` : ''}`, { cause: err });
     }
   };
   const [cert, key] = await Promise.all([read('cert'), read('key')]);

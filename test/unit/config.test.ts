@@ -1566,7 +1566,7 @@ describe('unknown keys', () => {
   }
 
   const levels: [Path, string[]][] = [
-    [[], ['listen', 'upstream', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin']],
+    [[], ['listen', 'upstream', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin', 'tls']],
     [['store'], ['kind', 'url', 'sentinel', 'cluster', 'username', 'password', 'db', 'replicas', 'replicaTimeout', 'prefix', 'timeout', 'connectTimeout', 'maxSessions']],
     [['store', 'sentinel'], ['name', 'nodes', 'password', 'tls']],
     [['store', 'cluster'], ['nodes']],
