@@ -6,6 +6,7 @@
 // a session or the store.
 import type { Cluster, Worker } from 'node:cluster';
 import { createAdminServer, type AdminServer, type Readiness } from '../admin/server.js';
+import { planReload } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { ClusterMetrics, type WorkerState } from './cluster-metrics.js';
@@ -42,7 +43,8 @@ type Answer = Extract<ToPrimary, { cc: 'answer' }>;
 type Asked = Answer | 'gone' | 'timeout';
 
 export class Primary {
-  private readonly config: Readonly<Config>;
+  /** Replaced on reload: a worker started later gets the configuration the others run. */
+  private config: Readonly<Config>;
   private readonly cluster: Cluster;
   private readonly log: Logger;
   private readonly clock: () => number;
@@ -92,6 +94,22 @@ export class Primary {
     const addr = await listening;
     this.phase = 'running';
     return admin ? { ...addr, admin } : addr;
+  }
+
+  /**
+   * SIGHUP: runs `next` (fixed keys kept, named in a warning) from now on, and sends it to every
+   * worker; each applies it itself and logs `config.reloaded`.
+   */
+  reload(next: Readonly<Config>): void {
+    const plan = planReload(this.config, next);
+    this.config = plan.config;
+    this.log.level = plan.config.log.level;
+    if (plan.kept.length > 0) {
+      this.log.warn({ event: 'config.reload_kept', keys: plan.kept }, `these keys cannot change without a restart and keep their running value: ${plan.kept.join(', ')}`);
+    }
+    const workers = this.slots.flatMap((s) => (s.worker ? [s.worker] : []));
+    this.log.info({ event: 'config.reloaded', changed: plan.changed, kept: plan.kept, workers: workers.length }, 'configuration read again; sent to every worker');
+    for (const worker of workers) this.send(worker, { cc: 'reload', config: plan.config });
   }
 
   /**
