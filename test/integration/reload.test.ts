@@ -7,12 +7,14 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cookieValue, send, type Reply } from '../helpers/client.js';
-import { REPO_ROOT, runCli, type CliProcess } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCli, startCoatcheck, testConfig, type CliProcess } from '../helpers/coatcheck.js';
 import type { LogLine } from '../helpers/logs.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
@@ -198,6 +200,39 @@ describe('reload (SIGHUP)', () => {
     await send(port, '/echo', { headers: { cookie: 'stray=1' } });
     const line = await within(cli.stdout.waitFor((l) => l.event === 'cookie.client_stripped'), 'no debug line after the level changed');
     assert.equal(line.level, 'debug');
+  });
+
+  test('in process: a new upstream takes the next request; a request in flight to the old one finishes there, then its pool closes', async (t) => {
+    const other = await startUpstream();
+    t.after(() => other.close());
+    const cc = await startCoatcheck(up.origin);
+    t.after(() => cc.close());
+    let hold!: (res: ServerResponse) => void;
+    const held = new Promise<ServerResponse>((resolve) => (hold = resolve));
+    up.route('/slow', (_req, res) => hold(res));
+    // The old pool's connection to the old app: it closes when the pool does.
+    const connected = once(up.server, 'connection') as Promise<[Socket]>;
+    const inFlight = send(cc.port, '/slow');
+    const [oldConnection] = await within(connected, 'no connection to the old upstream');
+    const oldClosed = once(oldConnection, 'close');
+    const heldRes = await within(held, 'the request never reached the old upstream');
+
+    const { changed } = await cc.app.reload(testConfig(other.origin));
+    assert.deepEqual(changed, ['upstream']);
+    const seen = other.nextRequest('/echo');
+    assert.equal((await send(cc.port, '/echo')).status, 200);
+    assert.equal((await seen).url, '/echo', 'the new upstream got it');
+
+    heldRes.end('from the old upstream');
+    const answered = performance.now();
+    const r = await inFlight;
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'from the old upstream');
+    // The old pool was closed once its last request finished: its connection to the old app goes
+    // at once. Left idle, it would go only after undici's keep-alive timeout (4 s): the bound
+    // below tells the two apart with seconds to spare.
+    await within(oldClosed, 'the old upstream pool kept its connection');
+    assert.ok(performance.now() - answered < 2_500, 'closed by the reload, not by the idle timeout');
   });
 
   describe('with two workers', () => {
