@@ -12,6 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
+import { loadConfigText } from '../../src/config/load.js';
+import { UsageError } from '../../src/errors.js';
+import { starterConfig, writeStarterConfig } from '../../src/init.js';
 import { REPO_ROOT, runCli } from '../helpers/coatcheck.js';
 
 const DEADLINE_MS = 30_000;
@@ -58,12 +61,15 @@ describe('coatcheck init', () => {
   const secretOf = (text: string) => /^ {2}- "([A-Za-z0-9_-]+)"$/m.exec(text)?.[1];
 
   test('writes a commented configuration with a fresh secret (mode 0600, never printed) that passes check-config', async () => {
-    const out = join(dir, 'a.yaml');
-    const r = await cli(['init', '--upstream', 'http://127.0.0.1:3000', '--out', out]);
-    assert.equal(r.code, 0, r.stderr);
+    const [out, other] = [join(dir, 'a.yaml'), join(dir, 'b.yaml')];
+    // Two runs (together: each is a node start-up), two secrets.
+    const [r, r2] = await Promise.all([out, other].map((f) => cli(['init', '--upstream', 'http://127.0.0.1:3000', '--out', f])));
+    assert.equal(r?.code, 0, r?.stderr);
+    assert.equal(r2?.code, 0, r2?.stderr);
     const text = readFileSync(out, 'utf8');
     const secret = secretOf(text);
     assert.ok(secret && secret.length >= 64, 'a secret of 48 random bytes');
+    assert.notEqual(secretOf(readFileSync(other, 'utf8')), secret);
     assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), 'the secret is not printed');
     assert.match(r.stderr, new RegExp(`wrote ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
     assert.equal(statSync(out).mode & 0o777, 0o600);
@@ -75,19 +81,13 @@ describe('coatcheck init', () => {
     assert.equal(config.store.kind, 'memory');
     assert.equal(config.admin.listen, '127.0.0.1:9090');
     assert.ok(!check.stdout.includes(secret), 'check-config redacts it');
-
-    // Another run, another secret.
-    const other = join(dir, 'b.yaml');
-    assert.equal((await cli(['init', '--upstream', 'http://127.0.0.1:3000', '--out', other])).code, 0);
-    assert.notEqual(secretOf(readFileSync(other, 'utf8')), secret);
   });
 
-  test('--redis gives a Redis store', async () => {
-    const out = join(dir, 'redis.yaml');
-    assert.equal((await cli(['init', '--upstream', 'http://app:3000', '--redis', 'redis://redis:6379/0', '--out', out])).code, 0);
-    const check = await cli(['check-config', '--config', out]);
-    assert.equal(check.code, 0, check.stderr);
-    assert.deepEqual((parseYaml(check.stdout) as { store: { kind: string; url: string } }).store.url, 'redis://redis:6379/0');
+  test('--redis gives a Redis store (the same loader as check-config)', () => {
+    const text = starterConfig({ upstream: 'http://app:3000', redis: 'redis://redis:6379/0' }, 'x'.repeat(64));
+    const { config } = loadConfigText(text, 'starter.yaml', {});
+    assert.equal(config.store.kind, 'redis');
+    assert.equal(config.store.url, 'redis://redis:6379/0');
   });
 
   test('refuses to overwrite a file: exit 2, the file unchanged', async () => {
@@ -101,21 +101,26 @@ describe('coatcheck init', () => {
 
   test('bad input: exit 2 with a message naming the flag, nothing written', async () => {
     const out = join(dir, 'bad.yaml');
-    const cases: Array<[string[], RegExp]> = [
-      [['init', '--out', out], /init needs --upstream URL/],
-      [['init', '--upstream', 'ftp://x', '--out', out], /--upstream: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/x"/],
-      [['init', '--upstream', 'http://127.0.0.1:3000', '--redis', 'http://x', '--out', out], /--redis: expected a redis:\/\/ or rediss:\/\/ URL/],
-      [['init', '--upstream', 'http://127.0.0.1:3000', '--config', out], /use --out FILE, not --config/],
-      [['--upstream', 'http://127.0.0.1:3000', '--config', out], /--upstream is an option of init only/],
-      [['init', '--upstream', 'http://127.0.0.1:3000', '--out', join(dir, 'no-such-dir', 'x.yaml')], /cannot write .*\(ENOENT\)/],
+    const cases: Array<[string[], RegExp[]]> = [
+      [['init', '--out', out], [/init needs --upstream URL/]],
+      [
+        ['init', '--upstream', 'ftp://x', '--redis', 'http://x', '--out', out],
+        [/--upstream: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/x"/, /--redis: expected a redis:\/\/ or rediss:\/\/ URL/],
+      ],
+      [['init', '--upstream', 'http://127.0.0.1:3000', '--config', out], [/use --out FILE, not --config/]],
+      [['--upstream', 'http://127.0.0.1:3000', '--config', out], [/--upstream is an option of init only/]],
     ];
     // Independent processes: run together (each is a node start-up).
     const results = await Promise.all(cases.map(([args]) => cli(args)));
-    cases.forEach(([args, message], i) => {
+    cases.forEach(([args, messages], i) => {
       assert.equal(results[i]?.code, 2, args.join(' '));
-      assert.match(results[i]?.stderr ?? '', message);
+      for (const m of messages) assert.match(results[i]?.stderr ?? '', m);
     });
     assert.equal(existsSync(out), false);
+    await assert.rejects(
+      writeStarterConfig({ upstream: 'http://127.0.0.1:3000', out: join(dir, 'no-such-dir', 'x.yaml') }),
+      (e: unknown) => e instanceof UsageError && /cannot write .*\(ENOENT\)/.test(e.message),
+    );
   });
 });
 
