@@ -76,6 +76,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     clock,
     logger,
     ...(deps.random ? { random: deps.random } : {}),
+    maxPerUser: config.session.maxPerUser,
   });
   return {
     config,
@@ -209,6 +210,17 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
           logger,
           readiness,
           metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
+          sessions: {
+            token: config.admin.token,
+            // The directory of the configuration running now (its keys come from the secrets, which a reload may change).
+            backend: {
+              list: (user) => current.pipeline.service.directory.list(user),
+              revokeUser: (user) => current.pipeline.service.directory.revokeUser(user),
+              revokeLogId: (logId) => current.pipeline.service.directory.revokeLogId(logId),
+              revokeAll: () => current.pipeline.service.directory.revokeAll(),
+            },
+            onRevoked: (n) => metrics.sessions.inc({ action: 'revoked' }, n),
+          },
         })
       : undefined;
 

@@ -4,7 +4,7 @@ import type { StoreStats } from '../store/types.js';
 
 /** Every security event class, counted from zero so that dashboards see them before the first one. */
 const SECURITY_EVENTS = ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke', 'ticket_conflict'] as const;
-const SESSION_ACTIONS = ['created', 'rotated', 'renewed', 'revoked'] as const;
+const SESSION_ACTIONS = ['created', 'rotated', 'renewed', 'revoked', 'evicted'] as const;
 
 export class Metrics {
   readonly registry = new Registry();

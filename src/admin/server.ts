@@ -1,10 +1,12 @@
-// The admin listener: liveness, readiness and Prometheus metrics. Kept off the proxied port so
+// The admin listener: liveness, readiness, Prometheus metrics and the sessions API
+// (sessions-api.ts). Kept off the proxied port so
 // the app can never shadow it and the public can never reach it by accident. What "ready" and
 // "the metrics" are comes from the process that serves it: a single process asks its own store
 // and registry (app.ts), the primary of several workers asks its workers (workers/primary.ts).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
+import { handleSessions, isSessionsPath, type SessionsBackend } from './sessions-api.js';
 
 /** Whether this process can serve requests now, and a one-line reason for the answer's body. */
 export interface Readiness {
@@ -18,6 +20,8 @@ export interface AdminSources {
   readiness(): Promise<Readiness>;
   /** /metrics: the Prometheus text exposition and its content type. */
   metrics(): Promise<{ text: string; contentType: string }>;
+  /** The sessions API: admin.token (null: off) and what it acts through. */
+  sessions?: { token: string | null; backend: SessionsBackend | undefined; onRevoked?: (count: number) => void };
 }
 
 export interface AdminServer {
@@ -33,6 +37,10 @@ export function createAdminServer(deps: AdminSources): AdminServer {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    if (isSessionsPath(path ?? '')) {
+      handleSessions(req, res, path as string, { token: null, backend: undefined, ...deps.sessions, logger: deps.logger });
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
     if (path === '/healthz') return reply(200, 'ok\n');
     if (path === '/readyz') {

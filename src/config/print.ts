@@ -52,6 +52,7 @@ export function printConfig(config: Config): string {
       renewGrace: formatDuration(config.session.renewGrace),
       bind: [...config.session.bind],
       bindMismatch: config.session.bindMismatch,
+      maxPerUser: config.session.maxPerUser,
     },
     logout: {
       rules: config.logout.rules.map(printRule),
@@ -62,7 +63,7 @@ export function printConfig(config: Config): string {
     invalidSession: { ...config.invalidSession },
     log: { ...config.log },
     limits: { ...config.limits },
-    admin: { listen: config.admin.listen === null ? null : formatListen(config.admin.listen) },
+    admin: { listen: config.admin.listen === null ? null : formatListen(config.admin.listen), token: config.admin.token === null ? null : REDACTED },
     tls:
       config.tls === null
         ? null
@@ -79,12 +80,17 @@ export function printConfig(config: Config): string {
   return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
 }
 
-/** `{path|prefix, methods, caseSensitive}`; a rule without methods matches every method; caseSensitive only when true. */
+/**
+ * `{path|prefix, methods, caseSensitive, user, scope}`; a rule without methods matches every
+ * method; caseSensitive only when true, user when given, scope when not "session".
+ */
 function printRule(rule: Rule): Record<string, unknown> {
   return {
     [rule.kind === 'exact' ? 'path' : 'prefix']: rule.path,
     ...(rule.methods !== null ? { methods: [...rule.methods] } : {}),
     ...(rule.caseSensitive ? { caseSensitive: true } : {}),
+    ...('user' in rule && rule.user !== undefined ? { user: { ...rule.user } } : {}),
+    ...('scope' in rule && rule.scope !== undefined ? { scope: rule.scope } : {}),
   };
 }
 

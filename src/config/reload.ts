@@ -5,16 +5,18 @@
 import type { Config } from './schema.js';
 
 /**
- * Keys bound to something made once at start: the listening sockets (listen, admin.listen,
- * whether TLS is on and its redirect listener, the header size limit of the HTTP parser), the
- * store connection (store.*) and the worker processes. A new value is named in a warning and the
- * running one kept.
+ * Keys bound to something made once at start: the listening sockets (listen, admin.listen and
+ * the sessions API's token, whether TLS is on and its redirect listener, the header size limit
+ * of the HTTP parser), the store connection (store.*) and the worker processes. A new value is
+ * named in a warning and the running one kept.
  */
 const FIXED: ReadonlyArray<{ key: string; of: (c: Config) => unknown }> = [
   { key: 'listen', of: (c) => c.listen },
   { key: 'store', of: (c) => c.store },
   { key: 'workers', of: (c) => c.workers },
   { key: 'admin.listen', of: (c) => c.admin.listen },
+  // Whether the sessions API is on, and its token, are fixed with the admin listener.
+  { key: 'admin.token', of: (c) => c.admin.token },
   { key: 'limits.maxHeaderSize', of: (c) => c.limits.maxHeaderSize },
   { key: 'tls (on or off)', of: (c) => c.tls === null },
   { key: 'tls.redirectFrom', of: (c) => c.tls?.redirectFrom ?? null },
@@ -38,7 +40,7 @@ export function planReload(running: Readonly<Config>, next: Readonly<Config>): R
     listen: running.listen,
     store: running.store,
     workers: running.workers,
-    admin: { ...next.admin, listen: running.admin.listen },
+    admin: { ...next.admin, listen: running.admin.listen, token: running.admin.token },
     limits: { ...next.limits, maxHeaderSize: running.limits.maxHeaderSize },
     tls: running.tls === null || next.tls === null ? running.tls : { ...next.tls, redirectFrom: running.tls.redirectFrom },
   };

@@ -107,31 +107,72 @@ const cookieName = z.string().refine(isCookieName, { message: 'expected a cookie
 const cookiePattern = z.string().refine(isCookieNamePattern, { message: 'expected a cookie name or a pattern such as "_ga*"' });
 
 const METHOD_RE = /^[A-Z]+$/;
-const rule = z
+/** A dotted path of JSON keys (`email`, `user.email`): names of letters, digits, `_`, `-`, `$`. */
+const JSON_FIELD_RE = /^[A-Za-z0-9_$-]+(?:\.[A-Za-z0-9_$-]+)*$/;
+
+/** Where a login rule reads the user id from, in the login request's body (section "Users" of the README). */
+const userSource = z
   .strictObject({
-    path: z.string().startsWith('/', { message: 'must start with "/"' }).optional(),
-    prefix: z.string().startsWith('/', { message: 'must start with "/"' }).optional(),
-    methods: z
-      .array(z.string().transform((m) => m.toUpperCase()).pipe(z.string().regex(METHOD_RE, { message: 'expected an HTTP method' })))
-      .min(1)
-      .optional(),
-    /** Rules match case-insensitively unless this is true (README: "How rules match"). */
-    caseSensitive: z.boolean().optional(),
+    formField: z.string().min(1).max(256).optional(),
+    jsonField: z.string().max(256).regex(JSON_FIELD_RE, { message: 'expected a key or a dotted path of keys, such as email or user.email' }).optional(),
   })
-  .superRefine((r: unknown, ctx) => {
-    if (!isRecord(r)) return;
-    if ((r.path === undefined) === (r.prefix === undefined)) {
-      ctx.addIssue({ code: 'custom', message: 'a rule needs exactly one of "path" or "prefix"' });
+  .superRefine((u: unknown, ctx) => {
+    if (isRecord(u) && (u.formField === undefined) === (u.jsonField === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of formField (a urlencoded or multipart form field) or jsonField (a key of a JSON body)' });
     }
   }, always)
-  .transform((r) => ({
+  .transform((u): UserSource => (u.formField !== undefined ? { formField: u.formField } : { jsonField: u.jsonField as string }));
+
+export type UserSource = { formField: string } | { jsonField: string };
+
+/** What every login and logout rule has. */
+const ruleShape = {
+  path: z.string().startsWith('/', { message: 'must start with "/"' }).optional(),
+  prefix: z.string().startsWith('/', { message: 'must start with "/"' }).optional(),
+  methods: z
+    .array(z.string().transform((m) => m.toUpperCase()).pipe(z.string().regex(METHOD_RE, { message: 'expected an HTTP method' })))
+    .min(1)
+    .optional(),
+  /** Rules match case-insensitively unless this is true (README: "How rules match"). */
+  caseSensitive: z.boolean().optional(),
+};
+
+interface RuleFields {
+  path?: string;
+  prefix?: string;
+  methods?: string[];
+  caseSensitive?: boolean;
+}
+
+function checkRule(r: unknown, ctx: z.RefinementCtx): void {
+  if (!isRecord(r)) return;
+  if ((r.path === undefined) === (r.prefix === undefined)) {
+    ctx.addIssue({ code: 'custom', message: 'a rule needs exactly one of "path" or "prefix"' });
+  }
+}
+
+function ruleOf(r: RuleFields) {
+  return {
     kind: r.path !== undefined ? ('exact' as const) : ('prefix' as const),
     path: (r.path ?? r.prefix) as string,
     methods: r.methods ?? null,
     caseSensitive: r.caseSensitive ?? false,
-  }));
+  };
+}
 
-export type Rule = z.output<typeof rule>;
+/** A logout rule; `scope` (default session) says whose sessions it ends. */
+const rule = z
+  .strictObject({ ...ruleShape, scope: z.enum(['session', 'user', 'others']).optional() })
+  .superRefine(checkRule, always)
+  .transform((r) => ({ ...ruleOf(r), ...(r.scope !== undefined && r.scope !== 'session' ? { scope: r.scope } : {}) }));
+
+/** A login rule; `user` says where the login request names its user. */
+const loginRule = z
+  .strictObject({ ...ruleShape, user: userSource.optional() })
+  .superRefine(checkRule, always)
+  .transform((r) => ({ ...ruleOf(r), ...(r.user !== undefined ? { user: r.user } : {}) }));
+
+export type Rule = z.output<typeof rule> | z.output<typeof loginRule>;
 
 const logoutRules = z.array(rule);
 const logoutMapping = z.strictObject({
@@ -299,6 +340,8 @@ const sessionSchema = z
     renewGrace: duration().default(30_000),
     bind: z.array(z.enum(['userAgent', 'ipPrefix'])).default([]),
     bindMismatch: z.enum(['log', 'reject', 'revoke']).default('reject'),
+    /** Live sessions per user; a login past it revokes the least recently used (null: no limit). */
+    maxPerUser: z.number().int().min(1).nullable().default(null),
   })
   .superRefine((s: unknown, ctx) => {
     if (!isRecord(s)) return;
@@ -352,6 +395,14 @@ const logSchema = z.strictObject({
 
 const adminSchema = z.strictObject({
   listen: listen.nullable().default(null),
+  // A message about the token names its length, never its value.
+  token: z
+    .string()
+    .superRefine((v, ctx) => {
+      if (v.length < 32) ctx.addIssue({ code: 'custom', message: `the admin token needs at least 32 characters, got ${v.length}` });
+    })
+    .nullable()
+    .default(null),
 });
 
 const limitsSchema = z.strictObject({
@@ -392,7 +443,7 @@ export const configSchema = z
     cookie: cookieSchema.prefault({}),
     session: sessionSchema.prefault({}),
     logout,
-    login: z.array(rule).default([]),
+    login: z.array(loginRule).default([]),
     invalidSession: invalidSessionSchema.prefault({}),
     log: logSchema.prefault({}),
     limits: limitsSchema.prefault({}),
@@ -400,6 +451,9 @@ export const configSchema = z
     tls: tlsSchema.nullable().default(null),
   })
   .superRefine((c: unknown, ctx) => {
+    if (isRecord(c) && isRecord(c.admin) && typeof c.admin.token === 'string' && (c.admin.listen === undefined || c.admin.listen === null)) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: 'needs admin.listen: the sessions API is served on the admin listener' });
+    }
     if (isRecord(c) && isRecord(c.store) && c.store.kind === 'memory' && c.workers !== undefined && c.workers !== 1) {
       ctx.addIssue({
         code: 'custom',

@@ -75,6 +75,15 @@ export class RequestContext {
   appRotate = false;
   /** The app named the session's user (Coatcheck-User). */
   appUser: string | undefined = undefined;
+  /** The user the login request named in its body (a login rule's `user`). */
+  loginUser: string | undefined = undefined;
+  /**
+   * Revoke the user's other sessions once the app answered below 400 (a logout rule of scope
+   * `others`, or Coatcheck-Session: revoke-others), and who asked.
+   */
+  revokeOthers: 'rule' | 'app' | undefined = undefined;
+  /** Revoke every session of the user (Coatcheck-Session: revoke-user), with this one. */
+  appRevokeUser = false;
   sameSite: SameSiteContext = undefined;
   /** Every cookie the client sent. */
   clientCookies: readonly CookiePair[] = NO_COOKIES;

@@ -6,9 +6,11 @@ import { CoatcheckError, StoreUnavailableError } from '../errors.js';
 import type { LiveSession, Resolution } from '../session/service.js';
 import { fail, reject, type Outcome, type PipelineDeps, type RejectKind, type RequestContext, type Stage, type StageResult } from './context.js';
 import { clientAddress, connectionListed, firstHeader, HOP_BY_HOP } from './headers.js';
-import { FormBody, mayCarryMethodField, methodFieldsOf, readBodyStart } from './form-method.js';
-import { matchRuleList, normalizePath, requestMethods, rulePath, type RuleMatch } from './rules.js';
-import { bindingOf, logout, mayClearTicket, revokeSession } from './session-actions.js';
+import { FormBody, mayCarryMethodField, methodFieldsOf, readBodyStart, type BodyStart } from './form-method.js';
+import { LOGIN_BODY_LIMIT, mayReadLoginBody, userFromBody } from './login-user.js';
+import { findRule, matchRuleList, normalizePath, requestMethods, rulePath, type RuleMatch } from './rules.js';
+import { bindingOf, logout, logoutUser, mayClearTicket, revokeSession } from './session-actions.js';
+import type { UserSource } from '../config/schema.js';
 
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
@@ -253,7 +255,7 @@ async function bindingMismatch(ctx: RequestContext, deps: PipelineDeps, session:
 export const matchRules: Stage = (ctx, deps) => {
   const { login } = deps.config;
   const logoutRules = deps.config.logout.rules;
-  if (login.length === 0 && logoutRules.length === 0) return ruleMatched(ctx, deps, false, false);
+  if (login.length === 0 && logoutRules.length === 0) return ruleMatched(ctx, deps, ctx.method, ctx.pathname, false, false, undefined);
   const path = rulePath(ctx.target, ctx.pathname);
   let methods = requestMethods(ctx.method, ctx.req.headers);
   let isLogin = matchRuleList(login, methods, path);
@@ -270,17 +272,73 @@ export const matchRules: Stage = (ctx, deps) => {
       return matchWithMethodField(ctx, deps, path, fromQuery, isLogin, isLogout);
     }
   }
-  return ruleMatched(ctx, deps, isLogin === 'match', isLogout === 'match');
+  return ruleMatched(ctx, deps, methods, path, isLogin === 'match', isLogout === 'match', undefined);
 };
 
 /**
- * What the rules decided: a login is noted, a logout revokes every session the request carried;
- * then an answer severalTickets deferred (a replay, a conflict) is given.
+ * What the rules decided: a login is noted (and, with a rule's `user`, its body read for the
+ * user id), a logout revokes every session the request carried (scope `user`: every session of
+ * its user too; scope `others`: nothing now, the user's other sessions once the app said yes);
+ * then an answer severalTickets deferred (a replay, a conflict) is given. The first rule that
+ * takes the request decides its options.
  */
-function ruleMatched(ctx: RequestContext, deps: PipelineDeps, isLogin: boolean, isLogout: boolean): ReturnType<Stage> {
+function ruleMatched(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  methods: string | readonly string[],
+  path: string,
+  isLogin: boolean,
+  isLogout: boolean,
+  body: BodyStart | undefined,
+): ReturnType<Stage> {
   ctx.isLogin = isLogin;
-  const revoking = isLogout ? logout(ctx, deps, 'rule') : undefined;
+  const source = isLogin ? findRule(deps.config.login, methods, path)?.user : undefined;
+  if (source !== undefined && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+    return readLoginUser(ctx, deps, source, body).then(() => (ctx.aborted ? undefined : logoutRules(ctx, deps, methods, path, isLogout)));
+  }
+  return logoutRules(ctx, deps, methods, path, isLogout);
+}
+
+function logoutRules(ctx: RequestContext, deps: PipelineDeps, methods: string | readonly string[], path: string, isLogout: boolean): ReturnType<Stage> {
+  let revoking: Promise<undefined> | undefined;
+  if (isLogout) {
+    const matched = findRule(deps.config.logout.rules, methods, path);
+    const scope = matched !== undefined && 'scope' in matched ? matched.scope : 'session';
+    if (scope === 'others') ctx.revokeOthers = 'rule';
+    else revoking = scope === 'user' ? logoutUser(ctx, deps, 'rule') : logout(ctx, deps, 'rule');
+  }
   return ctx.deferredReject === undefined ? revoking : afterLogout(ctx, ctx.deferredReject, revoking);
+}
+
+/**
+ * The user a login names in its body (a login rule's `user`): read up to LOGIN_BODY_LIMIT bytes
+ * (or take what the `_method` read already read), and forward them unchanged, then the rest. A
+ * body larger than the bound is forwarded unread, and the login gets no user from it (a warning).
+ */
+async function readLoginUser(ctx: RequestContext, deps: PipelineDeps, source: UserSource, read: BodyStart | undefined): Promise<void> {
+  let start = read;
+  if (start === undefined) {
+    const size = mayReadLoginBody(ctx.req.headers);
+    if (size === 'empty') return;
+    if (size === 'too-large') {
+      ctx.log.warn({ event: 'login.user_body_too_large', limit: LOGIN_BODY_LIMIT }, 'a login body larger than the bound was forwarded unread: no user recorded for this login');
+      return;
+    }
+    start = await readBodyStart(ctx.req, LOGIN_BODY_LIMIT, deps.config.upstreamTimeout);
+    if (start.kind === 'aborted') {
+      ctx.aborted = true;
+      ctx.res.destroy();
+      return;
+    }
+    ctx.body = new FormBody(start.chunks, start.kind === 'partial' ? ctx.req : undefined);
+  }
+  if (start.kind !== 'whole') {
+    ctx.log.warn({ event: 'login.user_body_too_large', limit: LOGIN_BODY_LIMIT }, 'a login body larger than the bound was forwarded unread: no user recorded for this login');
+    return;
+  }
+  const body = start.chunks.length === 1 ? (start.chunks[0] as Buffer) : Buffer.concat(start.chunks, start.bytes);
+  ctx.loginUser = await userFromBody(source, ctx.req.headers['content-type'], body);
+  if (ctx.loginUser === undefined) ctx.log.debug({ event: 'login.user_not_found' }, "the login body does not name a user where the login rule's user option says");
 }
 
 /** matchRules, once a bounded start of the body has been read for its `_method` fields. */
@@ -301,18 +359,19 @@ async function matchWithMethodField(
     ctx.res.destroy();
     return undefined;
   }
+  let methods = requestMethods(ctx.method, ctx.req.headers, fromQuery);
   if (start.kind === 'partial') {
     ctx.body = new FormBody(start.chunks, ctx.req);
   } else {
     ctx.body = new FormBody(start.chunks, undefined);
     const fields = methodFieldsOf(start.chunks.length === 1 ? (start.chunks[0] as Buffer) : Buffer.concat(start.chunks, start.bytes));
     if (fields.length > 0) {
-      const methods = requestMethods(ctx.method, ctx.req.headers, [...fromQuery, ...fields]);
+      methods = requestMethods(ctx.method, ctx.req.headers, [...fromQuery, ...fields]);
       if (isLogin === 'path') isLogin = matchRuleList(deps.config.login, methods, path);
       if (isLogout === 'path') isLogout = matchRuleList(deps.config.logout.rules, methods, path);
     }
   }
-  return ruleMatched(ctx, deps, isLogin === 'match', isLogout === 'match');
+  return ruleMatched(ctx, deps, methods, path, isLogin === 'match', isLogout === 'match', start);
 }
 
 /**

@@ -5,7 +5,7 @@ import { RequestJar } from '../cookies/jar.js';
 import type { LiveSession } from '../session/service.js';
 import type { PipelineDeps, RequestContext, Stage } from './context.js';
 import { connectionListed, HOP_BY_HOP } from './headers.js';
-import { bindingOf, logout, mayClearTicket } from './session-actions.js';
+import { bindingOf, ipPrefix, logout, logoutUser, mayClearTicket, revokeUserSessions } from './session-actions.js';
 
 /**
  * 1. Take every managed Set-Cookie out of the upstream response and turn it into jar changes;
@@ -29,6 +29,8 @@ export const collectSetCookies: Stage = (ctx, deps) => {
       const v = value.trim().toLowerCase();
       if (v === 'revoke') ctx.appRevoke = true;
       else if (v === 'rotate') ctx.appRotate = true;
+      else if (v === 'revoke-user') ctx.appRevokeUser = true;
+      else if (v === 'revoke-others') ctx.revokeOthers ??= 'app';
       else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-Session' }, 'ignored an unknown Coatcheck-Session value from the app');
       continue;
     }
@@ -74,7 +76,25 @@ export const collectSetCookies: Stage = (ctx, deps) => {
  * 2. The app ended the session itself (Coatcheck-Session: revoke, or it cleared a cookie named
  * in logout.onCookieCleared): revoke it and its family now, as a logout rule would have.
  */
-export const appRevocation: Stage = (ctx, deps) => (ctx.appRevoke && !ctx.isLogout ? logout(ctx, deps, 'app') : undefined);
+export const appRevocation: Stage = (ctx, deps) => {
+  if (ctx.appRevokeUser) return logoutUser(ctx, deps, 'app');
+  return ctx.appRevoke && !ctx.isLogout ? logout(ctx, deps, 'app') : undefined;
+};
+
+/**
+ * 2b. The user's other sessions end once the app said yes (below 400) to a request that asked
+ * for it (a logout rule of scope `others`, such as a password change, or Coatcheck-Session:
+ * revoke-others); this session stays.
+ */
+export const otherSessionsRevocation: Stage = (ctx, deps) => {
+  const by = ctx.revokeOthers;
+  if (by === undefined || ctx.isLogout) return undefined;
+  const status = (ctx.upstream as NonNullable<RequestContext['upstream']>).status;
+  const session = ctx.session;
+  const user = session?.meta.user ?? ctx.appUser;
+  if (status >= 400 || session === undefined || user === undefined) return undefined;
+  return revokeUserSessions(ctx, deps, user, session.meta.family, by, 'others');
+};
 
 /**
  * 3. Persist the jar changes: update the session, create one for the first managed cookie,
@@ -88,22 +108,32 @@ export const persist: Stage = (ctx, deps) => {
   const status = (ctx.upstream as NonNullable<RequestContext['upstream']>).status;
   const rotate = ((ctx.isLogin && status < 400) || ctx.appRotate) && session !== undefined;
   if (!session && ctx.jarChanges.length === 0) return undefined;
+  // Whose session: the app's Coatcheck-User, else what a successful login named in its body.
+  const user = ctx.appUser ?? (ctx.isLogin && status < 400 ? ctx.loginUser : undefined);
   // The hot path (a session request whose response changes nothing) stays synchronous.
-  if (session && deps.service.nothingToWrite(session, ctx.jarChanges, rotate, ctx.appUser)) return undefined;
+  if (session && deps.service.nothingToWrite(session, ctx.jarChanges, rotate, user)) return undefined;
   if (deps.config.session.bind.length > 0) ctx.bind ??= bindingOf(ctx, deps);
-  return commit(ctx, deps, session, rotate);
+  return commit(ctx, deps, session, rotate, user);
 };
 
-async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSession | undefined, rotate: boolean): Promise<undefined> {
+async function commit(ctx: RequestContext, deps: PipelineDeps, session: LiveSession | undefined, rotate: boolean, user: string | undefined): Promise<undefined> {
   // A store failure is thrown: the app's cookies cannot be kept, so nothing of its response is
   // forwarded (fail closed).
+  const userAgent = ctx.req.headers['user-agent'];
   const outcome = await deps.service.commit({
     session,
     changes: ctx.jarChanges,
     rotate,
-    ...(ctx.appUser !== undefined ? { user: ctx.appUser } : {}),
+    ...(user !== undefined ? { user } : {}),
     ...(ctx.bind !== undefined ? { bind: ctx.bind } : {}),
+    client: { ...(userAgent !== undefined ? { userAgent } : {}), address: ipPrefix(ctx.clientIp) },
   });
+  if ((outcome.kind === 'created' || outcome.kind === 'updated') && outcome.evicted !== undefined) {
+    for (const evicted of outcome.evicted) {
+      ctx.log.info({ event: 'session.evicted', evicted, limit: deps.config.session.maxPerUser }, "a session of the user was revoked: the user's new one went past session.maxPerUser");
+    }
+    deps.metrics.sessions.inc({ action: 'evicted' }, outcome.evicted.length);
+  }
   switch (outcome.kind) {
     case 'created':
       ctx.newTicket = outcome.ticket;
@@ -149,4 +179,4 @@ export const emitTicket: Stage = (ctx, deps) => {
   return undefined;
 };
 
-export const RESPONSE_STAGES: readonly Stage[] = [collectSetCookies, appRevocation, persist, emitTicket];
+export const RESPONSE_STAGES: readonly Stage[] = [collectSetCookies, appRevocation, otherSessionsRevocation, persist, emitTicket];

@@ -151,3 +151,17 @@ export function matchRuleList(rules: readonly Rule[], methods: string | readonly
 export function ruleMatches(rules: readonly Rule[], methods: string | readonly string[], path: string): boolean {
   return matchRuleList(rules, methods, path) === 'match';
 }
+
+/** The first rule that takes this path and one of these methods (the one whose options apply), if any. */
+export function findRule<R extends Rule>(rules: readonly R[], methods: string | readonly string[], path: string): R | undefined {
+  if (rules.length === 0) return undefined;
+  const lower = path.toLowerCase();
+  const list = compile(rules);
+  for (let i = 0; i < list.length; i++) {
+    const r = list[i] as CompiledRule;
+    if (!pathMatches(r, path, lower)) continue;
+    const allowed = r.methods;
+    if (allowed === null || (typeof methods === 'string' ? allowed.includes(methods) : methods.some((m) => allowed.includes(m)))) return rules[i];
+  }
+  return undefined;
+}

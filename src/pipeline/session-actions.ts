@@ -31,6 +31,41 @@ export function logout(ctx: RequestContext, deps: PipelineDeps, by: 'rule' | 'ap
 }
 
 /**
+ * Logout of scope `user` (a logout rule's scope, Coatcheck-Session: revoke-user): this session
+ * as logout() ends it (unless a logout did already), and every other session of its user, on
+ * every instance. A session without a user is only itself.
+ */
+export function logoutUser(ctx: RequestContext, deps: PipelineDeps, by: 'rule' | 'app'): Promise<undefined> | undefined {
+  const session = ctx.session;
+  const user = session?.meta.user ?? ctx.appUser;
+  const own = ctx.isLogout ? undefined : logout(ctx, deps, by);
+  if (user === undefined) return own;
+  const others = revokeUserSessions(ctx, deps, user, session?.meta.family, by, 'user');
+  return own === undefined ? others : Promise.all([own, others]).then(() => undefined);
+}
+
+/**
+ * Revokes the user's sessions (each with its family) but the family `except`, logged with how
+ * many and their log ids. A store failure is thrown (503: not revoked means not logged out).
+ */
+export async function revokeUserSessions(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  user: string,
+  except: string | undefined,
+  by: 'rule' | 'app',
+  scope: 'user' | 'others',
+): Promise<undefined> {
+  const r = await deps.service.directory.revokeUser(user, except);
+  if (r.revoked > 0) deps.metrics.sessions.inc({ action: 'revoked' }, r.revoked);
+  ctx.log.info(
+    { event: 'session.user_logout', by, scope, revoked: r.revoked, sessions: r.logIds },
+    scope === 'others' ? "the user's other sessions revoked" : "the user's sessions revoked",
+  );
+  return undefined;
+}
+
+/**
  * A logout of a request with several tickets: every live session it carried is revoked (the
  * attacker's planted one and the user's), each with its family. Any failure is thrown, after
  * the others were tried (503: not revoked means not logged out).

@@ -25,7 +25,8 @@ export class SessionLoader {
 
   async resolveKnown(known: KnownTicket): Promise<Resolution> {
     const { sid, key, logId } = known;
-    const found = await this.store.load(key);
+    // The revoke-all time goes with the load (one read per event-loop turn: DirectoryStore).
+    const [found, before] = await Promise.all([this.store.load(key), this.store.directory.revokedBefore()]);
     const now = this.clock();
     switch (found.state) {
       case 'none':
@@ -43,19 +44,20 @@ export class SessionLoader {
         return next;
       }
       case 'live':
-        return this.live(known, found.version, found.data, now);
+        return this.live(known, found.version, found.data, now, before);
     }
   }
 
   async loadLive(sid: Buffer, now: number): Promise<Resolution> {
     const known = this.tickets.know(sid);
-    const found = await this.store.load(known.key);
-    if (found.state === 'live') return this.live(known, found.version, found.data, now);
+    const [found, before] = await Promise.all([this.store.load(known.key), this.store.directory.revokedBefore()]);
+    if (found.state === 'live') return this.live(known, found.version, found.data, now, before);
     if (found.state === 'none') return { state: 'expired', logId: known.logId };
     return { state: 'revoked', logId: known.logId };
   }
 
-  private live(known: KnownTicket, version: number, data: Buffer, now: number): Resolution {
+  /** `before`: the revoke-all time (0: none); a session created by then counts as revoked. */
+  private live(known: KnownTicket, version: number, data: Buffer, now: number, before: number): Resolution {
     const { sid, key, logId } = known;
     const jarKey = (known.jarKey ??= jarKeyOf(sid));
     const hit = known.opened;
@@ -73,6 +75,7 @@ export class SessionLoader {
       known.opened = { version, tag: tagOf(data), record };
     }
     const { meta } = record;
+    if (meta.created <= before) return { state: 'revoked', logId, family: meta.family };
     if (now >= meta.deadline || now >= meta.touched + this.timeouts.idleTimeout) return { state: 'expired', logId };
     const cookies = now < record.firstExpiry ? record.cookies : unexpired(record.cookies, now);
     const session: LiveSession = { sid, key, logId, meta, jarKey, cookies, version };

@@ -49,7 +49,8 @@ export class SessionRotation extends SessionPartsUser {
         // A renewed id stays usable through its alias for the grace window, loaded afresh.
         this.tickets.forget(session.cached);
         this.tickets.remember({ ticket: minted.ticket, sid: minted.sid, key: newKey, logId, jarKey }, 1, data, meta, jar.cookies);
-        return { kind: 'created', ticket: minted.ticket, logId, cause };
+        const newUser = meta.user !== undefined && (cause === 'rotated' || meta.user !== session.meta.user);
+        return { kind: 'created', ticket: minted.ticket, logId, cause, ref: { key: newKey, logId, meta }, newUser };
       }
       if (result === 'gone') return cause === 'renewed' ? this.followRenewal(session, input, now) : { kind: 'gone' };
       // A conflict: another request wrote the old id first.

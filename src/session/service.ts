@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { SessionStore } from '../store/types.js';
 import type { JarChange } from '../cookies/jar.js';
 import { bindingMatches } from './binding.js';
+import { SessionDirectory } from './directory.js';
 import { LogHasher } from './crypto.js';
 import { SessionLoader } from './load.js';
 import { resolveSeveral } from './resolve.js';
@@ -29,6 +30,8 @@ export interface SessionServiceDeps {
   clock: Clock;
   logger: Logger;
   random?: RandomSource;
+  /** Live sessions per user; past it a login revokes the least recently seen (session.maxPerUser). */
+  maxPerUser?: number | null;
 }
 
 export class SessionService {
@@ -39,6 +42,14 @@ export class SessionService {
   private readonly loader: SessionLoader;
   private readonly writer: SessionWriter;
   private readonly rotation: SessionRotation;
+  /** Users' sessions, log ids, revoke-all (directory.ts). */
+  readonly directory: SessionDirectory;
+  private readonly maxPerUser: number | null;
+  /**
+   * The directory's work for one write's outcome, shared by the commits that outcome answers
+   * (several responses of one session may go in one write: write.ts).
+   */
+  private readonly noted = new WeakMap<CommitOutcome, Promise<void>>();
 
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
@@ -51,6 +62,8 @@ export class SessionService {
     const parts = { ...deps, codec, hasher, tickets: this.tickets, loader: this.loader, random };
     this.writer = new SessionWriter(parts);
     this.rotation = new SessionRotation(parts, this.writer);
+    this.directory = new SessionDirectory(deps);
+    this.maxPerUser = deps.maxPerUser ?? null;
   }
 
   /** Whether the store is known to be reachable now (no round trip; see SessionStore.available). */
@@ -94,15 +107,44 @@ export class SessionService {
     return now - session.meta.touched < this.writer.touchInterval && !this.rotation.renewDue(session, now);
   }
 
-  /** Applies the app's cookie changes: updates, creates, renews or rotates a session. */
+  /**
+   * Applies the app's cookie changes: updates, creates, renews or rotates a session. The
+   * directory hears of the result before it resolves (a failure there fails the commit: the
+   * browser never holds a session the directory does not know of).
+   */
   async commit(input: CommitInput): Promise<CommitOutcome> {
+    const outcome = await this.write(input);
+    if ((outcome.kind === 'created' || outcome.kind === 'updated') && outcome.ref !== undefined) {
+      let noting = this.noted.get(outcome);
+      if (noting === undefined) {
+        noting = this.note(outcome, input);
+        this.noted.set(outcome, noting);
+      }
+      await noting;
+    }
+    return outcome;
+  }
+
+  private write(input: CommitInput): Promise<CommitOutcome> {
     const now = this.clock();
     const { session } = input;
     if (session && input.rotate) return this.rotation.rotate(session, input, now, 'rotated');
     if (session && this.rotation.renewDue(session, now)) return this.rotation.rotate(session, input, now, 'renewed');
     if (session) return this.writer.update(session, input, now);
-    if (!input.changes.some((c) => c.kind === 'set')) return { kind: 'unchanged' };
+    if (!input.changes.some((c) => c.kind === 'set')) return Promise.resolve({ kind: 'unchanged' });
     return this.writer.create(input, now);
+  }
+
+  /** Tells the directory of a written id; a user's new session past maxPerUser evicts the least recently seen. */
+  private async note(outcome: Extract<CommitOutcome, { kind: 'created' | 'updated' }>, input: CommitInput): Promise<void> {
+    const ref = outcome.ref as NonNullable<typeof outcome.ref>;
+    if (outcome.kind === 'created') await this.directory.issued(ref, input.client);
+    else await this.directory.seen(ref, input.client);
+    const user = ref.meta.user;
+    if (outcome.newUser && user !== undefined && this.maxPerUser !== null) {
+      const evicted = await this.directory.enforceLimit(user, ref.meta.family, this.maxPerUser);
+      if (evicted.length > 0) outcome.evicted = evicted;
+    }
   }
 
   /** Does a request's binding material match what the session was bound to? */

@@ -2,6 +2,7 @@
 // and the timeouts and limits it is built with. Types only.
 import type { Cookie } from 'tough-cookie';
 import type { JarChange } from '../cookies/jar.js';
+import type { ClientInfo, SessionRef } from './directory.js';
 import type { SessionMeta } from './record.js';
 import type { KnownTicket } from './ticket-cache.js';
 
@@ -63,11 +64,21 @@ export type Rotation = 'rotated' | 'renewed';
 export type CommitOutcome =
   /** Nothing to write, or written to the request's session. */
   | { kind: 'unchanged' }
-  | { kind: 'updated' }
+  | ({ kind: 'updated' } & DirectoryNote)
   /** A new id (first managed cookie, rotation at login, renewal): give the browser this ticket. */
-  | { kind: 'created'; ticket: string; logId: string; cause: 'created' | Rotation }
+  | ({ kind: 'created'; ticket: string; logId: string; cause: 'created' | Rotation } & DirectoryNote)
   /** The session was revoked or expired while the request was in flight: the changes are dropped. */
   | { kind: 'gone' };
+
+/** What a write tells the session directory (directory.ts), and what the directory did. */
+export interface DirectoryNote {
+  /** The id written, when the directory is to hear of it: a new id, a touch, a new user. */
+  ref?: SessionRef;
+  /** The session got its user with this write (a login, or the app named one). */
+  newUser?: boolean;
+  /** Log ids of the user's sessions that session.maxPerUser revoked because of this one. */
+  evicted?: string[];
+}
 
 export interface CommitInput {
   session: LiveSession | undefined;
@@ -81,4 +92,6 @@ export interface CommitInput {
    * keep only a hash of it, keyed by their own id, so secret rotation never breaks a binding.
    */
   bind?: string;
+  /** Where the request comes from (user agent, address prefix), for the user's session list. */
+  client?: ClientInfo;
 }

@@ -162,7 +162,11 @@ export class SessionWriter extends SessionPartsUser {
       const result = await this.store.update(session.key, session.version, data, ttlMs);
       if (result === 'ok') {
         if (session.cached) this.tickets.remember(session.cached, session.version + 1, data, meta, jar.cookies);
-        return { outcome: { kind: 'updated' }, after: { ...session, meta: Object.freeze(meta), cookies: jar.cookies, version: session.version + 1 } };
+        const frozen = Object.freeze(meta);
+        // The user's session list hears of touches and of a new user, not of every cookie change.
+        const outcome: CommitOutcome =
+          touchDue || userChanged ? { kind: 'updated', ref: { key: session.key, logId: session.logId, meta: frozen }, newUser: userChanged } : { kind: 'updated' };
+        return { outcome, after: { ...session, meta: frozen, cookies: jar.cookies, version: session.version + 1 } };
       }
       if (result === 'gone') {
         this.tickets.forget(session.cached);
@@ -197,7 +201,7 @@ export class SessionWriter extends SessionPartsUser {
     // A collision of 256-bit random ids does not happen; if the store says so, fail loudly.
     if (!ok) throw new Error('session id collision in the store');
     this.tickets.remember({ ticket: minted.ticket, sid: minted.sid, key, logId, jarKey }, 1, data, meta, jar.cookies);
-    return { kind: 'created', ticket: minted.ticket, logId, cause: 'created' };
+    return { kind: 'created', ticket: minted.ticket, logId, cause: 'created', ref: { key, logId, meta }, newUser: meta.user !== undefined };
   }
 
   /** The metadata of a new family: a fresh deadline and family id, the user and binding when given. */

@@ -8,6 +8,7 @@
 // Every method runs synchronously inside its async body, so each one is atomic: the same
 // guarantees the Redis store gets from its Lua scripts.
 import type { Clock } from '../clock.js';
+import { MemoryDirectory } from './memory-directory.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
@@ -61,6 +62,8 @@ export class MemoryStore implements SessionStore {
   private tombCursor: Iterator<[string, Tombstone]> | undefined;
   private familyCursor: Iterator<[string, Family]> | undefined;
   private closed = false;
+  /** Users' sessions, log ids, the revoke-all time (memory-directory.ts). */
+  readonly directory: MemoryDirectory;
   private lastEvictionWarn = -Infinity;
   private evictedSinceWarn = 0;
 
@@ -71,6 +74,7 @@ export class MemoryStore implements SessionStore {
     this.clock = options.clock;
     this.maxSessions = options.maxSessions;
     this.log = options.logger.child({ component: 'store', store: 'memory' });
+    this.directory = new MemoryDirectory(options.clock, () => this.closed);
   }
 
   /** Entries currently held (live records + tombstones), expired ones not yet swept included. */

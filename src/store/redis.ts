@@ -7,7 +7,8 @@
 //   load-batcher.ts  the loads of one event-loop turn sent as one MGET (one per slot on a cluster);
 //   sentinel.ts      following a sentinel-watched master across failovers;
 //   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
-//   redact.ts        what a Redis failure may say (host:port, never a password or a value).
+//   redact.ts        what a Redis failure may say (host:port, never a password or a value);
+//   directory.ts     users' sessions, log ids and the revoke-all time (session/directory.ts).
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
 // cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
 // the family's members, then runs its script with them declared (scripts.ts).
@@ -15,6 +16,7 @@ import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { lineageOf, untagged } from './lineage.js';
 import { RedisClient } from './redis/client.js';
+import { RedisDirectory } from './redis/directory.js';
 import { ReplicatedWrites } from './redis/replicated-writes.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
@@ -47,6 +49,8 @@ export class RedisStore implements SessionStore {
   /** With replicas > 0: the revoking writes, each followed by a WAIT (replicated-writes.ts). */
   private readonly revocations: ReplicatedWrites | undefined;
   private readonly cluster: boolean;
+  /** Users' sessions, log ids, the revoke-all time (redis/directory.ts). */
+  readonly directory: RedisDirectory;
 
   constructor(options: RedisStoreOptions) {
     this.cluster = options.target.mode === 'cluster';
@@ -59,6 +63,7 @@ export class RedisStore implements SessionStore {
       log: this.log,
       prefix: options.prefix,
     });
+    this.directory = new RedisDirectory(this.client, options.prefix);
     const replicas = options.replicas ?? 0;
     this.revocations =
       replicas > 0

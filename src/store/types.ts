@@ -137,4 +137,29 @@ export interface SessionStore {
 
   /** Counts for the metrics; a store without any has no stats(). */
   stats?(): StoreStats;
+
+  /** Users' sessions, log ids and the revoke-all time (see DirectoryStore). */
+  readonly directory: DirectoryStore;
+}
+
+/**
+ * What the session directory (session/directory.ts) keeps beside the sessions: which sessions a
+ * user has, where a log id's session is, and the time before which every session counts as
+ * revoked. Values are opaque strings (the directory seals what needs sealing); every entry
+ * expires on its own. Every failure is a StoreUnavailableError, as for the sessions.
+ */
+export interface DirectoryStore {
+  /** Sets `field` of the user's entry set to `value`; the set lives at least `ttlMs` more. */
+  putUserEntry(userKey: string, field: string, value: string, ttlMs: number): Promise<void>;
+  /** Every field of the user's entry set (empty when none). */
+  userEntries(userKey: string): Promise<Map<string, string>>;
+  /** Removes fields from the user's entry set. */
+  dropUserEntries(userKey: string, fields: readonly string[]): Promise<void>;
+  /** Says where the session of a log id is, for `ttlMs`. */
+  putLogIndex(logId: string, value: string, ttlMs: number): Promise<void>;
+  getLogIndex(logId: string): Promise<string | undefined>;
+  /** Every session created before `time` (ms since the epoch) counts as revoked, for `ttlMs`. */
+  setRevokedBefore(time: number, ttlMs: number): Promise<void>;
+  /** That time; 0 when none was set. Asked on every session load (batched with the loads). */
+  revokedBefore(): Promise<number>;
 }

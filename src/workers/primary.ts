@@ -6,9 +6,13 @@
 // a session or the store.
 import type { Cluster, Worker } from 'node:cluster';
 import { createAdminServer, type AdminServer, type Readiness } from '../admin/server.js';
+import type { SessionsBackend } from '../admin/sessions-api.js';
 import { planReload } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { SessionDirectory } from '../session/directory.js';
+import { createStore } from '../store/index.js';
+import type { SessionStore } from '../store/types.js';
 import { ClusterMetrics, type WorkerState } from './cluster-metrics.js';
 import { isToPrimary, type MetricsSnapshot, type ToPrimary, type ToWorker } from './messages.js';
 import { RESTART_RULE, RestartPolicy, type RestartRule } from './restart-policy.js';
@@ -53,6 +57,13 @@ export class Primary {
   private readonly policy: RestartPolicy;
   private readonly metrics: ClusterMetrics;
   private readonly admin: AdminServer | undefined;
+  /**
+   * With admin.token: the sessions API's own store connection (the workers' are theirs), so
+   * that the primary's admin listener can serve it.
+   */
+  private readonly adminStore: SessionStore | undefined;
+  /** The sessions API's directory, under the running configuration's secrets and timeouts. */
+  private directory: SessionDirectory | undefined;
   private phase: 'new' | 'starting' | 'running' | 'stopping' = 'new';
   private startWaiter: { resolve(a: { host: string; port: number }): void; reject(err: Error): void } | undefined;
   private address: { host: string; port: number } | undefined;
@@ -73,9 +84,28 @@ export class Primary {
     this.policy = new RestartPolicy(deps.count, this.rule);
     this.metrics = new ClusterMetrics(() => this.states());
     this.failed = new Promise((resolve) => (this.giveUp = resolve));
+    const { admin } = this.config;
+    let backend: SessionsBackend | undefined;
+    if (admin.listen !== null && admin.token !== null) {
+      this.adminStore = createStore(this.config.store, { clock: this.clock, logger: this.log });
+      this.directory = this.newDirectory(this.adminStore);
+      // Through this.directory, which a reload replaces (its keys come from the secrets).
+      const current = () => this.directory as SessionDirectory;
+      backend = {
+        list: (user) => current().list(user),
+        revokeUser: (user) => current().revokeUser(user),
+        revokeLogId: (logId) => current().revokeLogId(logId),
+        revokeAll: () => current().revokeAll(),
+      };
+    }
     this.admin =
-      this.config.admin.listen !== null
-        ? createAdminServer({ logger: this.log, readiness: () => this.readiness(), metrics: () => this.collectMetrics() })
+      admin.listen !== null
+        ? createAdminServer({
+            logger: this.log,
+            readiness: () => this.readiness(),
+            metrics: () => this.collectMetrics(),
+            sessions: { token: admin.token, backend },
+          })
         : undefined;
   }
 
@@ -87,6 +117,7 @@ export class Primary {
     this.phase = 'starting';
     this.cluster.setupPrimary({ serialization: 'advanced' });
     const listen = this.config.admin.listen;
+    await this.adminStore?.start();
     const admin = this.admin && listen !== null ? await this.admin.start(listen.host, listen.port) : undefined;
     if (this.phase !== 'starting') throw new Error('stopped while starting');
     const listening = new Promise<{ host: string; port: number }>((resolve, reject) => (this.startWaiter = { resolve, reject }));
@@ -103,6 +134,7 @@ export class Primary {
   reload(next: Readonly<Config>): void {
     const plan = planReload(this.config, next);
     this.config = plan.config;
+    if (this.adminStore) this.directory = this.newDirectory(this.adminStore);
     this.log.level = plan.config.log.level;
     if (plan.kept.length > 0) {
       this.log.warn({ event: 'config.reload_kept', keys: plan.kept }, `these keys cannot change without a restart and keep their running value: ${plan.kept.join(', ')}`);
@@ -110,6 +142,10 @@ export class Primary {
     const workers = this.slots.flatMap((s) => (s.worker ? [s.worker] : []));
     this.log.info({ event: 'config.reloaded', changed: plan.changed, kept: plan.kept, workers: workers.length }, 'configuration read again; sent to every worker');
     for (const worker of workers) this.send(worker, { cc: 'reload', config: plan.config });
+  }
+
+  private newDirectory(store: SessionStore): SessionDirectory {
+    return new SessionDirectory({ store, secrets: this.config.secrets, timeouts: this.config.session, clock: this.clock, logger: this.log });
   }
 
   /**
@@ -163,6 +199,7 @@ export class Primary {
     }
     for (const p of this.pending.values()) p.settle('gone');
     await this.admin?.close();
+    await this.adminStore?.close();
     return code;
   }
 

@@ -1028,5 +1028,82 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
         if (store === peer) assert.deepEqual([...outcomes].sort(), ['gone', 'ok']);
       });
     });
+
+    describe('directory (users, log ids, revoke-all)', () => {
+      test("a user's entry set: written, read by another client, fields replaced and dropped; users apart", async (t) => {
+        const { store, peer } = await setup(t);
+        const d = store.directory;
+        assert.deepEqual(await d.userEntries('u1'), new Map());
+        await d.putUserEntry('u1', 'famA', 'sealed-a', HOUR);
+        await d.putUserEntry('u1', 'famB', 'sealed b | with : odd {chars} ü', HOUR);
+        await d.putUserEntry('u2', 'famA', 'other user', HOUR);
+        await d.putUserEntry('u1', 'famA', 'sealed-a2', MINUTE);
+        assert.deepEqual(
+          await peer.directory.userEntries('u1'),
+          new Map([
+            ['famA', 'sealed-a2'],
+            ['famB', 'sealed b | with : odd {chars} ü'],
+          ]),
+        );
+        await peer.directory.dropUserEntries('u1', ['famA', 'missing']);
+        await d.dropUserEntries('u1', []);
+        assert.deepEqual(await d.userEntries('u1'), new Map([['famB', 'sealed b | with : odd {chars} ü']]));
+        assert.deepEqual(await d.userEntries('u2'), new Map([['famA', 'other user']]));
+      });
+
+      test('a log id record: written, read, replaced; unknown ids read as undefined', async (t) => {
+        const { store, peer } = await setup(t);
+        assert.equal(await store.directory.getLogIndex('nope'), undefined);
+        await store.directory.putLogIndex('log1', '{"k":"a.b","f":"fam","d":1}', HOUR);
+        assert.equal(await peer.directory.getLogIndex('log1'), '{"k":"a.b","f":"fam","d":1}');
+        await peer.directory.putLogIndex('log1', 'again', HOUR);
+        assert.equal(await store.directory.getLogIndex('log1'), 'again');
+      });
+
+      test('the revoke-all time: 0 until set, then the time on every client', async (t) => {
+        const { store, peer } = await setup(t);
+        assert.equal(await store.directory.revokedBefore(), 0);
+        const time = Date.now();
+        await store.directory.setRevokedBefore(time, HOUR);
+        assert.deepEqual(await Promise.all([store.directory.revokedBefore(), peer.directory.revokedBefore()]), [time, time]);
+        // Asked many times in one turn (with loads), answered alike.
+        const many = await Promise.all(Array.from({ length: 5 }, () => peer.directory.revokedBefore()));
+        assert.deepEqual(many, [time, time, time, time, time]);
+      });
+
+      test('entries expire: a user set lives as long as its longest entry asked; log ids and the revoke-all time with their TTL', async (t) => {
+        const { h, store } = await setup(t);
+        if (h.pttl) {
+          t.skip('a real-time backend: expiry is Redis\' own (PX / PEXPIRE), not waited for here');
+          return;
+        }
+        const d = store.directory;
+        await d.putUserEntry('u', 'long', 'x', HOUR);
+        await d.putUserEntry('u', 'short', 'y', MINUTE);
+        await d.putLogIndex('l', 'z', MINUTE);
+        await d.setRevokedBefore(123, MINUTE);
+        h.advance(MINUTE + 1);
+        assert.equal((await d.userEntries('u')).size, 2, 'the set lives as long as its longest entry asked');
+        assert.equal(await d.getLogIndex('l'), undefined);
+        assert.equal(await d.revokedBefore(), 0);
+        h.advance(HOUR);
+        assert.equal((await d.userEntries('u')).size, 0);
+      });
+
+      test('a closed store fails every directory call with StoreUnavailableError', async (t) => {
+        const { store } = await setup(t);
+        await store.close();
+        const calls = [
+          () => store.directory.putUserEntry('u', 'f', 'v', HOUR),
+          () => store.directory.userEntries('u'),
+          () => store.directory.dropUserEntries('u', ['f']),
+          () => store.directory.putLogIndex('l', 'v', HOUR),
+          () => store.directory.getLogIndex('l'),
+          () => store.directory.setRevokedBefore(1, HOUR),
+          () => store.directory.revokedBefore(),
+        ];
+        for (const call of calls) await assert.rejects(call(), StoreUnavailableError);
+      });
+    });
   });
 }

@@ -52,6 +52,15 @@ describe('the documented Redis ACL', () => {
       (await Promise.all(['k1', 'k2', 'k3', 'none'].map((k) => store.load(k)))).map((r) => r.state),
       ['revoked', 'revoked', 'revoked', 'none'],
     );
+    // The session directory (users' entries, log ids, the revoke-all time).
+    const d = store.directory;
+    await d.putUserEntry('user', 'fam', 'entry', HOUR);
+    assert.deepEqual(await d.userEntries('user'), new Map([['fam', 'entry']]));
+    await d.dropUserEntries('user', ['fam']);
+    await d.putLogIndex('log', 'where', HOUR);
+    assert.equal(await d.getLogIndex('log'), 'where');
+    await d.setRevokedBefore(1, HOUR);
+    assert.equal(await d.revokedBefore(), 1);
     assert.deepEqual(logs.warnings(), []);
     // and nothing outside the prefix
     const outside = new Redis({ port: redis().port, host: '127.0.0.1', username: 'coatcheck', password, lazyConnect: true, maxRetriesPerRequest: 0 });

@@ -235,6 +235,36 @@ describe('reload (SIGHUP)', () => {
     assert.ok(performance.now() - answered < 2_500, 'closed by the reload, not by the idle timeout');
   });
 
+  test('in process: the sessions API follows the secrets a reload brings (its directory is keyed by them)', async (t) => {
+    const token = 'reload-admin-token-0123456789-abcdefghijklmnop';
+    up.route('/named', (_req, res) => {
+      res.setHeader('coatcheck-user', 'alice');
+      res.setHeader('set-cookie', 'app_session=alice; Path=/');
+      res.end('hello alice');
+    });
+    const overrides = { login: [{ path: '/named' }], admin: { listen: '127.0.0.1:0', token } };
+    const cc = await startCoatcheck(up.origin, { ...overrides, secrets: [OLD_SECRET] });
+    t.after(() => cc.close());
+    const listed = async () => {
+      const r = await send(cc.adminPort as number, '/sessions?user=alice', { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(r.status, 200, r.body);
+      return (JSON.parse(r.body) as { sessions: unknown[] }).sessions.length;
+    };
+    assert.ok(ticketOf(await send(cc.port, '/named')));
+    assert.equal(await listed(), 1);
+    // Rotation: the new secret first. The session written after it is indexed under it.
+    await cc.app.reload(testConfig(up.origin, { ...overrides, secrets: [NEW_SECRET, OLD_SECRET] }));
+    assert.ok(ticketOf(await send(cc.port, '/named')));
+    assert.equal(await listed(), 2, 'the API reads under the new secret too');
+    const r = await send(cc.adminPort as number, '/sessions/revoke', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ user: 'alice' }),
+    });
+    assert.equal(r.status, 200, r.body);
+    assert.equal(await listed(), 0);
+  });
+
   describe('with two workers', () => {
     let redis: RedisServer;
     before(async () => {

@@ -161,7 +161,7 @@ describe('with a real redis-server', () => {
   after(() => redis.stop());
   suite('redis store', () => ({ kind: 'redis', url: redis.url }));
 
-  test('several tickets are loaded in one MGET; one ticket in one GET', async (t) => {
+  test('several tickets are loaded in one MGET, one ticket too (with the revoke-all time)', async (t) => {
     const upstream = await startUpstream();
     t.after(() => upstream.close());
     upstream.route('/login', setsCookies('app_session=user; Path=/'));
@@ -186,6 +186,7 @@ describe('with a real redis-server', () => {
     before = now;
     await send(h.port, '/echo', { headers: { cookie: `coatcheck=${tickets[0]}` } });
     now = await calls();
-    assert.deepEqual({ get: now.get - before.get, mget: now.mget - before.mget }, { get: 1, mget: 0 });
+    // One key of the session and the revoke-all time, read once per event-loop turn with the loads.
+    assert.deepEqual({ get: now.get - before.get, mget: now.mget - before.mget }, { get: 0, mget: 1 });
   });
 });

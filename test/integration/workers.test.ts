@@ -145,6 +145,38 @@ describe('workers (several processes on one listener)', () => {
     assertNoStack(cli.stderr(), 'stderr');
   });
 
+  test('the sessions API on the primary (admin.token): lists and revokes what the workers wrote', { timeout: 90_000 }, async (t) => {
+    const token = 'workers-admin-token-0123456789abcdefghij';
+    const file = await configFile([
+      'workers: 2',
+      `store: { kind: redis, url: "${redis.url}", prefix: "w${files}:", connectTimeout: 2s }`,
+      `admin: { listen: "127.0.0.1:0", token: "${token}" }`,
+      'login: [{ path: /login, methods: [POST], user: { formField: username } }]',
+    ]);
+    const { cli, port, admin } = await start(file, t);
+    up.route('/login', (_req, res: ServerResponse) => {
+      res.setHeader('set-cookie', 'app_session=w; Path=/');
+      res.end('in');
+    });
+    const tickets: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await send(port, '/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'username=wendy&password=x' });
+      assert.equal(r.status, 200);
+      tickets.push(/coatcheck=([^;]+)/.exec(r.setCookies.join('\n'))?.[1] as string);
+    }
+    const auth = { authorization: `Bearer ${token}` };
+    const listed = await send(admin, '/sessions?user=wendy', { headers: auth });
+    assert.equal(listed.status, 200, listed.body);
+    assert.equal((JSON.parse(listed.body) as { sessions: unknown[] }).sessions.length, 4);
+    assert.equal((await send(admin, '/sessions?user=wendy')).status, 401, 'no token, no answer');
+    const revoked = await send(admin, '/sessions/revoke', { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"user":"wendy"}' });
+    assert.deepEqual(JSON.parse(revoked.body), { revoked: 4 });
+    for (const ticket of tickets) assert.equal((await send(port, '/echo', { headers: { cookie: `coatcheck=${ticket}` } })).status, 401);
+    await within(cli.stdout.waitFor((l) => l.event === 'admin.sessions_revoked' && isPrimary(l)), 'no audit line from the primary');
+    cli.proc.kill('SIGTERM');
+    assert.equal(await within(cli.exited, 'no exit after SIGTERM'), 0);
+  });
+
   test('kill -9 one worker: logged, started again, the service goes on, and the totals keep what it served', { timeout: 90_000 }, async (t) => {
     const { cli, port, admin, workerPids } = await start(await twoWorkers(), t);
     const served = await serve(cli, port, ['/k/0', '/k/1', '/k/2', '/k/3']);

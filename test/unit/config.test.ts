@@ -73,13 +73,14 @@ const DEFAULTS: Config = {
     renewGrace: 30_000,
     bind: [],
     bindMismatch: 'reject',
+    maxPerUser: null,
   },
   logout: { rules: [], onCookieCleared: [], clearSiteData: false },
   login: [],
   invalidSession: { revoked: 'reject', expired: 'anonymous', status: 401, redirect: null },
   log: { level: 'info', access: true },
   limits: { maxHeaderSize: 16_384, maxCookiesPerSession: 50, maxJarBytes: 32_768 },
-  admin: { listen: null },
+  admin: { listen: null, token: null },
   tls: null,
 };
 
@@ -326,6 +327,48 @@ describe('problems: path, message and line:col', () => {
       path: 'store.cluster.nodes[0]',
       message: 'expected a cluster node address "host:port" (or "[::1]:port"), got "a:70000"',
       at: '"a:70000"',
+    },
+    {
+      name: 'a short admin token',
+      lines: [...BASE, 'admin: { listen: "127.0.0.1:9090", token: short-token }'],
+      path: 'admin.token',
+      message: 'the admin token needs at least 32 characters, got 11',
+      at: 'short-token',
+    },
+    {
+      name: 'an admin token without the admin listener',
+      lines: [...BASE, 'admin:', '  token: "0123456789abcdef0123456789abcdef"'],
+      path: 'admin.token',
+      message: 'needs admin.listen: the sessions API is served on the admin listener',
+      at: '"0123456789abcdef0123456789abcdef"',
+    },
+    {
+      name: 'a scope that does not exist',
+      lines: [...BASE, 'logout: [{ path: /logout, scope: everyone }]'],
+      path: 'logout[0].scope',
+      message: 'expected one of "session", "user", "others", got "everyone"',
+      at: 'everyone',
+    },
+    {
+      name: 'a user source of neither kind',
+      lines: [...BASE, 'login: [{ path: /login, user: {} }]'],
+      path: 'login[0].user',
+      message: 'give exactly one of formField (a urlencoded or multipart form field) or jsonField (a key of a JSON body)',
+      at: '{}',
+    },
+    {
+      name: 'a JSON field that is no dotted path',
+      lines: [...BASE, 'login: [{ path: /login, user: { jsonField: "user..email" } }]'],
+      path: 'login[0].user.jsonField',
+      message: 'expected a key or a dotted path of keys, such as email or user.email',
+      at: '"user..email"',
+    },
+    {
+      name: 'maxPerUser below 1',
+      lines: [...BASE, 'session: { maxPerUser: -3 }'],
+      path: 'session.maxPerUser',
+      message: 'must be at least 1, got -3',
+      at: '-3',
     },
     {
       name: 'db with a cluster',
@@ -1572,9 +1615,9 @@ describe('unknown keys', () => {
     [['store', 'cluster'], ['nodes']],
     [['cookie'], ['name', 'secure', 'sameSite', 'domain', 'persistent']],
     [['logout'], ['rules', 'onCookieCleared', 'clearSiteData']], // the mapping form, through default, pipe and union
-    [['logout', 0], ['path', 'prefix', 'methods', 'caseSensitive']], // a rule of the list form
-    [['logout', 'rules', 0], ['path', 'prefix', 'methods', 'caseSensitive']],
-    [['login', 0], ['path', 'prefix', 'methods', 'caseSensitive']],
+    [['logout', 0], ['path', 'prefix', 'methods', 'caseSensitive', 'scope']], // a rule of the list form
+    [['logout', 'rules', 0], ['path', 'prefix', 'methods', 'caseSensitive', 'scope']],
+    [['login', 0], ['path', 'prefix', 'methods', 'caseSensitive', 'user']],
     [['login'], []], // a list, not a mapping
     [['login', 'x'], []],
     [['secrets', 0], []],

@@ -1,0 +1,103 @@
+// The memory store's directory (DirectoryStore): users' entry sets, log ids and the revoke-all
+// time, in maps of this process, each entry with its expiry by the injected clock. Bounded as
+// the sessions are: every entry expires, an expired one is removed when it is next looked at, and
+// every write sweeps a few of the oldest entries, so that entries nobody asks for again do not
+// pile up.
+import type { Clock } from '../clock.js';
+import { StoreUnavailableError } from '../errors.js';
+import type { DirectoryStore } from './types.js';
+
+/** Entries looked at (and removed when expired) from the start of a map on each write. */
+const SWEEP_PER_WRITE = 4;
+
+interface Expiring<T> {
+  value: T;
+  expires: number;
+}
+
+export class MemoryDirectory implements DirectoryStore {
+  private readonly users = new Map<string, Expiring<Map<string, string>>>();
+  private readonly logIds = new Map<string, Expiring<string>>();
+  private revokeAll: Expiring<number> | undefined;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly isClosed: () => boolean,
+  ) {}
+
+  async putUserEntry(userKey: string, field: string, value: string, ttlMs: number): Promise<void> {
+    this.assertOpen();
+    const now = this.clock();
+    let set = this.fresh(this.users, userKey, now);
+    if (set === undefined) set = { value: new Map(), expires: now + ttlMs };
+    // Re-inserted: the map stays in least-recently-written-first order for the sweep.
+    this.users.delete(userKey);
+    this.users.set(userKey, set);
+    set.value.set(field, value);
+    set.expires = Math.max(set.expires, now + ttlMs);
+    this.sweep(this.users, now);
+  }
+
+  async userEntries(userKey: string): Promise<Map<string, string>> {
+    this.assertOpen();
+    return new Map(this.fresh(this.users, userKey, this.clock())?.value ?? []);
+  }
+
+  async dropUserEntries(userKey: string, fields: readonly string[]): Promise<void> {
+    this.assertOpen();
+    const set = this.fresh(this.users, userKey, this.clock());
+    if (set === undefined) return;
+    for (const f of fields) set.value.delete(f);
+    if (set.value.size === 0) this.users.delete(userKey);
+  }
+
+  async putLogIndex(logId: string, value: string, ttlMs: number): Promise<void> {
+    this.assertOpen();
+    const now = this.clock();
+    this.logIds.delete(logId);
+    this.logIds.set(logId, { value, expires: now + ttlMs });
+    this.sweep(this.logIds, now);
+  }
+
+  async getLogIndex(logId: string): Promise<string | undefined> {
+    this.assertOpen();
+    return this.fresh(this.logIds, logId, this.clock())?.value;
+  }
+
+  async setRevokedBefore(time: number, ttlMs: number): Promise<void> {
+    this.assertOpen();
+    this.revokeAll = { value: time, expires: this.clock() + ttlMs };
+  }
+
+  async revokedBefore(): Promise<number> {
+    this.assertOpen();
+    const r = this.revokeAll;
+    if (r === undefined) return 0;
+    if (this.clock() >= r.expires) {
+      this.revokeAll = undefined;
+      return 0;
+    }
+    return r.value;
+  }
+
+  /** The entry at `key` unless it expired (then it is removed). */
+  private fresh<T>(map: Map<string, Expiring<T>>, key: string, now: number): Expiring<T> | undefined {
+    const e = map.get(key);
+    if (e === undefined) return undefined;
+    if (now < e.expires) return e;
+    map.delete(key);
+    return undefined;
+  }
+
+  private sweep<T>(map: Map<string, Expiring<T>>, now: number): void {
+    let seen = 0;
+    for (const [key, e] of map) {
+      if (++seen > SWEEP_PER_WRITE) break;
+      if (now >= e.expires) map.delete(key);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.isClosed()) throw new StoreUnavailableError('memory session store is closed');
+  }
+}
