@@ -137,6 +137,9 @@ async function main(): Promise<number> {
     return 0;
   }
 
+  // SIGHUP's default action ends the process: until the reload handler is in place (serve,
+  // runPrimary), one that comes is ignored (the file is being read anyway).
+  if (parsed.command === 'run') process.on('SIGHUP', () => undefined);
   const { loadConfigFile } = await import('./config/load.js');
   let loaded;
   try {
