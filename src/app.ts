@@ -90,6 +90,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     onCookieCleared: new Set(config.logout.onCookieCleared),
     strippedCookieNames: new Set(),
     proxies: proxyTrust(config.trustProxy),
+    fingerprints: store,
   };
 }
 
@@ -201,6 +202,8 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
       await store.ping();
       return { ready: true, reason: 'ready' };
     } catch {
+      // Report-only never blocks on the store (fail-open): without it the instance still serves.
+      if (config.mode === 'report-only') return { ready: true, reason: 'ready (report-only: store unavailable, replays not reported)' };
       return { ready: false, reason: 'store unavailable' };
     }
   };

@@ -1,5 +1,5 @@
 // Prometheus metrics, on a registry of our own (no global state).
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Histogram, Registry, type CounterConfiguration, type LabelValues } from 'prom-client';
 import type { StoreStats } from '../store/types.js';
 
 /** Every security event class, counted from zero so that dashboards see them before the first one. */
@@ -10,7 +10,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<'status'>;
   readonly duration: Histogram;
-  readonly security: Counter<'event'>;
+  readonly security: SecurityEvents;
   readonly sessions: Counter<'action'>;
   readonly storeErrors: Counter;
   readonly upstreamErrors: Counter<'status'>;
@@ -27,10 +27,10 @@ export class Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
-    this.security = new Counter({
+    this.security = new SecurityEvents({
       name: 'coatcheck_security_events_total',
-      help: 'Rejected or suspicious tickets and cookies, by class (revoked = a replay after logout).',
-      labelNames: ['event'],
+      help: 'Rejected or suspicious tickets and cookies, by class (revoked = a replay after logout) and mode (report-only: reported, not refused).',
+      labelNames: ['event', 'mode'],
       registers,
     });
     this.sessions = new Counter({ name: 'coatcheck_sessions_total', help: 'Session lifecycle events.', labelNames: ['action'], registers });
@@ -57,5 +57,27 @@ export class Metrics {
   /** Reads the store's own counts (when it keeps any) at each scrape. */
   watchStore(store: { stats?(): StoreStats }): void {
     this.storeStats = store.stats ? () => (store.stats as () => StoreStats).call(store) : undefined;
+  }
+}
+
+/** What the security events were seen under: `enforce` (refused or acted on), `report-only` (only reported). */
+export type SecurityMode = 'enforce' | 'report-only';
+
+/**
+ * coatcheck_security_events_total: every series carries `mode`; an event counted without one is
+ * an enforce-mode event (the stages of enforce mode name only the event).
+ */
+export class SecurityEvents extends Counter<'event' | 'mode'> {
+  constructor(config: CounterConfiguration<'event' | 'mode'>) {
+    super(config);
+    // prom-client sets `inc` on the instance in its constructor (a prototype method would be
+    // shadowed): wrap that one.
+    const inc = this.inc.bind(this) as (labels: LabelValues<'event' | 'mode'>, value?: number) => void;
+    const withMode = (arg?: LabelValues<'event' | 'mode'> | number, value?: number): void => {
+      if (typeof arg !== 'object') return inc({}, arg);
+      // An exemplar form ({ labels, value, exemplarLabels }) is not used here; labels are the plain form.
+      inc(arg.mode === undefined ? { ...arg, mode: 'enforce' } : arg, value);
+    };
+    this.inc = withMode as Counter<'event' | 'mode'>['inc'];
   }
 }

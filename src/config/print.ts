@@ -12,6 +12,7 @@ export function printConfig(config: Config): string {
   const effective = {
     listen: formatListen(config.listen),
     upstream: config.upstream,
+    mode: config.mode,
     upstreamTimeout: formatDuration(config.upstreamTimeout),
     shutdownTimeout: formatDuration(config.shutdownTimeout),
     trustProxy: config.trustProxy,

@@ -7,13 +7,16 @@ import type { Config } from './schema.js';
 /**
  * Keys bound to something made once at start: the listening sockets (listen, admin.listen and
  * the sessions API's token, whether TLS is on and its redirect listener, the header size limit
- * of the HTTP parser), the store connection (store.*) and the worker processes. A new value is
- * named in a warning and the running one kept.
+ * of the HTTP parser), the store connection (store.*), the worker processes, and the mode. A
+ * new value is named in a warning and the running one kept.
  */
 const FIXED: ReadonlyArray<{ key: string; of: (c: Config) => unknown }> = [
   { key: 'listen', of: (c) => c.listen },
   { key: 'store', of: (c) => c.store },
   { key: 'workers', of: (c) => c.workers },
+  // Switching between report-only and enforce is a rollout step done by a restart (README
+  // "Report-only rollout"); not tried live.
+  { key: 'mode', of: (c) => c.mode },
   { key: 'admin.listen', of: (c) => c.admin.listen },
   // Whether the sessions API is on, and its token, are fixed with the admin listener.
   { key: 'admin.token', of: (c) => c.admin.token },
@@ -40,6 +43,7 @@ export function planReload(running: Readonly<Config>, next: Readonly<Config>): R
     listen: running.listen,
     store: running.store,
     workers: running.workers,
+    mode: running.mode,
     admin: { ...next.admin, listen: running.admin.listen, token: running.admin.token },
     limits: { ...next.limits, maxHeaderSize: running.limits.maxHeaderSize },
     tls: running.tls === null || next.tls === null ? running.tls : { ...next.tls, redirectFrom: running.tls.redirectFrom },

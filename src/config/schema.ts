@@ -426,6 +426,8 @@ export const configSchema = z
   .strictObject({
     listen: listen.default({ host: '127.0.0.1', port: 8080 }),
     upstream: httpUrl,
+    /** enforce: cookies kept server-side; report-only: every cookie forwarded untouched, replays only reported (pipeline/report-only.ts). */
+    mode: z.enum(['enforce', 'report-only']).default('enforce'),
     upstreamTimeout: duration({ min: 1 }).default(60_000),
     shutdownTimeout: duration().default(10_000),
     trustProxy: trustProxy.default(false),

@@ -52,6 +52,12 @@ export function collectWarnings(config: Config, { file, doc, at, defaulted }: Wa
       'has no rule and no onCookieCleared: coatcheck itself never ends a session early, so a logout in the app leaves the session (and a copied ticket) alive until session.idleTimeout or session.absoluteTimeout, unless the app answers its logout with the header "Coatcheck-Session: revoke". Add the logout path(s) as rules, or the app\'s session cookie to logout.onCookieCleared',
     );
   }
+  if (config.mode === 'report-only') {
+    warn(
+      ['mode'],
+      'is report-only: every cookie is forwarded untouched and nothing is enforced (no jar, no ticket, no stripping, no rejection; a store failure lets every request through); logged-out cookies presented again are only reported. A rollout step: switch to enforce once the reports are understood (README, "Report-only rollout")',
+    );
+  }
   const seen = new Map<string, number>();
   config.secrets.forEach((secret, i) => {
     const first = seen.get(secret);

@@ -14,6 +14,7 @@ import type { Metrics } from '../admin/metrics.js';
 import type { HttpErrorKind } from '../errors.js';
 import type { TicketCookie } from './ticket-cookie.js';
 import type { ProxyTrust } from './headers.js';
+import type { FingerprintStore } from '../store/types.js';
 
 /** Built once at start-up and shared by every request. */
 export interface PipelineDeps {
@@ -33,6 +34,8 @@ export interface PipelineDeps {
   strippedCookieNames: Set<string>;
   /** Which peers and X-Forwarded-For hops are trusted proxies (trustProxy). */
   proxies: ProxyTrust;
+  /** Where report-only mode records and looks up cookie fingerprints: the session store (report-only.ts). */
+  fingerprints: FingerprintStore;
 }
 
 const NO_STRINGS: readonly string[] = Object.freeze([]);

@@ -7,8 +7,11 @@ import { mapUpstreamError, isAbort } from '../proxy/error-map.js';
 import { FormBody } from './form-method.js';
 import { requestIdOf } from './headers.js';
 import { replyError, replyReject } from './reply.js';
+import { reportOnlyStages, type StageLists } from './report-only.js';
 import { REQUEST_STAGES } from './request.js';
 import { RESPONSE_STAGES } from './response.js';
+
+const ENFORCE_STAGES: StageLists = { request: REQUEST_STAGES, response: RESPONSE_STAGES };
 
 /** The path as the access log shows it: `;` path parameters (`;jsessionid=…`) dropped, as the query is. */
 export function loggedPath(pathname: string): string {
@@ -30,6 +33,7 @@ export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: S
   const { metrics } = deps;
   /** Counter children by status code: no label object and hash per request. */
   const byStatus = new Map<number, { inc(): void }>();
+  const stages = deps.config.mode === 'report-only' ? reportOnlyStages(deps) : ENFORCE_STAGES;
 
   function onClose(this: TaggedResponse): void {
     const ctx = this[kContext] as RequestContext;
@@ -60,7 +64,7 @@ export function createHandler(deps: PipelineDeps): (req: IncomingMessage, res: S
     const ctx = new RequestContext(requestIdOf(req), req, res, deps.logger);
     (res as TaggedResponse)[kContext] = ctx;
     res.on('close', onClose);
-    run(ctx, deps).catch((err: unknown) => finish(ctx, deps, fail(err)));
+    run(ctx, deps, stages).catch((err: unknown) => finish(ctx, deps, fail(err)));
   };
 }
 
@@ -97,8 +101,8 @@ function finish(ctx: RequestContext, deps: PipelineDeps, outcome: Outcome): void
   }
 }
 
-async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
-  let outcome = runStages(REQUEST_STAGES, ctx, deps);
+async function run(ctx: RequestContext, deps: PipelineDeps, stages: StageLists): Promise<void> {
+  let outcome = runStages(stages.request, ctx, deps);
   if (outcome instanceof Promise) outcome = await outcome;
   if (outcome !== undefined) return finish(ctx, deps, outcome);
   if (ctx.aborted) return;
@@ -115,7 +119,7 @@ async function run(ctx: RequestContext, deps: PipelineDeps): Promise<void> {
     if (ctx.aborted && isAbort(err)) return;
     return finish(ctx, deps, fail(mapUpstreamError(err)));
   }
-  outcome = runStages(RESPONSE_STAGES, ctx, deps);
+  outcome = runStages(stages.response, ctx, deps);
   if (outcome instanceof Promise) outcome = await outcome;
   if (outcome !== undefined) return finish(ctx, deps, outcome);
   const { res } = ctx;

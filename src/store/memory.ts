@@ -95,6 +95,7 @@ export class MemoryStore implements SessionStore {
     this.live.clear();
     this.tombs.clear();
     this.families.clear();
+    this.fingerprints.clear();
     this.liveCursor = undefined;
     this.tombCursor = undefined;
     this.familyCursor = undefined;
@@ -325,6 +326,51 @@ export class MemoryStore implements SessionStore {
     this.liveCursor = sweepSome(this.live, this.liveCursor, now);
     this.tombCursor = sweepSome(this.tombs, this.tombCursor, now);
     this.familyCursor = sweepSome(this.families, this.familyCursor, now);
+  }
+
+  // ---- report-only mode: cookie fingerprints (types.ts FingerprintStore) ----
+
+  /**
+   * Fingerprints by their token, oldest first: their own map, bounded by maxSessions on its own
+   * (a full map drops the oldest record first: a replay of it then goes unreported, nothing
+   * else changes). Swept a few entries per write, like the sessions.
+   */
+  private readonly fingerprints = new Map<string, { at: number; expiresAt: number }>();
+  private fingerprintCursor: Iterator<[string, { at: number; expiresAt: number }]> | undefined;
+
+  async recordFingerprints(fingerprints: readonly string[], at: number, ttlMs: number): Promise<Array<number | null>> {
+    this.assertOpen();
+    checkTtl(ttlMs, 'ttlMs');
+    const now = this.clock();
+    const before = fingerprints.map((fp) => this.fingerprintAt(fp, now));
+    for (const fp of fingerprints) {
+      this.fingerprints.delete(fp);
+      while (this.fingerprints.size >= this.maxSessions) {
+        const oldest = firstEntry(this.fingerprints);
+        if (oldest === undefined) break;
+        this.fingerprints.delete(oldest[0]);
+      }
+      this.fingerprints.set(fp, { at, expiresAt: now + ttlMs });
+    }
+    this.fingerprintCursor = sweepSome(this.fingerprints, this.fingerprintCursor, now);
+    return before;
+  }
+
+  async findFingerprints(fingerprints: readonly string[]): Promise<Array<number | null>> {
+    this.assertOpen();
+    const now = this.clock();
+    return fingerprints.map((fp) => this.fingerprintAt(fp, now));
+  }
+
+  /** When `fp` was recorded, removing it first when it has expired. */
+  private fingerprintAt(fp: string, now: number): number | null {
+    const entry = this.fingerprints.get(fp);
+    if (entry === undefined) return null;
+    if (now >= entry.expiresAt) {
+      this.fingerprints.delete(fp);
+      return null;
+    }
+    return entry.at;
   }
 }
 

@@ -8,7 +8,8 @@
 //   sentinel.ts      following a sentinel-watched master across failovers;
 //   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
 //   redact.ts        what a Redis failure may say (host:port, never a password or a value);
-//   directory.ts     users' sessions, log ids and the revoke-all time (session/directory.ts).
+//   directory.ts     users' sessions, log ids and the revoke-all time (session/directory.ts);
+//   fingerprints.ts  report-only mode's cookie fingerprints (one key each, SET … GET, batched lookups).
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
 // cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
 // the family's members, then runs its script with them declared (scripts.ts).
@@ -18,6 +19,7 @@ import { lineageOf, untagged } from './lineage.js';
 import { RedisClient } from './redis/client.js';
 import { RedisDirectory } from './redis/directory.js';
 import { ReplicatedWrites } from './redis/replicated-writes.js';
+import { RedisFingerprints } from './redis/fingerprints.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
 import * as scripts from './redis/scripts.js';
@@ -64,6 +66,7 @@ export class RedisStore implements SessionStore {
       prefix: options.prefix,
     });
     this.directory = new RedisDirectory(this.client, options.prefix);
+    this.fingerprints = new RedisFingerprints(this.client, options.prefix);
     const replicas = options.replicas ?? 0;
     this.revocations =
       replicas > 0
@@ -165,6 +168,19 @@ export class RedisStore implements SessionStore {
   private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
     if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);
     return this.client.run(op, command);
+  }
+
+  // ---- report-only mode: cookie fingerprints (types.ts FingerprintStore; redis/fingerprints.ts) ----
+
+  private readonly fingerprints: RedisFingerprints;
+
+  async recordFingerprints(fingerprints: readonly string[], at: number, ttlMs: number): Promise<Array<number | null>> {
+    checkTtl(ttlMs, 'ttlMs');
+    return fingerprints.length === 0 ? [] : this.fingerprints.record(fingerprints, at, ttlMs);
+  }
+
+  async findFingerprints(fingerprints: readonly string[]): Promise<Array<number | null>> {
+    return fingerprints.length === 0 ? [] : this.fingerprints.find(fingerprints);
   }
 
   /** What a damaged value loads as, with a warning that names its key only by a prefix. */

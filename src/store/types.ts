@@ -68,7 +68,7 @@ export type WriteResult =
   /** The record is live but another write came first (its version moved on): nothing was written. */
   | 'conflict';
 
-export interface SessionStore {
+export interface SessionStore extends FingerprintStore {
   readonly kind: 'memory' | 'redis';
   /** Connects and checks the store answers. Throws StoreUnavailableError when it does not. */
   start(): Promise<void>;
@@ -162,4 +162,23 @@ export interface DirectoryStore {
   setRevokedBefore(time: number, ttlMs: number): Promise<void>;
   /** That time; 0 when none was set. Asked on every session load (batched with the loads). */
   revokedBefore(): Promise<number>;
+}
+
+// ---- report-only mode: cookie fingerprints (pipeline/report-only.ts, session/fingerprint.ts) ----
+
+/**
+ * Keyed fingerprints of app cookies seen at a logout in report-only mode. A fingerprint is an
+ * opaque base64url token (an HMAC the caller computed: never a cookie value); each is its own
+ * entry with its own TTL, apart from the sessions (on Redis Cluster each lands in its own slot,
+ * so neither call ever sends a multi-key command across slots).
+ */
+export interface FingerprintStore {
+  /**
+   * Records each fingerprint with the time `at` (ms since the epoch) for `ttlMs`, replacing an
+   * earlier record. Resolves, per fingerprint in order, to the time it was recorded before this
+   * call (a fingerprint already there: a logged-out cookie presented again) or null.
+   */
+  recordFingerprints(fingerprints: readonly string[], at: number, ttlMs: number): Promise<Array<number | null>>;
+  /** Per fingerprint in order, the time it was recorded, or null when it is not (or no longer) recorded. */
+  findFingerprints(fingerprints: readonly string[]): Promise<Array<number | null>>;
 }

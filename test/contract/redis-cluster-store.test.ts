@@ -55,6 +55,7 @@ runStoreContract('redis cluster', async (clock) => {
     advance: (ms) => clock.advance(ms),
     // The suite's keys have no lineage tag: they all share the empty lineage's `{.}`.
     pttl: (key) => raw.pttl(layout.session(key)),
+    fingerprintPttl: (fp) => raw.pttl(`${prefix}p:${fp}`),
     familyPttl: (family) => raw.pttl(layout.family(family, '')),
     expireNow: async (key) => {
       await raw.pexpire(layout.session(key), 0);

@@ -43,6 +43,7 @@ runStoreContract('redis', async (clock) => {
     peer,
     advance: (ms) => clock.advance(ms),
     pttl: (key) => redis().client().pttl(`${prefix}s:${key}`),
+    fingerprintPttl: (fp) => redis().client().pttl(`${prefix}p:${fp}`),
     familyPttl: (family) => redis().client().pttl(`${prefix}f:${family}`),
     // A non-positive PEXPIRE removes the key at once, as its TTL running out would.
     expireNow: async (key) => {

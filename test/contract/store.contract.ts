@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { StoreUnavailableError } from '../../src/errors.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from '../../src/store/types.js';
 import { FakeClock } from '../helpers/clock.js';
+import { runFingerprintContract } from './fingerprints.contract.js';
 
 export interface StoreHarness {
   store: SessionStore;
@@ -29,6 +30,8 @@ export interface StoreHarness {
   expireNow?(key: string): Promise<void>;
   /** Makes the backend drop a family's index now, as its TTL running out would. Present with `pttl`. */
   expireFamilyNow?(family: string): Promise<void>;
+  /** Remaining TTL of a report-only fingerprint in ms, as the backend reports it. Present with `pttl`. */
+  fingerprintPttl?(fingerprint: string): Promise<number>;
   cleanup(): Promise<void>;
 }
 
@@ -1105,5 +1108,6 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
         for (const call of calls) await assert.rejects(call(), StoreUnavailableError);
       });
     });
+    runFingerprintContract(setup);
   });
 }

@@ -60,8 +60,8 @@ export interface StageHarness {
   logs: LogCapture;
   /** A fresh context for `req`, with the request id the handler would give it. */
   context(req?: IncomingMessage): RequestContext;
-  /** The value of a security-event counter. */
-  securityCount(event: string): Promise<number>;
+  /** The value of a security-event counter (mode enforce unless named). */
+  securityCount(event: string, mode?: 'enforce' | 'report-only'): Promise<number>;
 }
 
 /** A configuration from exactly these keys (plus the required upstream and secret); nothing is added. */
@@ -79,9 +79,9 @@ export function stageHarness(input: Partial<ConfigInput> = {}, clock: () => numb
     config,
     logs,
     context: (req = fakeRequest()) => new RequestContext(requestIdOf(req), req, {} as ServerResponse, logger),
-    async securityCount(event) {
+    async securityCount(event, mode = 'enforce') {
       const metric = await deps.metrics.security.get();
-      return metric.values.find((v) => v.labels.event === event)?.value ?? 0;
+      return metric.values.find((v) => v.labels.event === event && v.labels.mode === mode)?.value ?? 0;
     },
   };
 }

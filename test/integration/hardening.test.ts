@@ -384,9 +384,9 @@ describe('alarms and metrics', () => {
     await send(h.port, '/echo', { headers: { cookie: 'coatcheck=v1.forged' } });
     await send(h.port, '/echo', { headers: { cookie: `coatcheck=${stolen.slice(0, -1)}${stolen.endsWith('A') ? 'E' : 'A'}` } });
     const metrics = (await send(adminPort, '/metrics')).body;
-    assert.match(metrics, /coatcheck_security_events_total\{event="revoked"\} 1\b/);
-    assert.match(metrics, /coatcheck_security_events_total\{event="forged"\} 1\b/);
-    assert.match(metrics, /coatcheck_security_events_total\{event="unknown"\} 1\b/);
+    assert.match(metrics, /coatcheck_security_events_total\{event="revoked",mode="enforce"\} 1\b/);
+    assert.match(metrics, /coatcheck_security_events_total\{event="forged",mode="enforce"\} 1\b/);
+    assert.match(metrics, /coatcheck_security_events_total\{event="unknown",mode="enforce"\} 1\b/);
     assert.match(metrics, /coatcheck_sessions_total\{action="created"\} 1\b/);
     assert.match(metrics, /coatcheck_sessions_total\{action="revoked"\} 1\b/);
     assert.match(metrics, /coatcheck_requests_total\{status="401"\} 1\b/);

@@ -61,6 +61,10 @@ describe('the documented Redis ACL', () => {
     assert.equal(await d.getLogIndex('log'), 'where');
     await d.setRevokedBefore(1, HOUR);
     assert.equal(await d.revokedBefore(), 1);
+    // Report-only mode's fingerprints: SET … PX … GET, and lookups in an MGET.
+    assert.deepEqual(await store.recordFingerprints(['fp1', 'fp2'], 5, HOUR), [null, null]);
+    assert.deepEqual(await store.recordFingerprints(['fp1'], 6, HOUR), [5]);
+    assert.deepEqual(await store.findFingerprints(['fp1', 'fp2', 'fp3']), [6, 5, null]);
     assert.deepEqual(logs.warnings(), []);
     // and nothing outside the prefix
     const outside = new Redis({ port: redis().port, host: '127.0.0.1', username: 'coatcheck', password, lazyConnect: true, maxRetriesPerRequest: 0 });

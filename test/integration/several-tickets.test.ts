@@ -51,7 +51,7 @@ function suite(name: string, choose: () => StoreChoice) {
 
     async function metric(h: Harness, event: string): Promise<number> {
       const body = (await send(h.adminPort as number, '/metrics')).body;
-      const m = new RegExp(`coatcheck_security_events_total\\{event="${event}"\\} (\\d+)`).exec(body);
+      const m = new RegExp(`coatcheck_security_events_total\\{event="${event}",mode="enforce"\\} (\\d+)`).exec(body);
       return Number(m?.[1] ?? NaN);
     }
 

@@ -57,6 +57,7 @@ function pos(lines: string[], snippet: string): { line: number; col: number } {
 const DEFAULTS: Config = {
   listen: { host: '127.0.0.1', port: 8080 },
   upstream: 'http://127.0.0.1:3000',
+  mode: 'enforce',
   upstreamTimeout: 60_000,
   shutdownTimeout: 10_000,
   trustProxy: false,
@@ -1609,7 +1610,7 @@ describe('unknown keys', () => {
   }
 
   const levels: [Path, string[]][] = [
-    [[], ['listen', 'upstream', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin', 'tls']],
+    [[], ['listen', 'upstream', 'mode', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin', 'tls']],
     [['store'], ['kind', 'url', 'sentinel', 'cluster', 'username', 'password', 'db', 'replicas', 'replicaTimeout', 'prefix', 'timeout', 'connectTimeout', 'maxSessions']],
     [['store', 'sentinel'], ['name', 'nodes', 'password', 'tls']],
     [['store', 'cluster'], ['nodes']],

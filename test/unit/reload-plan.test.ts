@@ -23,7 +23,7 @@ test('live keys take the new value and are reported by key path, secrets without
   assert.ok(!JSON.stringify({ changed: plan.changed, kept: plan.kept }).includes(SECRET_B));
 });
 
-test('listen, store, workers, admin.listen, admin.token, maxHeaderSize, TLS on/off and redirectFrom keep their running value and are named', () => {
+test('listen, store, workers, mode, admin.listen, admin.token, maxHeaderSize, TLS on/off and redirectFrom keep their running value and are named', () => {
   const tls = { cert: '/a.crt', key: '/a.key' };
   const running = config({ tls: { ...tls, redirectFrom: ':8080' } });
   const plan = planReload(
@@ -32,16 +32,18 @@ test('listen, store, workers, admin.listen, admin.token, maxHeaderSize, TLS on/o
       listen: ':9999',
       store: { kind: 'redis', url: 'redis://other:6379' },
       workers: 2,
+      mode: 'report-only',
       admin: { listen: ':9090', token: 'admin-token-0123456789abcdefghijklmnopq' },
       limits: { maxHeaderSize: 2048, maxCookiesPerSession: 5 },
       tls: { cert: '/b.crt', key: '/b.key', redirectFrom: ':8081' },
     }),
   );
-  assert.deepEqual(plan.kept, ['listen', 'store', 'workers', 'admin.listen', 'admin.token', 'limits.maxHeaderSize', 'tls.redirectFrom']);
+  assert.deepEqual(plan.kept, ['listen', 'store', 'workers', 'mode', 'admin.listen', 'admin.token', 'limits.maxHeaderSize', 'tls.redirectFrom']);
   assert.ok(!JSON.stringify(plan.kept).includes('admin-token-0123'), 'a key, never its value');
   assert.deepEqual(plan.config.listen, running.listen);
   assert.deepEqual(plan.config.store, running.store);
   assert.equal(plan.config.workers, 1);
+  assert.equal(plan.config.mode, 'enforce');
   assert.equal(plan.config.admin.listen, null);
   assert.equal(plan.config.admin.token, null);
   assert.equal(plan.config.limits.maxHeaderSize, running.limits.maxHeaderSize);

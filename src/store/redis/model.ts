@@ -8,6 +8,8 @@
 //   `${prefix}f:${family}`  a set of the session keys minted from one login, made when an id is
 //                           first renewed (an id that was never renewed is its own family); it
 //                           expires at the latest absolute deadline of its members.
+//   `${prefix}p:${fingerprint}`  report-only mode: a cookie fingerprint seen at a logout (no hash
+//                           tag, on a cluster too; fingerprints.ts).
 // A store key is `<tag>.<hash>` (lineage.ts); on one server (or a sentinel-watched master) the
 // tag is left out, so these are exactly the keys written before lineages existed and an upgrade
 // keeps every session. (Two keys that differ by their tag alone would share a Redis key; they
