@@ -12,6 +12,7 @@
 # listen on 0.0.0.0, not 127.0.0.1, to be reachable through the published port.
 # The CLI handles SIGTERM itself (clean exit 0), so node can run as PID 1; `docker run
 # --init` adds zombie reaping if you want it.
+# SIGHUP (`docker kill -s HUP <container>`) reloads the mounted config (README "Live reload").
 #
 # Both stages use Node 24 LTS on Debian bookworm (slim). Pin by digest in production.
 
@@ -42,12 +43,12 @@ USER node
 ENV COATCHECK_CONFIG=/etc/coatcheck/config.yaml
 EXPOSE 8080
 
-# No HEALTHCHECK here: health is served by the admin listener, which is off unless the config
-# sets `admin.listen` (its address is the config's choice, e.g. "127.0.0.1:9090"). It answers
-# GET /healthz (alive), /readyz (the store answers; 503 while draining or when it does not) and
-# /metrics (Prometheus). With an admin listener configured, add e.g.
-#   HEALTHCHECK --interval=30s --timeout=3s CMD node -e "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-# (the slim image has no curl). An orchestrator's probes (/healthz, /readyz) reach it only on a
-# non-loopback address such as 0.0.0.0:9090: do not publish that port.
+# Health: `coatcheck healthcheck` asks the admin listener the configuration names (admin.listen,
+# e.g. ":9090") for GET /healthz; the slim image has no curl. Without an admin listener the
+# container reports unhealthy and says why (docker inspect). The admin listener also answers
+# /readyz (the store answers; 503 while draining or when it does not) and /metrics (Prometheus);
+# orchestrators probe it on a non-loopback address such as ":9090": do not publish that port to
+# the public. Kubernetes ignores HEALTHCHECK and uses its own probes (deploy/kubernetes/).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["node", "/app/dist/cli.js", "healthcheck"]
 
 ENTRYPOINT ["node", "/app/dist/cli.js"]

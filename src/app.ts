@@ -1,10 +1,12 @@
 // createCoatcheck: wires config, store, session service, engine and HTTP server. No I/O at
 // import; start() connects and listens, close() drains and releases everything.
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { Metrics } from './admin/metrics.js';
 import { createAdminServer, type AdminServer, type Readiness } from './admin/server.js';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from './clock.js';
+import { planReload } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { CookiePolicy } from './cookies/policy.js';
 import type { Logger } from './log.js';
@@ -17,6 +19,7 @@ import { SessionService } from './session/service.js';
 import type { RandomSource } from './session/ticket.js';
 import { createStore } from './store/index.js';
 import type { SessionStore } from './store/types.js';
+import { createRedirectServer, readTlsFiles } from './tls.js';
 
 export interface CoatcheckDeps {
   config: Readonly<Config>;
@@ -41,7 +44,17 @@ export interface Coatcheck {
   close(): Promise<void>;
   /** Can this instance serve now: not draining, and its store answers (what /readyz says). */
   readiness(): Promise<Readiness>;
-  readonly server: Server;
+  /**
+   * Runs `next` from now on (SIGHUP, README "Live reload"): requests already in flight finish
+   * under the configuration they started with. Keys bound to sockets, the store or the workers
+   * keep their running value (config/reload.ts). Logs `config.reloaded`. Rejects, changing
+   * nothing, when a TLS file cannot be read.
+   */
+  reload(next: Readonly<Config>): Promise<{ changed: string[]; kept: string[] }>;
+  /** The configuration new requests run under. */
+  readonly config: Readonly<Config>;
+  /** An https.Server when `tls` is set. */
+  readonly server: Server | HttpsServer;
   readonly store: SessionStore;
   readonly metrics: Metrics;
 }
@@ -81,10 +94,18 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
   };
 }
 
-/** The proxy's HTTP server, with the socket-level answers (CONNECT, malformed requests) that come before any stage. */
-function createProxyServer(pipeline: PipelineDeps): { server: Server; sockets: Set<Socket> } {
-  const { config, logger } = pipeline;
-  const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, createHandler(pipeline));
+type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * The proxy's HTTP (or, with `tls`, HTTPS: its certificate is set at start) server, with the
+ * socket-level answers (CONNECT, malformed requests) that come before any stage.
+ */
+function createProxyServer(config: Readonly<Config>, logger: Logger, listener: RequestListener): { server: Server | HttpsServer; sockets: Set<Socket> } {
+  const server = config.tls
+    ? createHttpsServer({ maxHeaderSize: config.limits.maxHeaderSize }, listener)
+    : createServer({ maxHeaderSize: config.limits.maxHeaderSize }, listener);
+  // A failed handshake (a scanner, a client that refuses the certificate): nothing to answer.
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => logger.debug({ event: 'tls.client_error', code: err.code }, 'TLS handshake failed'));
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
@@ -107,7 +128,7 @@ function createProxyServer(pipeline: PipelineDeps): { server: Server; sockets: S
 }
 
 /** Stops accepting, lets in-flight requests finish until the deadline, then closes their connections. */
-async function drain(server: Server, sockets: Set<Socket>, timeoutMs: number, logger: Logger): Promise<void> {
+async function drain(server: Server | HttpsServer, sockets: Set<Socket>, timeoutMs: number, logger: Logger): Promise<void> {
   const drained = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
   let timer: NodeJS.Timeout | undefined;
@@ -124,7 +145,7 @@ async function drain(server: Server, sockets: Set<Socket>, timeoutMs: number, lo
   }
 }
 
-function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
+function listen(server: Server | HttpsServer, port: number, host: string): Promise<AddressInfo> {
   return new Promise<AddressInfo>((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once('error', onError);
@@ -135,13 +156,43 @@ function listen(server: Server, port: number, host: string): Promise<AddressInfo
   });
 }
 
+/**
+ * One configuration's pipeline and the requests running under it. A reload starts a new
+ * generation; the old one's requests finish with their own deps, and its upstream pool (when the
+ * upstream changed) closes once they are done.
+ */
+interface Generation {
+  pipeline: PipelineDeps;
+  handler: RequestListener;
+  inFlight: number;
+  retired: boolean;
+}
+
 export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
-  const { config, logger } = deps;
+  const { logger } = deps;
+  let config = deps.config;
   const store = deps.store ?? createStore(config.store, { clock: deps.clock ?? systemClock, logger });
-  const pipeline = createPipelineDeps({ ...deps, store });
-  const { engine, metrics } = pipeline;
+  const generation = (pipeline: PipelineDeps): Generation => ({ pipeline, handler: createHandler(pipeline), inFlight: 0, retired: false });
+  let current = generation(createPipelineDeps({ ...deps, store }));
+  const { metrics } = current.pipeline;
   metrics.watchStore(store);
-  const { server, sockets } = createProxyServer(pipeline);
+  const engines = new Set<ForwardEngine>([current.pipeline.engine]);
+  const retire = (g: Generation): void => {
+    const engine = g.pipeline.engine;
+    if (g.retired && g.inFlight === 0 && engine !== current.pipeline.engine && engines.delete(engine)) {
+      engine.close().catch(() => undefined);
+    }
+  };
+  const { server, sockets } = createProxyServer(config, logger, (req, res) => {
+    const g = current;
+    g.inFlight++;
+    res.once('close', () => {
+      g.inFlight--;
+      retire(g);
+    });
+    g.handler(req, res);
+  });
+  const redirect = config.tls?.redirectFrom ? createRedirectServer(() => (server.address() as AddressInfo | null)?.port ?? 443, logger) : undefined;
 
   let started = false;
   let closing: Promise<void> | undefined;
@@ -164,7 +215,13 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
           metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
           sessions: {
             token: config.admin.token,
-            backend: pipeline.service.directory,
+            // The directory of the configuration running now (its keys come from the secrets, which a reload may change).
+            backend: {
+              list: (user) => current.pipeline.service.directory.list(user),
+              revokeUser: (user) => current.pipeline.service.directory.revokeUser(user),
+              revokeLogId: (logId) => current.pipeline.service.directory.revokeLogId(logId),
+              revokeAll: () => current.pipeline.service.directory.revokeAll(),
+            },
             onRevoked: (n) => metrics.sessions.inc({ action: 'revoked' }, n),
           },
         })
@@ -175,10 +232,49 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     store,
     metrics,
     readiness,
+    get config() {
+      return config;
+    },
+    async reload(next) {
+      const plan = planReload(config, next);
+      // Read before anything changes: a file that cannot be read leaves everything as it was.
+      const tls = plan.config.tls && 'setSecureContext' in server ? await readTlsFiles(plan.config.tls) : undefined;
+      if (tls && 'setSecureContext' in server) server.setSecureContext(tls);
+      const upstreamChanged = plan.config.upstream !== config.upstream || plan.config.upstreamTimeout !== config.upstreamTimeout;
+      const previous = current;
+      const pipeline = createPipelineDeps({
+        ...deps,
+        config: plan.config,
+        store,
+        metrics,
+        engine: deps.engine ?? (upstreamChanged ? new UndiciEngine({ origin: plan.config.upstream, timeout: plan.config.upstreamTimeout }) : previous.pipeline.engine),
+      });
+      pipeline.strippedCookieNames = previous.pipeline.strippedCookieNames;
+      engines.add(pipeline.engine);
+      current = generation(pipeline);
+      config = plan.config;
+      logger.level = config.log.level;
+      previous.retired = true;
+      retire(previous);
+      if (plan.kept.length > 0) {
+        logger.warn(
+          { event: 'config.reload_kept', keys: plan.kept },
+          `these keys cannot change without a restart and keep their running value: ${plan.kept.join(', ')}`,
+        );
+      }
+      // Key names only: never a value (secrets, passwords).
+      logger.info(
+        { event: 'config.reloaded', changed: plan.changed, kept: plan.kept, tlsFilesReread: tls !== undefined, inFlight: previous.inFlight },
+        plan.changed.length > 0 ? `configuration reloaded: ${plan.changed.join(', ')} changed` : 'configuration reloaded: nothing changed',
+      );
+      return { changed: plan.changed, kept: plan.kept };
+    },
     async start() {
       await store.start();
+      if (config.tls && 'setSecureContext' in server) server.setSecureContext(await readTlsFiles(config.tls));
       const addr = await listen(server, config.listen.port, config.listen.host);
       started = true;
+      if (redirect && config.tls?.redirectFrom) await listen(redirect, config.tls.redirectFrom.port, config.tls.redirectFrom.host);
       if (admin && config.admin.listen !== null) {
         const a = await admin.start(config.admin.listen.host, config.admin.listen.port);
         return { host: addr.address, port: addr.port, admin: a };
@@ -188,8 +284,12 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     close() {
       closing ??= (async () => {
         if (started) await drain(server, sockets, config.shutdownTimeout, logger);
+        if (redirect?.listening) {
+          redirect.closeAllConnections();
+          await new Promise<void>((resolve) => redirect.close(() => resolve()));
+        }
         await admin?.close();
-        await engine.close().catch(() => undefined);
+        await Promise.all([...engines].map((e) => e.close().catch(() => undefined)));
         await store.close();
       })();
       return closing;

@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Coatcheck } from './app.js';
 import type { Config } from './config/schema.js';
-import { ConfigError, ProcessError, UsageError } from './errors.js';
+import { ConfigError, formatConfigProblem, ProcessError, UsageError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { applyHeapGrowth, heapGrowthSetting, HEAP_ENV, type HeapGrowth } from './heap.js';
 import { workerCount } from './workers/count.js';
@@ -19,12 +19,20 @@ import type { PrimaryChannel } from './workers/worker.js';
 const HELP = `coatcheck — keeps a legacy web app's cookies server-side; the browser holds one revocable ticket.
 
 Usage:
-  coatcheck --config FILE                 start the proxy
+  coatcheck --config FILE                 start the proxy (SIGHUP: reload FILE; SIGTERM: drain and stop)
   coatcheck check-config --config FILE    validate FILE and print the effective configuration (secrets redacted)
+  coatcheck init --upstream URL [--redis URL] [--out FILE]
+                                          write a commented starter configuration with a fresh random
+                                          secret to FILE (default coatcheck.yaml); never overwrites
+  coatcheck healthcheck [--config FILE]   exit 0 when the admin listener's /healthz answers 200
+                                          (the container image's HEALTHCHECK)
   coatcheck --version | --help
 
 Options:
   -c, --config FILE   configuration file (YAML); defaults to $COATCHECK_CONFIG
+      --upstream URL  init: the app's origin, e.g. http://127.0.0.1:3000
+      --redis URL     init: use this Redis (redis:// or rediss://) instead of the memory store
+      --out FILE      init: where to write (default coatcheck.yaml)
   -h, --help          show this help
   -v, --version       print the version
 
@@ -43,12 +51,17 @@ function version(): string {
 }
 
 interface Parsed {
-  command: 'run' | 'check-config' | 'help' | 'version';
+  command: 'run' | 'check-config' | 'healthcheck' | 'init' | 'help' | 'version';
   configFile: string;
+  /** init's flags. */
+  init?: { upstream: string; redis?: string; out: string };
 }
 
+const COMMANDS = ['check-config', 'healthcheck', 'init'] as const;
+const INIT_FLAGS = ['upstream', 'redis', 'out'] as const;
+
 function parse(argv: string[], env: NodeJS.ProcessEnv): Parsed {
-  let values: { config?: string; help?: boolean; version?: boolean };
+  let values: { config?: string; help?: boolean; version?: boolean; upstream?: string; redis?: string; out?: string };
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -59,6 +72,9 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): Parsed {
         config: { type: 'string', short: 'c' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
+        upstream: { type: 'string' },
+        redis: { type: 'string' },
+        out: { type: 'string' },
       },
     }));
   } catch (err) {
@@ -66,12 +82,24 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): Parsed {
   }
   if (values.help) return { command: 'help', configFile: '' };
   if (values.version) return { command: 'version', configFile: '' };
-  if (positionals.length > 1 || (positionals.length === 1 && positionals[0] !== 'check-config')) {
-    throw new UsageError(`unknown command "${positionals.join(' ')}" (commands: check-config)`);
+  const command = positionals[0];
+  if (positionals.length > 1 || (command !== undefined && !(COMMANDS as readonly string[]).includes(command))) {
+    throw new UsageError(`unknown command "${positionals.join(' ')}" (commands: ${COMMANDS.join(', ')})`);
   }
+  if (command === 'init') {
+    if (values.config !== undefined) throw new UsageError('init writes a new configuration: use --out FILE, not --config');
+    if (!values.upstream) throw new UsageError('init needs --upstream URL: the origin of your app, e.g. --upstream http://127.0.0.1:3000');
+    return {
+      command: 'init',
+      configFile: '',
+      init: { upstream: values.upstream, ...(values.redis !== undefined ? { redis: values.redis } : {}), out: values.out ?? 'coatcheck.yaml' },
+    };
+  }
+  const initFlag = INIT_FLAGS.find((f) => values[f] !== undefined);
+  if (initFlag) throw new UsageError(`--${initFlag} is an option of init only`);
   const configFile = values.config ?? env.COATCHECK_CONFIG;
   if (!configFile) throw new UsageError('no configuration file: pass --config FILE or set COATCHECK_CONFIG');
-  return { command: positionals[0] === 'check-config' ? 'check-config' : 'run', configFile };
+  return { command: command === 'check-config' || command === 'healthcheck' ? command : 'run', configFile };
 }
 
 async function main(): Promise<number> {
@@ -95,7 +123,23 @@ async function main(): Promise<number> {
     process.stdout.write(`${version()}\n`);
     return 0;
   }
+  if (parsed.command === 'init' && parsed.init) {
+    const { writeStarterConfig } = await import('./init.js');
+    try {
+      await writeStarterConfig(parsed.init);
+    } catch (err) {
+      if (!(err instanceof ProcessError)) throw err;
+      process.stderr.write(`coatcheck: ${err.message}\n`);
+      return err.exitCode;
+    }
+    // The secret is in the file only.
+    process.stderr.write(`wrote ${parsed.init.out} (with a fresh random secret; readable by you only). Next: coatcheck check-config --config ${parsed.init.out}\n`);
+    return 0;
+  }
 
+  // SIGHUP's default action ends the process: until the reload handler is in place (serve,
+  // runPrimary), one that comes is ignored (the file is being read anyway).
+  if (parsed.command === 'run') process.on('SIGHUP', () => undefined);
   const { loadConfigFile } = await import('./config/load.js');
   let loaded;
   try {
@@ -108,6 +152,14 @@ async function main(): Promise<number> {
     throw err;
   }
   const { config, warnings } = loaded;
+
+  if (parsed.command === 'healthcheck') {
+    const { checkHealth } = await import('./healthcheck.js');
+    const problem = await checkHealth(config);
+    if (problem === undefined) return 0;
+    process.stderr.write(`coatcheck: not healthy: ${problem}\n`);
+    return 1;
+  }
 
   if (parsed.command === 'check-config') {
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
@@ -122,11 +174,16 @@ async function main(): Promise<number> {
   const logger = createLogger(config.log.level);
   for (const w of warnings) logger.warn({ event: 'config.warning' }, w);
   const workers = workerCount(config.workers, availableParallelism());
-  if (workers > 1) return runPrimary(config, logger, workers, heapGrowingPercent);
+  const reread = () => rereadConfig(parsed.configFile, logger);
+  if (workers > 1) return runPrimary(config, logger, workers, heapGrowingPercent, reread);
 
   const { createCoatcheck } = await import('./app.js');
   const app = createCoatcheck({ config, logger });
   return serve(app, logger, {
+    reload: async () => {
+      const next = await reread();
+      if (next) await app.reload(next);
+    },
     listening: (addr) =>
       logger.info(
         { event: 'listening', host: addr.host, port: addr.port, ...adminField(addr), upstream: config.upstream, store: config.store.kind, heapGrowingPercent },
@@ -141,15 +198,72 @@ function adminField(addr: { admin?: { host: string; port: number } }): { admin?:
 }
 
 /**
+ * Reads the configuration file again for a reload (SIGHUP). A file that does not load is logged
+ * with every problem (file:line:col, as at start) and undefined is returned: the running
+ * configuration stays.
+ */
+async function rereadConfig(file: string, logger: Logger): Promise<Config | undefined> {
+  const { loadConfigFile } = await import('./config/load.js');
+  try {
+    const { config, warnings } = await loadConfigFile(file, process.env);
+    for (const w of warnings) logger.warn({ event: 'config.warning' }, w);
+    return config as Config;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    logger.error(
+      { event: 'config.reload_failed', problems: err.problems.map((p) => formatConfigProblem(err.file, p)) },
+      `configuration not reloaded, the running one stays: ${err.message}`,
+    );
+    return undefined;
+  }
+}
+
+/**
+ * SIGHUP runs `reload`, one at a time: a SIGHUP during a reload runs one more after it (the
+ * file may have changed again). A reload that fails is logged; the process keeps running.
+ */
+function onSighup(logger: Logger, reload: () => Promise<void>, ready: Promise<unknown>): void {
+  let running: Promise<void> | undefined;
+  let again = false;
+  const run = (): void => {
+    running = ready
+      .then(reload)
+      .catch((err: unknown) => logger.error({ event: 'config.reload_failed', err: (err as Error).message }, `configuration not reloaded: ${(err as Error).message}`))
+      .finally(() => {
+        running = undefined;
+        if (again) {
+          again = false;
+          run();
+        }
+      });
+  };
+  process.on('SIGHUP', () => {
+    logger.info({ event: 'config.reload', signal: 'SIGHUP' }, 'reloading the configuration');
+    if (running) again = true;
+    else run();
+  });
+}
+
+/**
  * Starts `app` and runs it until SIGTERM/SIGINT, then drains it. Resolves with the exit code:
  * 0 after a clean stop, 1 when it could not start or its shutdown failed.
  */
 async function serve(
   app: Coatcheck,
   logger: Logger,
-  on: { listening(addr: { host: string; port: number; admin?: { host: string; port: number } }): void; startFailed?(message: string): void },
+  on: {
+    listening(addr: { host: string; port: number; admin?: { host: string; port: number } }): void;
+    startFailed?(message: string): void;
+    /** What SIGHUP does (none: SIGHUP is ignored, e.g. in a worker, whose primary sends the new configuration). */
+    reload?(): Promise<void>;
+  },
 ): Promise<number> {
   let stopping = false;
+  let started!: () => void;
+  const ready = new Promise<void>((resolve) => (started = resolve));
+  if (on.reload) onSighup(logger, on.reload, ready);
+  // SIGHUP's default action ends the process: never that.
+  else process.on('SIGHUP', () => undefined);
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       if (stopping) return;
@@ -174,6 +288,7 @@ async function serve(
 
   try {
     on.listening(await app.start());
+    started();
   } catch (err) {
     // Stopped by a signal while starting: that is the stop asked for, not a failure.
     if (stopping) return stopped;
@@ -193,10 +308,26 @@ async function serve(
  * and on SIGTERM/SIGINT drains them all. 0 when every worker stopped cleanly; 1 when one could
  * not start, when they keep failing to start (restart-policy.ts), or when one did not stop cleanly.
  */
-async function runPrimary(config: Readonly<Config>, rootLogger: Logger, count: number, heapGrowingPercent: HeapGrowth): Promise<number> {
+async function runPrimary(
+  config: Readonly<Config>,
+  rootLogger: Logger,
+  count: number,
+  heapGrowingPercent: HeapGrowth,
+  reread: () => Promise<Config | undefined>,
+): Promise<number> {
   const { Primary } = await import('./workers/primary.js');
   const logger = rootLogger.child({ role: 'primary' });
   const primary = new Primary({ config, count, logger, cluster });
+  let listening!: () => void;
+  // The primary reads the file once and sends the result to every worker (workers/primary.ts).
+  onSighup(
+    logger,
+    async () => {
+      const next = await reread();
+      if (next) primary.reload(next);
+    },
+    new Promise<void>((resolve) => (listening = resolve)),
+  );
   let stopping = false;
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
@@ -219,6 +350,7 @@ async function runPrimary(config: Readonly<Config>, rootLogger: Logger, count: n
       { event: 'listening', host: addr.host, port: addr.port, ...adminField(addr), upstream: config.upstream, store: config.store.kind, workers: count, heapGrowingPercent },
       'listening',
     );
+    listening();
   } catch (err) {
     if (stopping) return stopped;
     stopping = true;
@@ -246,6 +378,8 @@ async function runWorker(): Promise<number> {
   // A signal before the configuration came: nothing started, nothing to drain.
   let early: string | undefined;
   const onEarly = (signal: NodeJS.Signals) => (early = signal);
+  // The primary sends a new configuration on reload; SIGHUP itself (to the whole process group) must not end a worker.
+  process.on('SIGHUP', () => undefined);
   process.on('SIGTERM', onEarly);
   process.on('SIGINT', onEarly);
   const [{ createCoatcheck }, { answerPrimary, receiveConfig }] = await Promise.all([import('./app.js'), import('./workers/worker.js')]);
@@ -264,7 +398,7 @@ async function runWorker(): Promise<number> {
   applyHeapGrowth(heapGrowthSetting(process.execArgv, process.env));
   const logger = createLogger(config.log.level).child({ worker: slot, pid: process.pid });
   const app = createCoatcheck({ config, logger, serveAdmin: false });
-  answerPrimary(channel, app);
+  answerPrimary(channel, app, (err) => logger.error({ event: 'config.reload_failed', err: err.message }, `configuration not reloaded: ${err.message}`));
   return serve(app, logger, {
     listening: (addr) => {
       logger.info({ event: 'worker.listening', host: addr.host, port: addr.port }, 'worker listening');

@@ -4,7 +4,7 @@
 //   interpolation (interpolate.ts) → validation (schema.ts, problems from issues.ts) → deep
 //   freeze → warnings (warnings.ts)
 import { readFile } from 'node:fs/promises';
-import { isMap, isScalar, LineCounter, parseDocument } from 'yaml';
+import { Document as YamlDocument, isMap, isScalar, LineCounter, parseDocument } from 'yaml';
 import type { Document } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { interpolate } from './interpolate.js';
@@ -55,6 +55,25 @@ export function loadConfigText(text: string, file: string, env: NodeJS.ProcessEn
   if (!validated.config || problems.length > 0) throw new ConfigError(file, sortProblems(problems));
   const config = deepFreeze(validated.config);
   return { config, warnings: collectWarnings(config, { file, doc, at, defaulted: interpolated.defaulted }) };
+}
+
+/**
+ * Loads a configuration given as an object (the library API, index.ts): the same schema, the
+ * same messages and the same ConfigError as a file, without line:col (there is no text) and
+ * without `${VAR}` interpolation (the caller has its environment at hand). `name` stands for the
+ * file in messages.
+ */
+export function loadConfigObject(value: unknown, name: string): LoadedConfig {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(name, [{ path: '', message: 'expected a mapping of configuration keys at the top level' }]);
+  }
+  // A document built from the object: key paths resolve as in a file; nodes carry no offsets.
+  const doc = new YamlDocument(value);
+  const at: At = () => ({});
+  const validated = validate(value, doc, at, []);
+  if (!validated.config || validated.problems.length > 0) throw new ConfigError(name, sortProblems(validated.problems));
+  const config = deepFreeze(validated.config);
+  return { config, warnings: collectWarnings(config, { file: name, doc, at, defaulted: new Map() }) };
 }
 
 /** The YAML document (a leading byte order mark dropped) and line:col of its offsets. */

@@ -65,6 +65,10 @@ export function printConfig(config: Config): string {
     log: { ...config.log },
     limits: { ...config.limits },
     admin: { listen: config.admin.listen === null ? null : formatListen(config.admin.listen), token: config.admin.token === null ? null : REDACTED },
+    tls:
+      config.tls === null
+        ? null
+        : { ...config.tls, redirectFrom: config.tls.redirectFrom === null ? null : formatListen(config.tls.redirectFrom) },
   };
   const doc = new Document(effective);
   // Lists of plain values (secrets, methods, cookie names) on one line: `methods: [GET, POST]`.

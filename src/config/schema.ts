@@ -411,6 +411,17 @@ const limitsSchema = z.strictObject({
   maxJarBytes: z.number().int().positive().default(32 * 1024),
 });
 
+/**
+ * TLS on the proxy's own listener (README "TLS"): PEM files, read at start and again on reload.
+ * `redirectFrom` adds a plain-HTTP listener that only redirects to https.
+ */
+const tlsSchema = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  redirectFrom: listen.nullable().default(null),
+});
+
 export const configSchema = z
   .strictObject({
     listen: listen.default({ host: '127.0.0.1', port: 8080 }),
@@ -439,6 +450,7 @@ export const configSchema = z
     log: logSchema.prefault({}),
     limits: limitsSchema.prefault({}),
     admin: adminSchema.prefault({}),
+    tls: tlsSchema.nullable().default(null),
   })
   .superRefine((c: unknown, ctx) => {
     if (isRecord(c) && isRecord(c.admin) && typeof c.admin.token === 'string' && (c.admin.listen === undefined || c.admin.listen === null)) {

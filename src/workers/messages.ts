@@ -18,7 +18,9 @@ export type ToWorker =
   /** The configuration the primary loaded (a worker never reads the file: a restart uses what the others run). */
   | { cc: 'config'; config: Config; slot: number }
   /** A question, answered with `answer` and the same id. */
-  | { cc: 'ask'; id: number; what: 'metrics' | 'readiness' };
+  | { cc: 'ask'; id: number; what: 'metrics' | 'readiness' }
+  /** SIGHUP: the configuration the primary read again, fixed keys kept (config/reload.ts). */
+  | { cc: 'reload'; config: Config };
 
 /** Worker → primary. */
 export type ToPrimary =
@@ -35,7 +37,7 @@ function tagged(m: unknown): m is { cc: string } {
 }
 
 export function isToWorker(m: unknown): m is ToWorker {
-  return tagged(m) && (m.cc === 'config' || m.cc === 'ask');
+  return tagged(m) && (m.cc === 'config' || m.cc === 'ask' || m.cc === 'reload');
 }
 
 export function isToPrimary(m: unknown): m is ToPrimary {

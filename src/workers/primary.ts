@@ -6,6 +6,8 @@
 // a session or the store.
 import type { Cluster, Worker } from 'node:cluster';
 import { createAdminServer, type AdminServer, type Readiness } from '../admin/server.js';
+import type { SessionsBackend } from '../admin/sessions-api.js';
+import { planReload } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { SessionDirectory } from '../session/directory.js';
@@ -45,7 +47,8 @@ type Answer = Extract<ToPrimary, { cc: 'answer' }>;
 type Asked = Answer | 'gone' | 'timeout';
 
 export class Primary {
-  private readonly config: Readonly<Config>;
+  /** Replaced on reload: a worker started later gets the configuration the others run. */
+  private config: Readonly<Config>;
   private readonly cluster: Cluster;
   private readonly log: Logger;
   private readonly clock: () => number;
@@ -59,6 +62,8 @@ export class Primary {
    * that the primary's admin listener can serve it.
    */
   private readonly adminStore: SessionStore | undefined;
+  /** The sessions API's directory, under the running configuration's secrets and timeouts. */
+  private directory: SessionDirectory | undefined;
   private phase: 'new' | 'starting' | 'running' | 'stopping' = 'new';
   private startWaiter: { resolve(a: { host: string; port: number }): void; reject(err: Error): void } | undefined;
   private address: { host: string; port: number } | undefined;
@@ -80,10 +85,18 @@ export class Primary {
     this.metrics = new ClusterMetrics(() => this.states());
     this.failed = new Promise((resolve) => (this.giveUp = resolve));
     const { admin } = this.config;
-    let directory: SessionDirectory | undefined;
+    let backend: SessionsBackend | undefined;
     if (admin.listen !== null && admin.token !== null) {
       this.adminStore = createStore(this.config.store, { clock: this.clock, logger: this.log });
-      directory = new SessionDirectory({ store: this.adminStore, secrets: this.config.secrets, timeouts: this.config.session, clock: this.clock, logger: this.log });
+      this.directory = this.newDirectory(this.adminStore);
+      // Through this.directory, which a reload replaces (its keys come from the secrets).
+      const current = () => this.directory as SessionDirectory;
+      backend = {
+        list: (user) => current().list(user),
+        revokeUser: (user) => current().revokeUser(user),
+        revokeLogId: (logId) => current().revokeLogId(logId),
+        revokeAll: () => current().revokeAll(),
+      };
     }
     this.admin =
       admin.listen !== null
@@ -91,7 +104,7 @@ export class Primary {
             logger: this.log,
             readiness: () => this.readiness(),
             metrics: () => this.collectMetrics(),
-            sessions: { token: admin.token, backend: directory },
+            sessions: { token: admin.token, backend },
           })
         : undefined;
   }
@@ -112,6 +125,27 @@ export class Primary {
     const addr = await listening;
     this.phase = 'running';
     return admin ? { ...addr, admin } : addr;
+  }
+
+  /**
+   * SIGHUP: runs `next` (fixed keys kept, named in a warning) from now on, and sends it to every
+   * worker; each applies it itself and logs `config.reloaded`.
+   */
+  reload(next: Readonly<Config>): void {
+    const plan = planReload(this.config, next);
+    this.config = plan.config;
+    if (this.adminStore) this.directory = this.newDirectory(this.adminStore);
+    this.log.level = plan.config.log.level;
+    if (plan.kept.length > 0) {
+      this.log.warn({ event: 'config.reload_kept', keys: plan.kept }, `these keys cannot change without a restart and keep their running value: ${plan.kept.join(', ')}`);
+    }
+    const workers = this.slots.flatMap((s) => (s.worker ? [s.worker] : []));
+    this.log.info({ event: 'config.reloaded', changed: plan.changed, kept: plan.kept, workers: workers.length }, 'configuration read again; sent to every worker');
+    for (const worker of workers) this.send(worker, { cc: 'reload', config: plan.config });
+  }
+
+  private newDirectory(store: SessionStore): SessionDirectory {
+    return new SessionDirectory({ store, secrets: this.config.secrets, timeouts: this.config.session, clock: this.clock, logger: this.log });
   }
 
   /**

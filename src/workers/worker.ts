@@ -23,10 +23,15 @@ export function receiveConfig(channel: PrimaryChannel): Promise<{ config: Config
   });
 }
 
-/** Answers the primary's questions about `app` from now on. */
-export function answerPrimary(channel: PrimaryChannel, app: Coatcheck): void {
+/** Answers the primary's questions about `app` from now on, and runs the configurations it sends on reload. */
+export function answerPrimary(channel: PrimaryChannel, app: Coatcheck, reloadFailed: (err: Error) => void): void {
   channel.onMessage((m) => {
-    if (!isToWorker(m) || m.cc !== 'ask') return;
+    if (!isToWorker(m)) return;
+    if (m.cc === 'reload') {
+      app.reload(m.config).catch((err: unknown) => reloadFailed(err as Error));
+      return;
+    }
+    if (m.cc !== 'ask') return;
     const { id } = m;
     const answered =
       m.what === 'metrics'

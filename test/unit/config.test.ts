@@ -82,6 +82,7 @@ const DEFAULTS: Config = {
   log: { level: 'info', access: true },
   limits: { maxHeaderSize: 16_384, maxCookiesPerSession: 50, maxJarBytes: 32_768 },
   admin: { listen: null, token: null },
+  tls: null,
 };
 
 describe('example configurations in config/', () => {
@@ -1609,7 +1610,7 @@ describe('unknown keys', () => {
   }
 
   const levels: [Path, string[]][] = [
-    [[], ['listen', 'upstream', 'mode', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin']],
+    [[], ['listen', 'upstream', 'mode', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin', 'tls']],
     [['store'], ['kind', 'url', 'sentinel', 'cluster', 'username', 'password', 'db', 'replicas', 'replicaTimeout', 'prefix', 'timeout', 'connectTimeout', 'maxSessions']],
     [['store', 'sentinel'], ['name', 'nodes', 'password', 'tls']],
     [['store', 'cluster'], ['nodes']],
