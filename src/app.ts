@@ -9,7 +9,8 @@ import type { Config } from './config/schema.js';
 import { CookiePolicy } from './cookies/policy.js';
 import type { Logger } from './log.js';
 import type { PipelineDeps } from './pipeline/context.js';
-import { createHandler } from './pipeline/handler.js';
+import { createHandlers } from './pipeline/handler.js';
+import { LiveConnections } from './live/connections.js';
 import { proxyTrust } from './pipeline/headers.js';
 import { TicketCookie } from './pipeline/ticket-cookie.js';
 import { UndiciEngine, type ForwardEngine } from './proxy/engine.js';
@@ -50,6 +51,7 @@ export interface Coatcheck {
 export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }): PipelineDeps {
   const { config, logger, store } = deps;
   const clock = deps.clock ?? systemClock;
+  const metrics = deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null });
   const service = new SessionService({
     store,
     secrets: config.secrets,
@@ -70,19 +72,23 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     engine: deps.engine ?? new UndiciEngine({ origin: config.upstream, timeout: config.upstreamTimeout }),
     clock,
     logger,
-    metrics: deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null }),
+    metrics,
     cookies: new CookiePolicy({ ticketName: config.cookie.name, managed: config.session.managed, passthrough: config.session.passthrough }),
     ticket: new TicketCookie(config.cookie.name, config.cookie, config.session.absoluteTimeout),
     onCookieCleared: new Set(config.logout.onCookieCleared),
     strippedCookieNames: new Set(),
     proxies: proxyTrust(config.trustProxy),
+    live: new LiveConnections({ service, feed: store.revocations, clock, logger, metrics, maxWebSockets: config.websocket.maxConnections }),
   };
 }
 
 /** The proxy's HTTP server, with the socket-level answers (CONNECT, malformed requests) that come before any stage. */
 function createProxyServer(pipeline: PipelineDeps): { server: Server; sockets: Set<Socket> } {
   const { config, logger } = pipeline;
-  const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, createHandler(pipeline));
+  const handlers = createHandlers(pipeline);
+  const server = createServer({ maxHeaderSize: config.limits.maxHeaderSize }, handlers.request);
+  // WebSocket handshakes (and any other request with Connection: Upgrade): handler.ts.
+  server.on('upgrade', handlers.upgrade);
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
@@ -104,8 +110,11 @@ function createProxyServer(pipeline: PipelineDeps): { server: Server; sockets: S
   return { server, sockets };
 }
 
-/** Stops accepting, lets in-flight requests finish until the deadline, then closes their connections. */
-async function drain(server: Server, sockets: Set<Socket>, timeoutMs: number, logger: Logger): Promise<void> {
+/**
+ * Stops accepting, lets in-flight requests and open WebSockets go on until the deadline, then
+ * closes the WebSockets (close code 1001) and the remaining connections.
+ */
+async function drain(server: Server, sockets: Set<Socket>, timeoutMs: number, logger: Logger, live: LiveConnections): Promise<void> {
   const drained = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
   let timer: NodeJS.Timeout | undefined;
@@ -115,7 +124,9 @@ async function drain(server: Server, sockets: Set<Socket>, timeoutMs: number, lo
   const result = await Promise.race([drained.then(() => 'drained' as const), deadline]);
   clearTimeout(timer);
   if (result === 'timeout') {
-    logger.warn({ event: 'shutdown.deadline', open: sockets.size }, 'in-flight requests did not finish in time; closing their connections');
+    logger.warn({ event: 'shutdown.deadline', open: sockets.size, webSockets: live.openWebSockets }, 'in-flight requests did not finish in time; closing their connections');
+    // WebSockets first, with a proper close frame (1001); each is destroyed if it takes longer than a second.
+    await live.closeWebSockets();
     server.closeAllConnections();
     for (const s of sockets) s.destroy();
     await drained;
@@ -137,7 +148,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
   const { config, logger } = deps;
   const store = deps.store ?? createStore(config.store, { clock: deps.clock ?? systemClock, logger });
   const pipeline = createPipelineDeps({ ...deps, store });
-  const { engine, metrics } = pipeline;
+  const { engine, metrics, live } = pipeline;
   metrics.watchStore(store);
   const { server, sockets } = createProxyServer(pipeline);
 
@@ -168,6 +179,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     readiness,
     async start() {
       await store.start();
+      await live.start();
       const addr = await listen(server, config.listen.port, config.listen.host);
       started = true;
       if (admin && config.admin.listen !== null) {
@@ -178,7 +190,9 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     },
     close() {
       closing ??= (async () => {
-        if (started) await drain(server, sockets, config.shutdownTimeout, logger);
+        live.stopAccepting();
+        if (started) await drain(server, sockets, config.shutdownTimeout, logger, live);
+        live.stop();
         await admin?.close();
         await engine.close().catch(() => undefined);
         await store.close();

@@ -12,6 +12,7 @@ import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { lineageOf } from './lineage.js';
+import { InProcessFeed } from './revocations.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 import { ownCopy } from '../util/buffers.js';
 
@@ -61,6 +62,8 @@ export class MemoryStore implements SessionStore {
   private tombCursor: Iterator<[string, Tombstone]> | undefined;
   private familyCursor: Iterator<[string, Family]> | undefined;
   private closed = false;
+  /** Revocations reach this process's connections only: there is no other process. */
+  readonly revocations: InProcessFeed;
   private lastEvictionWarn = -Infinity;
   private evictedSinceWarn = 0;
 
@@ -71,6 +74,7 @@ export class MemoryStore implements SessionStore {
     this.clock = options.clock;
     this.maxSessions = options.maxSessions;
     this.log = options.logger.child({ component: 'store', store: 'memory' });
+    this.revocations = new InProcessFeed(this.log);
   }
 
   /** Entries currently held (live records + tombstones), expired ones not yet swept included. */
@@ -165,6 +169,7 @@ export class MemoryStore implements SessionStore {
     this.makeRoom(now, 1);
     this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
+    this.revocations.announce({ keys: [key] });
     return wasLive;
   }
 
@@ -199,6 +204,8 @@ export class MemoryStore implements SessionStore {
     this.live.set(newKey, { data: ownCopy(data), version: 1, expiresAt: now + ttlMs });
     if (alias) this.join(familyId(alias.family, oldKey), alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
+    // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
+    if (!alias) this.revocations.announce({ keys: [oldKey] });
     return 'ok';
   }
 
@@ -227,6 +234,7 @@ export class MemoryStore implements SessionStore {
     this.makeRoom(now, 1);
     this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
+    this.revocations.announce({ family, keys: [key] });
     return revoked;
   }
 

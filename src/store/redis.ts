@@ -7,7 +7,9 @@
 //   load-batcher.ts  the loads of one event-loop turn sent as one MGET (one per slot on a cluster);
 //   sentinel.ts      following a sentinel-watched master across failovers;
 //   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
-//   redact.ts        what a Redis failure may say (host:port, never a password or a value).
+//   redact.ts        what a Redis failure may say (host:port, never a password or a value);
+//   revocation-feed.ts  every revoking write announced here and PUBLISHed to the other
+//                    processes, heard on a subscriber connection of its own.
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
 // cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
 // the family's members, then runs its script with them declared (scripts.ts).
@@ -16,6 +18,7 @@ import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { lineageOf, untagged } from './lineage.js';
 import { RedisClient } from './redis/client.js';
 import { ReplicatedWrites } from './redis/replicated-writes.js';
+import { RedisRevocationFeed } from './redis/revocation-feed.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
 import * as scripts from './redis/scripts.js';
@@ -45,8 +48,10 @@ export class RedisStore implements SessionStore {
   private readonly log: Logger;
   private readonly client: RedisClient;
   /** With replicas > 0: the revoking writes, each followed by a WAIT (replicated-writes.ts). */
-  private readonly revocations: ReplicatedWrites | undefined;
+  private readonly replicated: ReplicatedWrites | undefined;
   private readonly cluster: boolean;
+  /** Where every revoking write is announced (revocation-feed.ts). */
+  readonly revocations: RedisRevocationFeed;
 
   constructor(options: RedisStoreOptions) {
     this.cluster = options.target.mode === 'cluster';
@@ -60,22 +65,31 @@ export class RedisStore implements SessionStore {
       prefix: options.prefix,
     });
     const replicas = options.replicas ?? 0;
-    this.revocations =
+    this.replicated =
       replicas > 0
         ? new ReplicatedWrites({ ...options, replicas, replicaTimeout: options.replicaTimeout ?? 200, log: this.log })
         : undefined;
+    this.revocations = new RedisRevocationFeed({
+      target: options.target,
+      prefix: options.prefix,
+      timeout: options.timeout,
+      connectTimeout: options.connectTimeout,
+      log: this.log,
+      publish: (channel, message) => this.client.run('publish', (redis) => redis.publish(channel, message)),
+    });
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.client.start(), this.revocations?.start()]);
+    await Promise.all([this.client.start(), this.replicated?.start()]);
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.client.close(), this.revocations?.close()]);
+    this.revocations.close();
+    await Promise.all([this.client.close(), this.replicated?.close()]);
   }
 
   stats(): StoreStats {
-    return { revokeNotReplicated: this.revocations?.missedCount() ?? 0 };
+    return { revokeNotReplicated: this.replicated?.missedCount() ?? 0 };
   }
 
   async ping(): Promise<void> {
@@ -84,7 +98,7 @@ export class RedisStore implements SessionStore {
 
   /** The connection is up (ready): a command now would be sent, not refused. */
   available(): boolean {
-    return this.client.available() && (this.revocations?.available() ?? true);
+    return this.client.available() && (this.replicated?.available() ?? true);
   }
 
   /** One GET, or one key of the MGET that carries this turn's loads (see load-batcher.ts). */
@@ -117,7 +131,9 @@ export class RedisStore implements SessionStore {
   async revoke(key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<boolean> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
     const k = this.keys.session(key);
-    return this.revoking('revoke', k, (redis) => scripts.revoke(redis, k, tombstoneTtlMs), context);
+    const revoked = await this.revoking('revoke', k, (redis) => scripts.revoke(redis, k, tombstoneTtlMs), context);
+    await this.revocations.announce({ keys: [key] });
+    return revoked;
   }
 
   async rotate(
@@ -141,7 +157,10 @@ export class RedisStore implements SessionStore {
       familyKey: this.keys.family(alias?.family ?? '', oldKey),
       alias,
     };
-    return this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
+    const result = await this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
+    // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
+    if (result === 'ok' && !alias) await this.revocations.announce({ keys: [oldKey] });
+    return result;
   }
 
   async revokeFamily(family: string, key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<number> {
@@ -149,7 +168,9 @@ export class RedisStore implements SessionStore {
     const familyKey = this.keys.family(family, key);
     const sessionKey = this.keys.session(key);
     const revoke = this.cluster ? scripts.revokeFamilyDeclared : scripts.revokeFamily;
-    return this.revoking('revokeFamily', sessionKey, (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs), context);
+    const revoked = await this.revoking('revokeFamily', sessionKey, (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs), context);
+    await this.revocations.announce({ family, keys: [key] });
+    return revoked;
   }
 
   /**
@@ -158,7 +179,7 @@ export class RedisStore implements SessionStore {
    * whether a result wrote anything. (Not on a cluster: the config refuses replicas there.)
    */
   private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
-    if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);
+    if (this.replicated) return this.replicated.run(op, routeKey, command, context, wrote);
     return this.client.run(op, command);
   }
 

@@ -79,6 +79,7 @@ const DEFAULTS: Config = {
   invalidSession: { revoked: 'reject', expired: 'anonymous', status: 401, redirect: null },
   log: { level: 'info', access: true },
   limits: { maxHeaderSize: 16_384, maxCookiesPerSession: 50, maxJarBytes: 32_768 },
+  websocket: { enabled: true, maxConnections: 10_000 },
   admin: { listen: null },
 };
 
