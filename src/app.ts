@@ -45,6 +45,8 @@ export interface Coatcheck {
   readonly server: Server;
   readonly store: SessionStore;
   readonly metrics: Metrics;
+  /** Open WebSockets and streaming responses, by session. */
+  readonly live: LiveConnections;
 }
 
 /** Everything the pipeline shares, built from the configuration and a store: no socket is opened. */
@@ -176,6 +178,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     server,
     store,
     metrics,
+    live,
     readiness,
     async start() {
       await store.start();

@@ -228,6 +228,65 @@ describe('the upgrade passes the same gate as any request', () => {
   });
 });
 
+describe('many sockets, and session lifetimes', () => {
+  test('1 000 concurrent sockets through one instance: all echo, and nothing is left once they closed', { timeout: 120_000 }, async (t) => {
+    const h = await started(t);
+    const browsers = await Promise.all(Array.from({ length: 10 }, () => login(h)));
+    const sockets: WebSocket[] = [];
+    for (let i = 0; i < 1000; i += 100) {
+      const batch = await Promise.all(Array.from({ length: 100 }, (_, j) => mustOpen(h.port, '/ws/echo', { ticket: browsers[(i + j) % 10]?.ticket as string })));
+      sockets.push(...batch);
+    }
+    t.after(() => {
+      for (const ws of sockets) ws.terminate();
+    });
+    assert.equal(await gauge(h, 'coatcheck_websockets_open'), 1000);
+    assert.equal(h.app.live.sizes().keys, 10);
+    const replies = await Promise.all(sockets.map((ws, i) => roundTrip(ws, `m${i}`)));
+    replies.forEach((r, i) => assert.equal(r.data.toString(), `m${i}`));
+    await Promise.all(
+      sockets.map((ws) => {
+        const c = closed(ws);
+        ws.close(1000, 'done');
+        return c;
+      }),
+    );
+    await until(async () => (await gauge(h, 'coatcheck_websockets_open')) === 0);
+    assert.deepEqual(h.app.live.sizes(), { webSockets: 0, keys: 0, families: 0, pending: 0 });
+    const connections = await new Promise<number>((resolve, reject) => h.app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+    assert.ok(connections <= 10, `${connections} client connections still open`);
+  });
+
+  test('an open WebSocket with traffic keeps its session alive past the idle timeout; without traffic the session expires and the socket is closed (1008)', { timeout: 60_000 }, async (t) => {
+    const h = await started(t, { session: { idleTimeout: '1500ms', absoluteTimeout: '1h' } });
+    const b = await login(h);
+    const ws = track(t, await mustOpen(h.port, '/ws/echo', { ticket: b.ticket as string }));
+    // Traffic for twice the idle timeout (the traffic itself, not a wait: the session would expire without it).
+    const start = performance.now();
+    while (performance.now() - start < 3000) await roundTrip(ws, 'tick');
+    assert.equal((await b.send('/echo')).status, 200, 'the session expired although its WebSocket had traffic');
+    assert.ok(b.ticket);
+    // Quiet now: the session idles out, and the periodic check closes the socket.
+    const c = await closed(ws);
+    assert.equal(c.code, 1008);
+    assert.equal(c.reason, 'session expired');
+    assert.ok(c.at - start >= 3000 + 1000, `closed ${c.at - start} ms after start`);
+  });
+
+  test('sockets close at the session’s absolute deadline (1008), traffic or not', { timeout: 60_000 }, async (t) => {
+    const h = await started(t, { session: { idleTimeout: '2s', absoluteTimeout: '2s' } });
+    const loggedIn = performance.now();
+    const b = await login(h);
+    const ws = track(t, await mustOpen(h.port, '/ws/echo', { ticket: b.ticket as string }));
+    const c = closed(ws);
+    ws.send('keep talking');
+    const got = await c;
+    assert.equal(got.code, 1008);
+    assert.equal(got.reason, 'session expired');
+    assert.ok(got.at - loggedIn >= 1500, `closed ${got.at - loggedIn} ms after login`);
+  });
+});
+
 describe('logout closes live connections', () => {
   test('a logout over HTTP closes the open socket with 1008 within 1 s and ends an SSE stream of the same session; other users stay connected', async (t) => {
     const h = await started(t);
