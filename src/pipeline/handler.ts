@@ -237,6 +237,11 @@ function cutRevoked(ctx: RequestContext): void {
 function openTunnel(ctx: RequestContext, deps: PipelineDeps, app: Duplex): void {
   const { res } = ctx;
   const client = ctx.req.socket;
+  // The client went away while the app answered: nothing to open.
+  if (ctx.aborted || client.destroyed) {
+    app.destroy();
+    return;
+  }
   // From here the socket is the tunnel's: the response object lets go of it (no 'close' for it).
   res.detachSocket(client);
   const upstream = ctx.upstream as NonNullable<RequestContext['upstream']>;
