@@ -147,6 +147,26 @@ describe('the upgrade passes the same gate as any request', () => {
     assert.ok(h.logs.events('session.legacy_cookie_presented').length >= 1);
   });
 
+  test('cookies are matched as for http: a Secure cookie goes with wss (X-Forwarded-Proto https from a trusted proxy), not with ws; Host and X-Forwarded-Host reach the app', async (t) => {
+    app.upstream.route('/login-secure', setsCookies('sec=1; Path=/; Secure', 'plain=1; Path=/'));
+    const h = await started(t, { trustProxy: true, login: [{ path: '/login-secure', methods: ['POST'] }] });
+    const b = new Browser(h.port);
+    await b.send('/login-secure', { method: 'POST', headers: { host: 'app.example', 'x-forwarded-proto': 'https' } });
+    assert.ok(b.ticket);
+    const secure = await openWs(h.port, '/ws/echo', { ticket: b.ticket as string, headers: { host: 'app.example', 'x-forwarded-proto': 'https' } });
+    assert.ok('ws' in secure);
+    track(t, secure.ws);
+    const overTls = app.upgrades[app.upgrades.length - 1];
+    assert.equal(overTls?.headers.cookie, 'sec=1; plain=1');
+    assert.equal(overTls?.headers.host, 'app.example');
+    assert.equal(overTls?.headers['x-forwarded-proto'], 'https');
+    assert.equal(overTls?.headers['x-forwarded-host'], 'app.example');
+    const plain = await openWs(h.port, '/ws/echo', { ticket: b.ticket as string, headers: { host: 'app.example', 'x-forwarded-proto': 'http' } });
+    assert.ok('ws' in plain);
+    track(t, plain.ws);
+    assert.equal(app.upgrades[app.upgrades.length - 1]?.headers.cookie, 'plain=1');
+  });
+
   test("a managed Set-Cookie on the 101 goes to the jar, never to the client; the app's 403 is relayed as an ordinary response with the usual cookie handling", async (t) => {
     const h = await started(t);
     const b = await login(h);
