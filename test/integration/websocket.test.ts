@@ -6,7 +6,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
-import { Browser } from '../helpers/client.js';
+import { Browser, send } from '../helpers/client.js';
 import { DEFAULT_RULES, startCoatcheck, type Harness } from '../helpers/coatcheck.js';
 import { setsCookies } from '../helpers/upstream.js';
 import { closed, mustOpen, mustRefuse, nextMessage, openWs, roundTrip, startWsApp, type WsApp } from '../helpers/websocket.js';
@@ -365,6 +365,27 @@ describe('logout closes live connections', () => {
     // The rotated session's new sockets work.
     const post = track(t, await mustOpen(h.port, '/ws/echo', { ticket: v.ticket as string }));
     assert.equal((await roundTrip(post, 'after login')).data.toString(), 'after login');
+  });
+
+  test('logout.onCookieCleared and a binding revoke close the session’s sockets too', async (t) => {
+    app.upstream.route('/clear-session', setsCookies('app_session=; Path=/; Max-Age=0'));
+    const h = await started(t, { logout: { rules: [{ path: '/logout' }], onCookieCleared: ['app_session'] }, session: { bind: ['userAgent'], bindMismatch: 'revoke' } });
+    const ua = { 'user-agent': 'browser-one' };
+    const one = new Browser(h.port);
+    await one.send('/login', { method: 'POST', headers: ua });
+    const ws1 = track(t, await mustOpen(h.port, '/ws/echo', { ticket: one.ticket as string, headers: ua }));
+    const c1 = closed(ws1);
+    await one.send('/clear-session', { headers: ua });
+    assert.equal((await c1).code, 1008);
+
+    const two = new Browser(h.port);
+    await two.send('/login', { method: 'POST', headers: ua });
+    const ws2 = track(t, await mustOpen(h.port, '/ws/echo', { ticket: two.ticket as string, headers: ua }));
+    const c2 = closed(ws2);
+    // The same ticket from another user agent: the binding revokes the session.
+    const stolen = await send(h.port, '/echo', { headers: { cookie: `coatcheck=${two.ticket}`, 'user-agent': 'someone-else' } });
+    assert.equal(stolen.status, 401);
+    assert.equal((await c2).code, 1008);
   });
 
   test('a logout rule that matches the upgrade path revokes first; the socket is closed at once', async (t) => {
