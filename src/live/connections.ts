@@ -78,6 +78,7 @@ export class LiveConnections implements RevocationListener {
   private draining = false;
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
+  private resyncAgain = false;
   private readonly log: Logger;
 
   constructor(private readonly deps: LiveConnectionsDeps) {
@@ -287,7 +288,12 @@ export class LiveConnections implements RevocationListener {
    * failure leaves the connections open; the next check tries again.
    */
   private async checkAll(why: 'periodic' | 'resync'): Promise<void> {
-    if (this.checking) return;
+    if (this.checking) {
+      // A resync during a check: that check may have read the store before the message it
+      // missed; one more round follows it.
+      if (why === 'resync') this.resyncAgain = true;
+      return;
+    }
     this.checking = true;
     try {
       const groups = [...this.byKey.entries()].map(([key, set]) => ({ key, entries: [...set] }));
@@ -295,6 +301,10 @@ export class LiveConnections implements RevocationListener {
       if (why === 'resync') this.log.info({ event: 'live.rechecked', sessions: groups.length }, 'open connections checked against the store after the revocation feed came back');
     } finally {
       this.checking = false;
+    }
+    if (this.resyncAgain) {
+      this.resyncAgain = false;
+      await this.checkAll('resync');
     }
   }
 

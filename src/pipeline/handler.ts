@@ -87,12 +87,13 @@ export function createHandlers(deps: PipelineDeps): Handlers {
    */
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', noop);
+    // Node stopped parsing at the head: a body would have to be parsed here; none is taken (a
+    // WebSocket handshake has none, RFC 6455 §4.1).
+    if (hasBody(req)) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
     if (!isWebSocketUpgrade(req)) {
-      // Node stopped parsing at the head: a body would have to be parsed here; none is taken.
-      if (hasBody(req)) {
-        socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-        return;
-      }
       request(req, detachedResponse(req, socket as Socket));
       return;
     }
