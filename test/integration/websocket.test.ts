@@ -2,12 +2,15 @@
 // same gate as any request, frames pass untouched both ways, and a logout closes the session's
 // sockets (1008) and ends its streaming responses. Real sockets: a `ws` app, `ws` clients.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
 import { Browser, send } from '../helpers/client.js';
-import { DEFAULT_RULES, startCoatcheck, type Harness } from '../helpers/coatcheck.js';
+import { DEFAULT_RULES, runCli, startCoatcheck, TEST_SECRET, type Harness } from '../helpers/coatcheck.js';
 import { setsCookies } from '../helpers/upstream.js';
 import { closed, mustOpen, mustRefuse, nextMessage, openWs, roundTrip, startWsApp, type WsApp } from '../helpers/websocket.js';
 
@@ -395,6 +398,43 @@ describe('logout closes live connections', () => {
     if ('ws' in r) assert.equal((await closed(r.ws)).code, 1008);
     else assert.ok(r.refused.status >= 400);
     assert.equal((await b.send('/echo')).status, 401);
+  });
+
+  test('SIGTERM to the process: the open socket is closed with 1001 after shutdownTimeout, and the process exits 0', { timeout: 60_000 }, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'coatcheck-ws-cli-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'ws.yaml');
+    await writeFile(
+      file,
+      [
+        'listen: "127.0.0.1:0"',
+        `upstream: "${app.origin}"`,
+        `secrets: ["${TEST_SECRET}"]`,
+        'cookie: { name: coatcheck, secure: false }',
+        'shutdownTimeout: 500ms',
+        'login: [{ path: /login, methods: [POST] }]',
+        'log: { level: info }',
+        '',
+      ].join('\n'),
+    );
+    const cli = runCli(['--config', file]);
+    t.after(() => {
+      if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');
+    });
+    const listening = await cli.stdout.waitFor((l) => l.msg === 'listening');
+    const port = listening.port as number;
+    const b = new Browser(port);
+    await b.send('/login', { method: 'POST' });
+    const ws = track(t, await mustOpen(port, '/ws/echo', { ticket: b.ticket as string }));
+    assert.equal((await roundTrip(ws, 'before SIGTERM')).data.toString(), 'before SIGTERM');
+    const c = closed(ws);
+    const start = performance.now();
+    cli.proc.kill('SIGTERM');
+    const got = await c;
+    assert.equal(got.code, 1001);
+    assert.equal(got.reason, 'server shutting down');
+    assert.ok(got.at - start >= 400, `closed ${got.at - start} ms after SIGTERM, before shutdownTimeout`);
+    assert.equal(await cli.exited, 0);
   });
 
   test('SIGTERM (close): no new upgrades, open sockets closed with 1001 after shutdownTimeout', async (t) => {
