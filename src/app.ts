@@ -80,7 +80,7 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     onCookieCleared: new Set(config.logout.onCookieCleared),
     strippedCookieNames: new Set(),
     proxies: proxyTrust(config.trustProxy),
-    live: new LiveConnections({ service, feed: store.revocations, clock, logger, metrics, maxWebSockets: config.websocket.maxConnections }),
+    live: new LiveConnections({ service, feed: store.revocationFeed, clock, logger, metrics, maxWebSockets: config.websocket.maxConnections }),
   };
 }
 

@@ -63,7 +63,7 @@ export class MemoryStore implements SessionStore {
   private familyCursor: Iterator<[string, Family]> | undefined;
   private closed = false;
   /** Revocations reach this process's connections only: there is no other process. */
-  readonly revocations: InProcessFeed;
+  readonly revocationFeed: InProcessFeed;
   private lastEvictionWarn = -Infinity;
   private evictedSinceWarn = 0;
 
@@ -74,7 +74,7 @@ export class MemoryStore implements SessionStore {
     this.clock = options.clock;
     this.maxSessions = options.maxSessions;
     this.log = options.logger.child({ component: 'store', store: 'memory' });
-    this.revocations = new InProcessFeed(this.log);
+    this.revocationFeed = new InProcessFeed(this.log);
   }
 
   /** Entries currently held (live records + tombstones), expired ones not yet swept included. */
@@ -169,7 +169,7 @@ export class MemoryStore implements SessionStore {
     this.makeRoom(now, 1);
     this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
-    this.revocations.announce({ keys: [key] });
+    this.revocationFeed.announce({ keys: [key] });
     return wasLive;
   }
 
@@ -205,7 +205,7 @@ export class MemoryStore implements SessionStore {
     if (alias) this.join(familyId(alias.family, oldKey), alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
     // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
-    if (!alias) this.revocations.announce({ keys: [oldKey] });
+    if (!alias) this.revocationFeed.announce({ keys: [oldKey] });
     return 'ok';
   }
 
@@ -234,7 +234,7 @@ export class MemoryStore implements SessionStore {
     this.makeRoom(now, 1);
     this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
-    this.revocations.announce({ family, keys: [key] });
+    this.revocationFeed.announce({ family, keys: [key] });
     return revoked;
   }
 

@@ -48,10 +48,10 @@ export class RedisStore implements SessionStore {
   private readonly log: Logger;
   private readonly client: RedisClient;
   /** With replicas > 0: the revoking writes, each followed by a WAIT (replicated-writes.ts). */
-  private readonly replicated: ReplicatedWrites | undefined;
+  private readonly revocations: ReplicatedWrites | undefined;
   private readonly cluster: boolean;
   /** Where every revoking write is announced (revocation-feed.ts). */
-  readonly revocations: RedisRevocationFeed;
+  readonly revocationFeed: RedisRevocationFeed;
 
   constructor(options: RedisStoreOptions) {
     this.cluster = options.target.mode === 'cluster';
@@ -65,11 +65,11 @@ export class RedisStore implements SessionStore {
       prefix: options.prefix,
     });
     const replicas = options.replicas ?? 0;
-    this.replicated =
+    this.revocations =
       replicas > 0
         ? new ReplicatedWrites({ ...options, replicas, replicaTimeout: options.replicaTimeout ?? 200, log: this.log })
         : undefined;
-    this.revocations = new RedisRevocationFeed({
+    this.revocationFeed = new RedisRevocationFeed({
       target: options.target,
       prefix: options.prefix,
       timeout: options.timeout,
@@ -80,16 +80,16 @@ export class RedisStore implements SessionStore {
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.client.start(), this.replicated?.start()]);
+    await Promise.all([this.client.start(), this.revocations?.start()]);
   }
 
   async close(): Promise<void> {
-    this.revocations.close();
-    await Promise.all([this.client.close(), this.replicated?.close()]);
+    this.revocationFeed.close();
+    await Promise.all([this.client.close(), this.revocations?.close()]);
   }
 
   stats(): StoreStats {
-    return { revokeNotReplicated: this.replicated?.missedCount() ?? 0 };
+    return { revokeNotReplicated: this.revocations?.missedCount() ?? 0 };
   }
 
   async ping(): Promise<void> {
@@ -98,7 +98,7 @@ export class RedisStore implements SessionStore {
 
   /** The connection is up (ready): a command now would be sent, not refused. */
   available(): boolean {
-    return this.client.available() && (this.replicated?.available() ?? true);
+    return this.client.available() && (this.revocations?.available() ?? true);
   }
 
   /** One GET, or one key of the MGET that carries this turn's loads (see load-batcher.ts). */
@@ -132,7 +132,7 @@ export class RedisStore implements SessionStore {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
     const k = this.keys.session(key);
     const revoked = await this.revoking('revoke', k, (redis) => scripts.revoke(redis, k, tombstoneTtlMs), context);
-    await this.revocations.announce({ keys: [key] });
+    await this.revocationFeed.announce({ keys: [key] });
     return revoked;
   }
 
@@ -159,7 +159,7 @@ export class RedisStore implements SessionStore {
     };
     const result = await this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
     // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
-    if (result === 'ok' && !alias) await this.revocations.announce({ keys: [oldKey] });
+    if (result === 'ok' && !alias) await this.revocationFeed.announce({ keys: [oldKey] });
     return result;
   }
 
@@ -169,7 +169,7 @@ export class RedisStore implements SessionStore {
     const sessionKey = this.keys.session(key);
     const revoke = this.cluster ? scripts.revokeFamilyDeclared : scripts.revokeFamily;
     const revoked = await this.revoking('revokeFamily', sessionKey, (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs), context);
-    await this.revocations.announce({ family, keys: [key] });
+    await this.revocationFeed.announce({ family, keys: [key] });
     return revoked;
   }
 
@@ -179,7 +179,7 @@ export class RedisStore implements SessionStore {
    * whether a result wrote anything. (Not on a cluster: the config refuses replicas there.)
    */
   private revoking<T>(op: string, routeKey: string, command: (redis: scripts.ScriptedRedis) => Promise<T>, context?: WriteContext, wrote?: (result: T) => boolean): Promise<T> {
-    if (this.replicated) return this.replicated.run(op, routeKey, command, context, wrote);
+    if (this.revocations) return this.revocations.run(op, routeKey, command, context, wrote);
     return this.client.run(op, command);
   }
 

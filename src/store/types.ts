@@ -145,5 +145,5 @@ export interface SessionStore {
    * to this process and, for a shared store, to every other one (revocations.ts). A store
    * without one cannot end long-lived connections anywhere but by their periodic check.
    */
-  readonly revocations?: RevocationFeed;
+  readonly revocationFeed?: RevocationFeed;
 }

@@ -1033,7 +1033,7 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
     describe('the revocation feed', () => {
       test('every id a write ends is announced, to this process by the time the write resolves, and to another client of the backend; a renewal is not', async (t) => {
         const { store, peer, clock } = await setup(t);
-        const feed = store.revocations;
+        const feed = store.revocationFeed;
         assert.ok(feed, 'the store has a revocation feed');
         const heard: Revocation[] = [];
         const waiters: Array<{ match: (r: Revocation) => boolean; resolve: () => void }> = [];

@@ -37,7 +37,7 @@ describe('the documented Redis ACL', () => {
     await store.ping();
     // The revocation channel: subscribed as this user, and every revoking write below is published (a refused PUBLISH would be a warning).
     const heard: unknown[] = [];
-    await store.revocations.listen({ revoked: (r) => heard.push(r), resynced: () => undefined });
+    await store.revocationFeed.listen({ revoked: (r) => heard.push(r), resynced: () => undefined });
     const data = Buffer.from([0, 1, 2, 0xff]);
     assert.equal(await store.create('k1', data, HOUR), true);
     assert.equal((await store.load('k1')).state, 'live');
