@@ -109,14 +109,52 @@ describe('WebSocket frames pass untouched', () => {
       }),
     );
     for (let i = 0; i < 128; i++) appSide.send(chunk);
-    // The app's socket fills up: its buffer grows while coatcheck waits for the client.
-    await new Promise<void>((resolve) => {
-      const check = () => (appSide.bufferedAmount > 0 ? resolve() : setImmediate(check));
-      check();
-    });
+    // coatcheck stops reading the app once the client's socket is full, and holds at most a
+    // socket's worth of bytes meanwhile.
+    const tunnel = onlyTunnel(h);
+    await until(async () => tunnel.app.isPaused());
+    assert.ok(tunnel.client.writableLength < 1024 * 1024, `coatcheck buffered ${tunnel.client.writableLength} bytes for the client`);
     client.resume();
     await all;
     assert.equal(received, 128 * chunk.length);
+  });
+});
+
+describe('backpressure towards the app, and an app that is down', () => {
+  test('an app that reads slowly: the client’s socket fills up instead of coatcheck buffering; nothing lost', async (t) => {
+    const h = await started(t);
+    const b = await login(h);
+    const ws = track(t, await mustOpen(h.port, '/ws/echo', { ticket: b.ticket as string }));
+    const appSide = app.sockets[app.sockets.length - 1] as WebSocket;
+    appSide.removeAllListeners('message');
+    const appSocket = (appSide as unknown as { _socket: Socket })._socket;
+    appSocket.pause();
+    const chunk = Buffer.alloc(256 * 1024, 9);
+    let received = 0;
+    const all = new Promise<void>((resolve) =>
+      appSide.on('message', (d: Buffer) => {
+        received += d.length;
+        if (received === 128 * chunk.length) resolve();
+      }),
+    );
+    for (let i = 0; i < 128; i++) ws.send(chunk);
+    // coatcheck stops reading the client once the app's socket is full, and holds at most a
+    // socket's worth of bytes meanwhile (not the 32 MB the client sent).
+    const tunnel = onlyTunnel(h);
+    await until(async () => tunnel.client.isPaused());
+    assert.ok(tunnel.app.writableLength < 1024 * 1024, `coatcheck buffered ${tunnel.app.writableLength} bytes for the app`);
+    appSocket.resume();
+    await all;
+    assert.equal(received, 128 * chunk.length);
+  });
+
+  test('the app is down: 502 with a stable code, counted as a failed upgrade', async (t) => {
+    const h = await startCoatcheck('http://127.0.0.1:9', { ...BASE });
+    t.after(() => h.close());
+    const r = await mustRefuse(h.port, '/ws/echo');
+    assert.equal(r.status, 502);
+    assert.match(r.body, /COATCHECK_ERR_UPSTREAM_UNAVAILABLE/);
+    assert.equal(await counter(h, 'coatcheck_websocket_upgrades_total', 'outcome="failed"'), 1);
   });
 });
 
@@ -462,6 +500,13 @@ function openStream(port: number, path: string, ticket: string): Promise<Incomin
     req.on('error', reject);
     req.end();
   });
+}
+
+/** The one open tunnel of `h` (its sockets, as coatcheck holds them). */
+function onlyTunnel(h: Harness): { client: Socket; app: Socket } {
+  const tunnels = [...(h.app.live as unknown as { tunnels: Map<{ client: Socket; app: Socket }, unknown> }).tunnels.keys()];
+  assert.equal(tunnels.length, 1);
+  return tunnels[0] as { client: Socket; app: Socket };
 }
 
 async function metricsText(h: Harness): Promise<string> {
