@@ -11,7 +11,8 @@ import type { Config } from './config/schema.js';
 import { CookiePolicy } from './cookies/policy.js';
 import type { Logger } from './log.js';
 import type { PipelineDeps } from './pipeline/context.js';
-import { createHandler } from './pipeline/handler.js';
+import { createHandlers, type Handlers } from './pipeline/handler.js';
+import { LiveConnections } from './live/connections.js';
 import { proxyTrust } from './pipeline/headers.js';
 import { TicketCookie } from './pipeline/ticket-cookie.js';
 import { UndiciEngine, type ForwardEngine } from './proxy/engine.js';
@@ -31,6 +32,8 @@ export interface CoatcheckDeps {
   engine?: ForwardEngine;
   random?: RandomSource;
   metrics?: Metrics;
+  /** The open WebSockets and streams (a reload keeps the running one). */
+  live?: LiveConnections;
   /**
    * Serve the admin listener when the config names one (default true). A worker of several
    * leaves it to the primary, which answers for all of them (workers/primary.ts).
@@ -57,12 +60,15 @@ export interface Coatcheck {
   readonly server: Server | HttpsServer;
   readonly store: SessionStore;
   readonly metrics: Metrics;
+  /** Open WebSockets and streaming responses, by session. */
+  readonly live: LiveConnections;
 }
 
 /** Everything the pipeline shares, built from the configuration and a store: no socket is opened. */
 export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }): PipelineDeps {
   const { config, logger, store } = deps;
   const clock = deps.clock ?? systemClock;
+  const metrics = deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null });
   const service = new SessionService({
     store,
     secrets: config.secrets,
@@ -84,13 +90,15 @@ export function createPipelineDeps(deps: CoatcheckDeps & { store: SessionStore }
     engine: deps.engine ?? new UndiciEngine({ origin: config.upstream, timeout: config.upstreamTimeout }),
     clock,
     logger,
-    metrics: deps.metrics ?? new Metrics({ defaultMetrics: config.admin.listen !== null }),
+    metrics,
     cookies: new CookiePolicy({ ticketName: config.cookie.name, managed: config.session.managed, passthrough: config.session.passthrough }),
     ticket: new TicketCookie(config.cookie.name, config.cookie, config.session.absoluteTimeout),
     onCookieCleared: new Set(config.logout.onCookieCleared),
     strippedCookieNames: new Set(),
     proxies: proxyTrust(config.trustProxy),
     fingerprints: store,
+    // One registry for the process, kept across reloads (createCoatcheck passes it on).
+    live: deps.live ?? new LiveConnections({ service, feed: store.revocationFeed, clock, logger, metrics, maxWebSockets: config.websocket.maxConnections }),
   };
 }
 
@@ -98,12 +106,19 @@ type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
  * The proxy's HTTP (or, with `tls`, HTTPS: its certificate is set at start) server, with the
- * socket-level answers (CONNECT, malformed requests) that come before any stage.
+ * socket-level answers (CONNECT, malformed requests) that come before any stage, and WebSocket
+ * handshakes (and any other request with Connection: Upgrade: handler.ts) sent to `upgrade`.
  */
-function createProxyServer(config: Readonly<Config>, logger: Logger, listener: RequestListener): { server: Server | HttpsServer; sockets: Set<Socket> } {
+function createProxyServer(
+  config: Readonly<Config>,
+  logger: Logger,
+  listener: RequestListener,
+  upgrade: Handlers['upgrade'],
+): { server: Server | HttpsServer; sockets: Set<Socket> } {
   const server = config.tls
     ? createHttpsServer({ maxHeaderSize: config.limits.maxHeaderSize }, listener)
     : createServer({ maxHeaderSize: config.limits.maxHeaderSize }, listener);
+  server.on('upgrade', upgrade);
   // A failed handshake (a scanner, a client that refuses the certificate): nothing to answer.
   server.on('tlsClientError', (err: NodeJS.ErrnoException) => logger.debug({ event: 'tls.client_error', code: err.code }, 'TLS handshake failed'));
   const sockets = new Set<Socket>();
@@ -127,8 +142,11 @@ function createProxyServer(config: Readonly<Config>, logger: Logger, listener: R
   return { server, sockets };
 }
 
-/** Stops accepting, lets in-flight requests finish until the deadline, then closes their connections. */
-async function drain(server: Server | HttpsServer, sockets: Set<Socket>, timeoutMs: number, logger: Logger): Promise<void> {
+/**
+ * Stops accepting, lets in-flight requests and open WebSockets go on until the deadline, then
+ * closes the WebSockets (close code 1001) and the remaining connections.
+ */
+async function drain(server: Server | HttpsServer, sockets: Set<Socket>, timeoutMs: number, logger: Logger, live: LiveConnections): Promise<void> {
   const drained = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
   let timer: NodeJS.Timeout | undefined;
@@ -138,7 +156,9 @@ async function drain(server: Server | HttpsServer, sockets: Set<Socket>, timeout
   const result = await Promise.race([drained.then(() => 'drained' as const), deadline]);
   clearTimeout(timer);
   if (result === 'timeout') {
-    logger.warn({ event: 'shutdown.deadline', open: sockets.size }, 'in-flight requests did not finish in time; closing their connections');
+    logger.warn({ event: 'shutdown.deadline', open: sockets.size, webSockets: live.openWebSockets }, 'in-flight requests did not finish in time; closing their connections');
+    // WebSockets first, with a proper close frame (1001); each is destroyed if it takes longer than a second.
+    await live.closeWebSockets();
     server.closeAllConnections();
     for (const s of sockets) s.destroy();
     await drained;
@@ -163,7 +183,7 @@ function listen(server: Server | HttpsServer, port: number, host: string): Promi
  */
 interface Generation {
   pipeline: PipelineDeps;
-  handler: RequestListener;
+  handlers: Handlers;
   inFlight: number;
   retired: boolean;
 }
@@ -172,9 +192,9 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
   const { logger } = deps;
   let config = deps.config;
   const store = deps.store ?? createStore(config.store, { clock: deps.clock ?? systemClock, logger });
-  const generation = (pipeline: PipelineDeps): Generation => ({ pipeline, handler: createHandler(pipeline), inFlight: 0, retired: false });
+  const generation = (pipeline: PipelineDeps): Generation => ({ pipeline, handlers: createHandlers(pipeline), inFlight: 0, retired: false });
   let current = generation(createPipelineDeps({ ...deps, store }));
-  const { metrics } = current.pipeline;
+  const { metrics, live } = current.pipeline;
   metrics.watchStore(store);
   const engines = new Set<ForwardEngine>([current.pipeline.engine]);
   const retire = (g: Generation): void => {
@@ -190,8 +210,10 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
       g.inFlight--;
       retire(g);
     });
-    g.handler(req, res);
-  });
+    g.handlers.request(req, res);
+  },
+  // An upgrade runs under the generation of its handshake; the connection it opens outlives it.
+  (req, socket, head) => current.handlers.upgrade(req, socket, head));
   const redirect = config.tls?.redirectFrom ? createRedirectServer(() => (server.address() as AddressInfo | null)?.port ?? 443, logger) : undefined;
 
   let started = false;
@@ -231,6 +253,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     server,
     store,
     metrics,
+    live,
     readiness,
     get config() {
       return config;
@@ -247,9 +270,12 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
         config: plan.config,
         store,
         metrics,
+        live,
         engine: deps.engine ?? (upstreamChanged ? new UndiciEngine({ origin: plan.config.upstream, timeout: plan.config.upstreamTimeout }) : previous.pipeline.engine),
       });
       pipeline.strippedCookieNames = previous.pipeline.strippedCookieNames;
+      // Open connections are checked and touched through the new service (its secrets) from now on.
+      live.useService(pipeline.service);
       engines.add(pipeline.engine);
       current = generation(pipeline);
       config = plan.config;
@@ -272,6 +298,7 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     async start() {
       await store.start();
       if (config.tls && 'setSecureContext' in server) server.setSecureContext(await readTlsFiles(config.tls));
+      await live.start();
       const addr = await listen(server, config.listen.port, config.listen.host);
       started = true;
       if (redirect && config.tls?.redirectFrom) await listen(redirect, config.tls.redirectFrom.port, config.tls.redirectFrom.host);
@@ -283,7 +310,9 @@ export function createCoatcheck(deps: CoatcheckDeps): Coatcheck {
     },
     close() {
       closing ??= (async () => {
-        if (started) await drain(server, sockets, config.shutdownTimeout, logger);
+        live.stopAccepting();
+        if (started) await drain(server, sockets, config.shutdownTimeout, logger, live);
+        live.stop();
         if (redirect?.listening) {
           redirect.closeAllConnections();
           await new Promise<void>((resolve) => redirect.close(() => resolve()));

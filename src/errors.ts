@@ -18,6 +18,12 @@ export const HttpErrors = {
   SESSION_BINDING: { code: 'COATCHECK_ERR_SESSION_BINDING', status: 401, category: 'session' },
   SESSION_CONFLICT: { code: 'COATCHECK_ERR_SESSION_CONFLICT', status: 401, category: 'session' },
   BAD_REQUEST: { code: 'COATCHECK_ERR_BAD_REQUEST', status: 400, category: 'client' },
+  /** websocket.enabled is false: no upgrade reaches the app. */
+  WEBSOCKET_DISABLED: { code: 'COATCHECK_ERR_WEBSOCKET_DISABLED', status: 501, category: 'client' },
+  /** websocket.maxConnections WebSockets are open in this process already. */
+  WEBSOCKET_LIMIT: { code: 'COATCHECK_ERR_WEBSOCKET_LIMIT', status: 503, category: 'internal' },
+  /** The process is shutting down: no new WebSocket. */
+  SHUTTING_DOWN: { code: 'COATCHECK_ERR_SHUTTING_DOWN', status: 503, category: 'internal' },
   INTERNAL: { code: 'COATCHECK_ERR_INTERNAL', status: 500, category: 'internal' },
 } as const satisfies Record<string, { code: string; status: number; category: ErrorCategory }>;
 

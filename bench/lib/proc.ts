@@ -305,6 +305,13 @@ export function machineBusyMicros(): number {
 }
 
 /** Peak resident set size (VmHWM) summed over a process tree, in bytes. */
+/** The current resident set size of the processes, summed (bytes). */
+export function currentRss(pids: readonly number[]): number {
+  let sum = 0;
+  for (const pid of pids) sum += statusField(pid, 'VmRSS') ?? 0;
+  return sum;
+}
+
 export function peakRss(pids: readonly number[]): number {
   let sum = 0;
   for (const pid of pids) sum += statusField(pid, 'VmHWM') ?? 0;

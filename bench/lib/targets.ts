@@ -83,6 +83,12 @@ export async function startUpstream(): Promise<Upstream> {
   return { origin: `http://127.0.0.1:${port}`, child, stop: () => child.stop() };
 }
 
+/** The WebSocket bench's app (servers/ws-upstream.ts): a login, a logout, a WebSocket echo. */
+export async function startWsUpstream(): Promise<Upstream> {
+  const { child, port } = await startNodeServer('ws upstream', 'ws-upstream.js', [], 'rest');
+  return { origin: `http://127.0.0.1:${port}`, child, stop: () => child.stop() };
+}
+
 export function directTarget(upstream: Upstream): Target {
   return { id: 'direct', origin: upstream.origin, pids: () => [], usesRedis: false, stop: async () => undefined };
 }

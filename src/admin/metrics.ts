@@ -1,10 +1,24 @@
 // Prometheus metrics, on a registry of our own (no global state).
-import { collectDefaultMetrics, Counter, Histogram, Registry, type CounterConfiguration, type LabelValues } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration, type LabelValues } from 'prom-client';
 import type { StoreStats } from '../store/types.js';
 
 /** Every security event class, counted from zero so that dashboards see them before the first one. */
 const SECURITY_EVENTS = ['revoked', 'expired', 'forged', 'unknown', 'legacy_cookie_presented', 'binding_mismatch', 'write_after_revoke', 'ticket_conflict'] as const;
 const SESSION_ACTIONS = ['created', 'rotated', 'renewed', 'revoked', 'evicted'] as const;
+/**
+ * What became of a WebSocket upgrade: opened (101), refused by the app (another status),
+ * rejected (invalid session), failed (store or app unavailable, bad request), disabled
+ * (websocket.enabled false), limit (websocket.maxConnections), draining (shutting down).
+ */
+export const UPGRADE_OUTCOMES = ['opened', 'refused', 'rejected', 'failed', 'disabled', 'limit', 'draining'] as const;
+export type UpgradeOutcome = (typeof UPGRADE_OUTCOMES)[number];
+
+/** What the live-connection gauges read at each scrape. */
+export interface LiveStats {
+  webSockets: number;
+  /** Revocations made on other instances are being heard (the store's feed is subscribed). */
+  feedUp: boolean;
+}
 
 export class Metrics {
   readonly registry = new Registry();
@@ -15,6 +29,10 @@ export class Metrics {
   readonly storeErrors: Counter;
   readonly upstreamErrors: Counter<'status'>;
   readonly revokeNotReplicated: Counter;
+  readonly upgrades: Counter<'outcome'>;
+  readonly revocationCloses: Counter<'kind'>;
+  /** Where the live connections are read from at each scrape (watchLive). */
+  private liveStats: (() => LiveStats) | undefined;
   /** Where the store's own counts are read from at each scrape (watchStore). */
   private storeStats: (() => StoreStats) | undefined;
 
@@ -49,9 +67,40 @@ export class Metrics {
         seen = now;
       },
     });
+    this.upgrades = new Counter({ name: 'coatcheck_websocket_upgrades_total', help: 'WebSocket upgrade requests, by outcome.', labelNames: ['outcome'], registers });
+    this.revocationCloses = new Counter({
+      name: 'coatcheck_connections_closed_by_revocation_total',
+      help: 'Open WebSockets and streaming responses ended because their session was revoked, by kind.',
+      labelNames: ['kind'],
+      registers,
+    });
+    const readLive = () => this.liveStats?.();
+    new Gauge({
+      name: 'coatcheck_websockets_open',
+      help: 'Open WebSockets in this process.',
+      registers,
+      collect() {
+        this.set(readLive()?.webSockets ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'coatcheck_revocation_feed_up',
+      help: '1 while revocations made on other instances are heard (the store subscription is up), else 0.',
+      registers,
+      collect() {
+        this.set(readLive()?.feedUp === false ? 0 : 1);
+      },
+    });
+    for (const outcome of UPGRADE_OUTCOMES) this.upgrades.inc({ outcome }, 0);
+    for (const kind of ['websocket', 'stream']) this.revocationCloses.inc({ kind }, 0);
     for (const event of SECURITY_EVENTS) this.security.inc({ event }, 0);
     for (const action of SESSION_ACTIONS) this.sessions.inc({ action }, 0);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'coatcheck_' });
+  }
+
+  /** Reads the live connections' counts at each scrape. */
+  watchLive(read: () => LiveStats): void {
+    this.liveStats = read;
   }
 
   /** Reads the store's own counts (when it keeps any) at each scrape. */

@@ -64,6 +64,7 @@ export function printConfig(config: Config): string {
     invalidSession: { ...config.invalidSession },
     log: { ...config.log },
     limits: { ...config.limits },
+    websocket: { ...config.websocket },
     admin: { listen: config.admin.listen === null ? null : formatListen(config.admin.listen), token: config.admin.token === null ? null : REDACTED },
     tls:
       config.tls === null

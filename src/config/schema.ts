@@ -393,6 +393,13 @@ const logSchema = z.strictObject({
   access: z.boolean().default(true),
 });
 
+/** WebSocket upgrades (README, "WebSocket and long-lived connections"). */
+const websocketSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Open WebSockets per process; an upgrade past it is answered 503 before the app sees it. */
+  maxConnections: z.number().int().positive().max(1_000_000).default(10_000),
+});
+
 const adminSchema = z.strictObject({
   listen: listen.nullable().default(null),
   // A message about the token names its length, never its value.
@@ -449,6 +456,7 @@ export const configSchema = z
     invalidSession: invalidSessionSchema.prefault({}),
     log: logSchema.prefault({}),
     limits: limitsSchema.prefault({}),
+    websocket: websocketSchema.prefault({}),
     admin: adminSchema.prefault({}),
     tls: tlsSchema.nullable().default(null),
   })

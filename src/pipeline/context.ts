@@ -15,6 +15,7 @@ import type { HttpErrorKind } from '../errors.js';
 import type { TicketCookie } from './ticket-cookie.js';
 import type { ProxyTrust } from './headers.js';
 import type { FingerprintStore } from '../store/types.js';
+import type { LiveConnections } from '../live/connections.js';
 
 /** Built once at start-up and shared by every request. */
 export interface PipelineDeps {
@@ -36,6 +37,8 @@ export interface PipelineDeps {
   proxies: ProxyTrust;
   /** Where report-only mode records and looks up cookie fingerprints: the session store (report-only.ts). */
   fingerprints: FingerprintStore;
+  /** Open WebSockets and streaming responses, by session: a revocation ends them. */
+  live: LiveConnections;
 }
 
 const NO_STRINGS: readonly string[] = Object.freeze([]);
@@ -124,11 +127,14 @@ export class RequestContext {
   forwarding: Forwarding | undefined = undefined;
   /** The client went away before the response was complete. */
   aborted = false;
+  /** A WebSocket upgrade (handler.ts createUpgradeHandler): forwarded with the engine's upgrade(). */
+  upgrade = false;
   /**
    * coatcheck itself cut the response after it started, and why: 'upstream' (the app's body
-   * failed), 'failed' (a failure after the headers were sent). Unset: not cut by coatcheck.
+   * failed), 'failed' (a failure after the headers were sent), 'revoked' (a streaming response
+   * of a session that was revoked meanwhile). Unset: not cut by coatcheck.
    */
-  cutBy: 'upstream' | 'failed' | undefined = undefined;
+  cutBy: 'upstream' | 'failed' | 'revoked' | undefined = undefined;
   upstream: UpstreamResponse | undefined = undefined;
   /** Flat raw header list for the client response (made by the collectSetCookies stage). */
   responseHeaders: string[] = NO_STRINGS as string[];

@@ -1,9 +1,13 @@
 // The forwarding engine behind one small interface. HTTP goes through an undici Pool: its
 // response (status and headers) arrives before anything is written to the client, so the
-// response stages can await the store first. Only HTTP is forwarded: there is no WebSocket
-// support yet. Node's server hands a request with `Upgrade` to the handler as a plain request
-// (no 'upgrade' listener), the request stages drop `Upgrade` as hop-by-hop, and the app gets an
-// ordinary HTTP request.
+// response stages can await the store first. WebSocket upgrades go through the same Pool
+// (dispatch with `upgrade: 'websocket'`): a 101 arrives as onRequestUpgrade with the app's
+// headers and its socket, and nothing has reached the client yet, so the response stages run
+// on a 101 as on any response (its managed Set-Cookies go to the jar); any other answer to an
+// upgrade (401, 403, a redirect) arrives as an ordinary response and is relayed as one.
+// (http-proxy-3, which the design first named for upgrades, writes the app's 101 head to the
+// client in the same tick it receives it, and pipes a non-101 answer to the client raw: an
+// await for the store cannot fit in between, so a managed Set-Cookie would reach the browser.)
 //
 // The Pool is driven through `dispatch()` with one handler object per request (`Exchange`),
 // not through `request()`: that one makes, per request, an AsyncResource, a promise, a Readable
@@ -14,7 +18,7 @@
 // `Dispatcher.DispatchHandler` (onRequestStart … onResponseError, with a controller) as declared,
 // so that a change of that interface in undici is a type error here.
 import { IncomingMessage, type ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 
 export interface UpstreamRequest {
@@ -42,6 +46,11 @@ export interface UpstreamResponse {
   /** Flat raw header list, values decoded as latin1 so bytes pass through unchanged. */
   headers: string[];
   body: UpstreamBody;
+  /**
+   * A 101 to an upgrade(): the app's socket, detached from the pool, past the response head
+   * (bytes the app sent after its head are the first it yields). `body` is empty then.
+   */
+  upgraded?: Duplex;
 }
 
 /** One forwarding: `response` settles with the app's status and headers, or the failure. */
@@ -53,6 +62,12 @@ export interface Forwarding {
 
 export interface ForwardEngine {
   forward(request: UpstreamRequest): Forwarding;
+  /**
+   * A WebSocket upgrade request (GET, no body; `headers` without Connection and Upgrade, which
+   * the engine sets): `response` settles with a 101 and its socket (`upgraded`), or with the
+   * app's other answer as from forward().
+   */
+  upgrade(request: Omit<UpstreamRequest, 'body' | 'method'>): Forwarding;
   close(): Promise<void>;
 }
 
@@ -83,6 +98,12 @@ export class UndiciEngine implements ForwardEngine {
   forward(request: UpstreamRequest): Forwarding {
     const exchange = new Exchange(request.body);
     this.pool.dispatch({ method: request.method, path: request.path, headers: request.headers, body: request.body }, exchange);
+    return exchange;
+  }
+
+  upgrade(request: Omit<UpstreamRequest, 'body' | 'method'>): Forwarding {
+    const exchange = new Exchange(null);
+    this.pool.dispatch({ method: 'GET', path: request.path, headers: request.headers, body: null, upgrade: 'websocket' }, exchange);
     return exchange;
   }
 
@@ -244,6 +265,18 @@ class Exchange implements Forwarding, UpstreamBody, Dispatcher.DispatchHandler {
     if (statusCode < 200) return;
     this.settled = true;
     this.resolve({ status: statusCode, headers: rawHeaderList(controller.rawHeaders, headers), body: this });
+  }
+
+  /** A 101 to upgrade(): the socket is ours from here (undici has let go of it). */
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, headers: ParsedHeaders, socket: Duplex): void {
+    this.complete = true;
+    this.requestBody = null;
+    if (this.aborted || this.settled) {
+      socket.destroy();
+      return;
+    }
+    this.settled = true;
+    this.resolve({ status: statusCode, headers: rawHeaderList(controller.rawHeaders, headers), body: this, upgraded: socket });
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {

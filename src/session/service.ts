@@ -147,6 +147,24 @@ export class SessionService {
     }
   }
 
+  /**
+   * Counts a long-lived connection's traffic as activity: writes a sliding touch when one is
+   * due (at most every touch interval), never a renewal (the connection could not hand the
+   * browser a new ticket). 'gone' when the session ended meanwhile.
+   */
+  async touch(session: LiveSession): Promise<'touched' | 'unchanged' | 'gone'> {
+    const now = this.clock();
+    if (now - session.meta.touched < this.writer.touchInterval) return 'unchanged';
+    const outcome = await this.writer.update(session, { session, changes: [], rotate: false }, now);
+    if (outcome.kind === 'gone') return 'gone';
+    return outcome.kind === 'updated' ? 'touched' : 'unchanged';
+  }
+
+  /** How often a session's activity is written (the sliding touch), in ms. */
+  get touchInterval(): number {
+    return this.writer.touchInterval;
+  }
+
   /** Does a request's binding material match what the session was bound to? */
   bindingMatches(session: LiveSession, material: string): boolean {
     return bindingMatches(session.meta, session.jarKey, material);

@@ -23,6 +23,8 @@ export class MemoryDirectory implements DirectoryStore {
   constructor(
     private readonly clock: Clock,
     private readonly isClosed: () => boolean,
+    /** Told after a revoke-all (the store's revocation feed announces it). */
+    private readonly onRevokeAll: () => void = () => {},
   ) {}
 
   async putUserEntry(userKey: string, field: string, value: string, ttlMs: number): Promise<void> {
@@ -67,6 +69,7 @@ export class MemoryDirectory implements DirectoryStore {
   async setRevokedBefore(time: number, ttlMs: number): Promise<void> {
     this.assertOpen();
     this.revokeAll = { value: time, expires: this.clock() + ttlMs };
+    this.onRevokeAll();
   }
 
   async revokedBefore(): Promise<number> {

@@ -13,6 +13,7 @@ import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
 import { lineageOf } from './lineage.js';
+import { InProcessFeed } from './revocations.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from './types.js';
 import { ownCopy } from '../util/buffers.js';
 
@@ -64,6 +65,8 @@ export class MemoryStore implements SessionStore {
   private closed = false;
   /** Users' sessions, log ids, the revoke-all time (memory-directory.ts). */
   readonly directory: MemoryDirectory;
+  /** Revocations reach this process's connections only: there is no other process. */
+  readonly revocationFeed: InProcessFeed;
   private lastEvictionWarn = -Infinity;
   private evictedSinceWarn = 0;
 
@@ -74,7 +77,12 @@ export class MemoryStore implements SessionStore {
     this.clock = options.clock;
     this.maxSessions = options.maxSessions;
     this.log = options.logger.child({ component: 'store', store: 'memory' });
-    this.directory = new MemoryDirectory(options.clock, () => this.closed);
+    this.directory = new MemoryDirectory(
+      options.clock,
+      () => this.closed,
+      () => this.revocationFeed.announce({ keys: [], all: true }),
+    );
+    this.revocationFeed = new InProcessFeed(this.log);
   }
 
   /** Entries currently held (live records + tombstones), expired ones not yet swept included. */
@@ -170,6 +178,7 @@ export class MemoryStore implements SessionStore {
     this.makeRoom(now, 1);
     this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
+    this.revocationFeed.announce({ keys: [key] });
     return wasLive;
   }
 
@@ -204,6 +213,8 @@ export class MemoryStore implements SessionStore {
     this.live.set(newKey, { data: ownCopy(data), version: 1, expiresAt: now + ttlMs });
     if (alias) this.join(familyId(alias.family, oldKey), alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
+    // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
+    if (!alias) this.revocationFeed.announce({ keys: [oldKey] });
     return 'ok';
   }
 
@@ -232,6 +243,7 @@ export class MemoryStore implements SessionStore {
     this.makeRoom(now, 1);
     this.tombs.set(key, { deadline: now + tombstoneTtlMs, expiresAt: now + tombstoneTtlMs });
     this.sweep(now);
+    this.revocationFeed.announce({ family, keys: [key] });
     return revoked;
   }
 

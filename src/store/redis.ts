@@ -9,7 +9,9 @@
 //   replicated-writes.ts  with store.replicas: revoking writes on their own connection, WAIT after them;
 //   redact.ts        what a Redis failure may say (host:port, never a password or a value);
 //   directory.ts     users' sessions, log ids and the revoke-all time (session/directory.ts);
-//   fingerprints.ts  report-only mode's cookie fingerprints (one key each, SET … GET, batched lookups).
+//   fingerprints.ts  report-only mode's cookie fingerprints (one key each, SET … GET, batched lookups);
+//   revocation-feed.ts  every revoking write announced here and PUBLISHed to the other
+//                    processes, heard on a subscriber connection of its own.
 // Every conditional write is one Lua script (atomic, one round trip) or one `SET … NX`. On a
 // cluster the keys of each script share a hash slot (model.ts); revokeFamily there first reads
 // the family's members, then runs its script with them declared (scripts.ts).
@@ -20,6 +22,7 @@ import { RedisClient } from './redis/client.js';
 import { RedisDirectory } from './redis/directory.js';
 import { ReplicatedWrites } from './redis/replicated-writes.js';
 import { RedisFingerprints } from './redis/fingerprints.js';
+import { RedisRevocationFeed } from './redis/revocation-feed.js';
 import { WRONG_TYPE } from './redis/load-batcher.js';
 import { corrupt, decodeValue, KeyLayout, liveValue, type Damaged } from './redis/model.js';
 import * as scripts from './redis/scripts.js';
@@ -53,6 +56,8 @@ export class RedisStore implements SessionStore {
   private readonly cluster: boolean;
   /** Users' sessions, log ids, the revoke-all time (redis/directory.ts). */
   readonly directory: RedisDirectory;
+  /** Where every revoking write is announced (revocation-feed.ts). */
+  readonly revocationFeed: RedisRevocationFeed;
 
   constructor(options: RedisStoreOptions) {
     this.cluster = options.target.mode === 'cluster';
@@ -65,13 +70,21 @@ export class RedisStore implements SessionStore {
       log: this.log,
       prefix: options.prefix,
     });
-    this.directory = new RedisDirectory(this.client, options.prefix);
+    this.directory = new RedisDirectory(this.client, options.prefix, () => this.revocationFeed.announce({ keys: [], all: true }));
     this.fingerprints = new RedisFingerprints(this.client, options.prefix);
     const replicas = options.replicas ?? 0;
     this.revocations =
       replicas > 0
         ? new ReplicatedWrites({ ...options, replicas, replicaTimeout: options.replicaTimeout ?? 200, log: this.log })
         : undefined;
+    this.revocationFeed = new RedisRevocationFeed({
+      target: options.target,
+      prefix: options.prefix,
+      timeout: options.timeout,
+      connectTimeout: options.connectTimeout,
+      log: this.log,
+      publish: (channel, message) => this.client.run('publish', (redis) => redis.publish(channel, message)),
+    });
   }
 
   async start(): Promise<void> {
@@ -79,6 +92,7 @@ export class RedisStore implements SessionStore {
   }
 
   async close(): Promise<void> {
+    this.revocationFeed.close();
     await Promise.all([this.client.close(), this.revocations?.close()]);
   }
 
@@ -125,7 +139,9 @@ export class RedisStore implements SessionStore {
   async revoke(key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<boolean> {
     checkTtl(tombstoneTtlMs, 'tombstoneTtlMs');
     const k = this.keys.session(key);
-    return this.revoking('revoke', k, (redis) => scripts.revoke(redis, k, tombstoneTtlMs), context);
+    const revoked = await this.revoking('revoke', k, (redis) => scripts.revoke(redis, k, tombstoneTtlMs), context);
+    await this.revocationFeed.announce({ keys: [key] });
+    return revoked;
   }
 
   async rotate(
@@ -149,7 +165,10 @@ export class RedisStore implements SessionStore {
       familyKey: this.keys.family(alias?.family ?? '', oldKey),
       alias,
     };
-    return this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
+    const result = await this.revoking('rotate', args.oldKey, (redis) => scripts.rotate(redis, args), context, (r) => r === 'ok');
+    // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
+    if (result === 'ok' && !alias) await this.revocationFeed.announce({ keys: [oldKey] });
+    return result;
   }
 
   async revokeFamily(family: string, key: string, tombstoneTtlMs: number, context?: WriteContext): Promise<number> {
@@ -157,7 +176,9 @@ export class RedisStore implements SessionStore {
     const familyKey = this.keys.family(family, key);
     const sessionKey = this.keys.session(key);
     const revoke = this.cluster ? scripts.revokeFamilyDeclared : scripts.revokeFamily;
-    return this.revoking('revokeFamily', sessionKey, (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs), context);
+    const revoked = await this.revoking('revokeFamily', sessionKey, (redis) => revoke(redis, familyKey, sessionKey, tombstoneTtlMs), context);
+    await this.revocationFeed.announce({ family, keys: [key] });
+    return revoked;
   }
 
   /**

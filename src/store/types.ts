@@ -9,6 +9,8 @@
 // and revokeFamily() reaches the members of `key`'s lineage. Keys without a tag all belong to
 // one lineage of their own (the empty one). Otherwise keys are opaque: any string is a key.
 
+import type { RevocationFeed } from './revocations.js';
+
 /**
  * What a load finds. `none` covers both "never existed" and "expired" (the TTL removed it):
  * a store cannot tell them apart and the proxy treats them alike. A corrupt entry also loads
@@ -137,6 +139,13 @@ export interface SessionStore extends FingerprintStore {
 
   /** Counts for the metrics; a store without any has no stats(). */
   stats?(): StoreStats;
+
+  /**
+   * Where the store announces every id it ended (revoke, revokeFamily, a rotate without alias),
+   * to this process and, for a shared store, to every other one (revocations.ts). A store
+   * without one cannot end long-lived connections anywhere but by their periodic check.
+   */
+  readonly revocationFeed?: RevocationFeed;
 
   /** Users' sessions, log ids and the revoke-all time (see DirectoryStore). */
   readonly directory: DirectoryStore;

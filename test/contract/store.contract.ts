@@ -6,6 +6,7 @@
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { StoreUnavailableError } from '../../src/errors.js';
+import type { Revocation } from '../../src/store/revocations.js';
 import type { LoadResult, RenewalAlias, SessionStore, WriteResult } from '../../src/store/types.js';
 import { FakeClock } from '../helpers/clock.js';
 import { runFingerprintContract } from './fingerprints.contract.js';
@@ -1109,5 +1110,50 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
       });
     });
     runFingerprintContract(setup);
+    describe('the revocation feed', () => {
+      test('every id a write ends is announced, to this process by the time the write resolves, and to another client of the backend; a renewal is not', async (t) => {
+        const { store, peer, clock } = await setup(t);
+        const feed = store.revocationFeed;
+        assert.ok(feed, 'the store has a revocation feed');
+        const heard: Revocation[] = [];
+        const waiters: Array<{ match: (r: Revocation) => boolean; resolve: () => void }> = [];
+        await feed.listen({
+          revoked: (r) => {
+            heard.push(r);
+            for (const w of waiters.splice(0)) {
+              if (w.match(r)) w.resolve();
+              else waiters.push(w);
+            }
+          },
+          resynced: () => undefined,
+        });
+        assert.equal(feed.connected(), true);
+        const named = (key: string, family?: string) => (r: Revocation) => r.keys.includes(key) && (family === undefined || r.family === family);
+        const wasHeard = (key: string, family?: string) => heard.some(named(key, family));
+
+        await store.create('fa', b('a'), HOUR);
+        await store.revoke('fa', HOUR);
+        assert.ok(wasHeard('fa'), 'revoke');
+        await store.create('fb', b('b'), HOUR);
+        await store.revokeFamily('fam-b', 'fb', HOUR);
+        assert.ok(wasHeard('fb', 'fam-b'), 'revokeFamily');
+        await store.create('fc', b('c'), HOUR);
+        assert.equal(await store.rotate('fc', 1, HOUR, 'fd', b('d'), HOUR), 'ok');
+        assert.ok(wasHeard('fc'), 'a rotation at login ends the old id');
+        assert.equal(await store.rotate('fd', 1, HOUR, 'fe', b('e'), HOUR, aliasAt(clock, { family: 'fam-d' })), 'ok');
+        // A failed write announces nothing either.
+        assert.equal(await store.rotate('none', 1, HOUR, 'ff', b('f'), HOUR), 'gone');
+
+        // From another client of the backend (another process, for a shared store).
+        const fromPeer = new Promise<void>((resolve) => {
+          if (wasHeard('fg', 'fam-g')) resolve();
+          else waiters.push({ match: named('fg', 'fam-g'), resolve });
+        });
+        await peer.create('fg', b('g'), HOUR);
+        await peer.revokeFamily('fam-g', 'fg', HOUR);
+        await fromPeer;
+        assert.ok(!heard.some((r) => r.keys.includes('fd') || r.keys.includes('none')), `a renewal or a failed write was announced: ${JSON.stringify(heard)}`);
+      });
+    });
   });
 }

@@ -51,6 +51,9 @@ const refusingEngine: ForwardEngine = {
   forward() {
     throw new Error('a stage test never forwards');
   },
+  upgrade() {
+    throw new Error('a stage test never forwards');
+  },
   close: async () => undefined,
 };
 

@@ -35,6 +35,9 @@ describe('the documented Redis ACL', () => {
     t.after(() => store.close());
     await store.start();
     await store.ping();
+    // The revocation channel: subscribed as this user, and every revoking write below is published (a refused PUBLISH would be a warning).
+    const heard: unknown[] = [];
+    await store.revocationFeed.listen({ revoked: (r) => heard.push(r), resynced: () => undefined });
     const data = Buffer.from([0, 1, 2, 0xff]);
     assert.equal(await store.create('k1', data, HOUR), true);
     assert.equal((await store.load('k1')).state, 'live');
@@ -66,6 +69,7 @@ describe('the documented Redis ACL', () => {
     assert.deepEqual(await store.recordFingerprints(['fp1'], 6, HOUR), [5]);
     assert.deepEqual(await store.findFingerprints(['fp1', 'fp2', 'fp3']), [6, 5, null]);
     assert.deepEqual(logs.warnings(), []);
+    assert.ok(heard.length >= 3, 'the revocations were delivered');
     // and nothing outside the prefix
     const outside = new Redis({ port: redis().port, host: '127.0.0.1', username: 'coatcheck', password, lazyConnect: true, maxRetriesPerRequest: 0 });
     t.after(() => outside.disconnect());

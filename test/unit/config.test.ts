@@ -81,6 +81,7 @@ const DEFAULTS: Config = {
   invalidSession: { revoked: 'reject', expired: 'anonymous', status: 401, redirect: null },
   log: { level: 'info', access: true },
   limits: { maxHeaderSize: 16_384, maxCookiesPerSession: 50, maxJarBytes: 32_768 },
+  websocket: { enabled: true, maxConnections: 10_000 },
   admin: { listen: null, token: null },
   tls: null,
 };
@@ -879,6 +880,18 @@ describe('problems: path, message and line:col', () => {
     );
   });
 
+  it('websocket keys are checked like the rest: each problem at its key path and line:col, unknown keys rejected', () => {
+    const lines = [...BASE, 'websocket:', '  enabled: "yes"', '  maxConnections: 0', '  maxConections: 5'];
+    const got = problems(lines);
+    const at = (path: string) => got.find((p) => p.path === path);
+    // A bad value is located at the value.
+    assert.deepEqual({ line: at('websocket.enabled')?.line, col: at('websocket.enabled')?.col }, pos(lines, '"yes"'));
+    const zero = pos(lines, 'maxConnections: 0');
+    assert.deepEqual({ line: at('websocket.maxConnections')?.line, col: at('websocket.maxConnections')?.col }, { line: zero.line, col: zero.col + 'maxConnections: '.length });
+    assert.match(at('websocket.maxConnections')?.message ?? '', /greater than 0/);
+    assert.ok(got.some((p) => p.path.startsWith('websocket') && /maxConections/.test(`${p.path} ${p.message}`)), JSON.stringify(got));
+  });
+
   it('an empty file (or only comments) reports the required keys, without a position', () => {
     for (const text of ['', '# nothing here\n', '---\n']) {
       assert.deepEqual(problems(text), [
@@ -1610,7 +1623,7 @@ describe('unknown keys', () => {
   }
 
   const levels: [Path, string[]][] = [
-    [[], ['listen', 'upstream', 'mode', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'admin', 'tls']],
+    [[], ['listen', 'upstream', 'mode', 'upstreamTimeout', 'shutdownTimeout', 'trustProxy', 'store', 'workers', 'secrets', 'cookie', 'session', 'logout', 'login', 'invalidSession', 'log', 'limits', 'websocket', 'admin', 'tls']],
     [['store'], ['kind', 'url', 'sentinel', 'cluster', 'username', 'password', 'db', 'replicas', 'replicaTimeout', 'prefix', 'timeout', 'connectTimeout', 'maxSessions']],
     [['store', 'sentinel'], ['name', 'nodes', 'password', 'tls']],
     [['store', 'cluster'], ['nodes']],

@@ -27,6 +27,8 @@ export class RedisDirectory implements DirectoryStore {
   constructor(
     private readonly client: RedisClient,
     private readonly prefix: string,
+    /** Told after a revoke-all: the store's revocation feed announces it to every instance. */
+    private readonly onRevokeAll: () => Promise<void> = async () => {},
   ) {
     this.revokeAllKey = `${prefix}revoked-before`;
   }
@@ -55,6 +57,7 @@ export class RedisDirectory implements DirectoryStore {
 
   async setRevokedBefore(time: number, ttlMs: number): Promise<void> {
     await this.client.run('directory', (redis) => redis.set(this.revokeAllKey, String(time), 'PX', Math.max(1, Math.ceil(ttlMs))));
+    await this.onRevokeAll();
   }
 
   /**
