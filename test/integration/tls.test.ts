@@ -4,7 +4,6 @@
 // HTTP to https, and a reload reads the certificate files again (new connections get the new
 // certificate; a file that cannot be read changes nothing).
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
@@ -15,6 +14,7 @@ import type { TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { testConfig, startCoatcheck, type Harness } from '../helpers/coatcheck.js';
 import { freePort } from '../helpers/redis-server.js';
+import { selfSigned } from '../helpers/tls.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 interface Answer {
@@ -42,25 +42,6 @@ function get(scheme: 'http' | 'https', port: number, path: string, opts: { host?
     req.on('error', reject);
     req.end();
   });
-}
-
-function openssl(args: string[], cwd: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('openssl', args, { cwd, timeout: 30_000 }, (err, _stdout, stderr) => {
-      if (err) reject(new Error(`openssl ${args.join(' ')} failed (is openssl installed? .ci/run installs it): ${err.message}\n${stderr}`));
-      else resolve();
-    });
-  });
-}
-
-/** A self-signed certificate for localhost and 127.0.0.1, in PEM: `<name>.crt`, `<name>.key`. */
-async function selfSigned(dir: string, name: string): Promise<{ cert: string; key: string }> {
-  await openssl(
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name}`,
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.crt`],
-    dir,
-  );
-  return { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
 }
 
 describe('tls', () => {
