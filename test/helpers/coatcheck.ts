@@ -1,5 +1,6 @@
 // Starts coatcheck in-process on 127.0.0.1 port 0 with a test configuration, capturing its logs.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createCoatcheck, type Coatcheck } from '../../src/app.js';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
@@ -102,4 +103,28 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess 
   proc.stderr?.on('data', (c: Buffer) => (err += c.toString('utf8')));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   return { proc, stdout, stderr: () => err, exited };
+}
+
+/** How long a test waits for a process, a line or a reply that is coming, before failing. */
+export const DEADLINE_MS = 30_000;
+
+/** `p`, or a rejection with `message` once `ms` passed (the timer cleared either way). */
+export function within<T>(p: Promise<T>, message: string, ms = DEADLINE_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** Runs the built CLI to its end: exit code, stdout text, stderr text. */
+export async function runCliToEnd(args: string[], env: NodeJS.ProcessEnv = {}, ms = DEADLINE_MS): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = runCli(args, env);
+  let stdout = '';
+  cli.proc.stdout?.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+  // 'close' comes after 'exit' and after both pipes are drained.
+  const closed = once(cli.proc, 'close');
+  const code = await within(cli.exited, `coatcheck ${args.join(' ')} did not exit`, ms);
+  await within(closed, 'stdio never closed', ms);
+  return { code, stdout, stderr: cli.stderr() };
 }

@@ -1,7 +1,7 @@
 // A dummy WebSocket app (the `ws` package on the test upstream) and a WebSocket client that
 // keeps its ticket: what the WebSocket tests need, on real sockets. Everything is awaited
 // through events (open, message, close, unexpected-response), never through sleeps.
-import type { IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { startUpstream, type Upstream } from './upstream.js';
@@ -150,4 +150,16 @@ function toBuffer(data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data);
+}
+
+/** A streaming GET with the ticket that stays open (Server-Sent Events): the response, once its first bytes arrived. */
+export function openStream(port: number, path: string, ticket: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { cookie: `coatcheck=${ticket}` }, agent: false }, (res) => {
+      res.on('error', () => undefined);
+      res.once('data', () => resolve(res));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -4,7 +4,6 @@
 // graceful SIGTERM that lets an in-flight request finish, and a Redis that is not there.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
@@ -13,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { send } from '../helpers/client.js';
-import { REPO_ROOT, runCli, type CliProcess } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCli, runCliToEnd, within as withinDeadline, type CliProcess } from '../helpers/coatcheck.js';
 import { freePort } from '../helpers/redis-server.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
@@ -24,25 +23,11 @@ const REDIS_PASSWORD = 'Redis-Pass-7a6b5c4d3e';
 /** A process that has not exited by then has hung. */
 const EXIT_DEADLINE_MS = 20_000;
 
-function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
-/** Runs the CLI to completion: exit code, stdout text, stderr text. */
-async function runToEnd(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cli = runCli(args, env);
-  let stdout = '';
-  cli.proc.stdout?.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-  // 'close' comes after 'exit' and after both pipes are drained.
-  const closed = once(cli.proc, 'close');
-  const code = await within(cli.exited, EXIT_DEADLINE_MS, `coatcheck ${args.join(' ')} did not exit`);
-  await within(closed, EXIT_DEADLINE_MS, 'stdio never closed');
-  return { code, stdout, stderr: cli.stderr() };
-}
+/** `p`, or a rejection with `message` after `ms` (this file's argument order). */
+const within = <T>(p: Promise<T>, ms: number, message: string): Promise<T> => withinDeadline(p, message, ms);
+
+const runToEnd = (args: string[], env: NodeJS.ProcessEnv = {}) => runCliToEnd(args, env, EXIT_DEADLINE_MS);
 
 /** No stack trace, in plain text or inside a JSON log line. */
 function assertNoStack(text: string, what: string): void {

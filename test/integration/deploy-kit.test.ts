@@ -5,7 +5,6 @@
 // and image they use agree with the Dockerfile, the configurations and the CLI. The HEALTHCHECK's
 // command and the probe paths are run against a real coatcheck.
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,12 +12,11 @@ import { join, posix, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { parseListen } from '../../src/config/values.js';
-import { REPO_ROOT, runCli } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCli, runCliToEnd, within } from '../helpers/coatcheck.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const DEPLOY = join(REPO_ROOT, 'deploy');
 const TEST_SECRET = 'Deploy-Kit-Secret-0123456789abcdefghijklmnop';
-const DEADLINE_MS = 30_000;
 const PKG = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
 
 const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
@@ -28,24 +26,9 @@ const IMAGE_CONFIG = /^ENV COATCHECK_CONFIG=(\S+)$/m.exec(runtime)?.[1] ?? '';
 const IMAGE_PORT = Number(/^EXPOSE (\d+)$/m.exec(runtime)?.[1]);
 const IMAGE_USER = /^USER (\S+)$/m.exec(runtime)?.[1] ?? '';
 
-function within<T>(p: Promise<T>, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), DEADLINE_MS);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** Runs the built CLI to its end. */
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = runCli(args, env);
-  let stdout = '';
-  p.proc.stdout?.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-  const closed = once(p.proc, 'close');
-  const code = await within(p.exited, `coatcheck ${args.join(' ')} did not exit`);
-  await closed;
-  return { code, stdout, stderr: p.stderr() };
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCliToEnd(args, env);
 
 /** `${VAR}` and `${VAR:-default}` names a configuration reads from the environment. */
 function envNames(text: string): string[] {

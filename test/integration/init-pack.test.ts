@@ -5,7 +5,6 @@
 // holds what it needs and nothing else.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,28 +14,13 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfigText } from '../../src/config/load.js';
 import { UsageError } from '../../src/errors.js';
 import { starterConfig, writeStarterConfig } from '../../src/init.js';
-import { REPO_ROOT, runCli } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCliToEnd } from '../helpers/coatcheck.js';
 
-const DEADLINE_MS = 30_000;
 const PKG = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 
-function within<T>(p: Promise<T>, message: string, ms = DEADLINE_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = runCli(args, env);
-  let stdout = '';
-  p.proc.stdout?.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-  const closed = once(p.proc, 'close');
-  const code = await within(p.exited, `coatcheck ${args.join(' ')} did not exit`);
-  await closed;
-  return { code, stdout, stderr: p.stderr() };
-}
+/** Runs the built CLI to its end. */
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCliToEnd(args, env);
 
 function run(cmd: string, args: string[], cwd: string, timeout: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

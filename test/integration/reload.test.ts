@@ -14,25 +14,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cookieValue, send, type Reply } from '../helpers/client.js';
-import { REPO_ROOT, runCli, startCoatcheck, testConfig, type CliProcess } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCli, startCoatcheck, testConfig, within, type CliProcess } from '../helpers/coatcheck.js';
 import type { LogLine } from '../helpers/logs.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const OLD_SECRET = 'Reload-Old-Secret-0123456789abcdefghijklmnop';
 const NEW_SECRET = 'Reload-New-Secret-9876543210zyxwvutsrqponmlk';
-const DEADLINE_MS = 30_000;
 /** Each load loop must complete this many requests after the reload before the load stops. */
 const AFTER_RELOAD = 20;
 const LOOPS = 4;
 
-function within<T>(p: Promise<T>, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), DEADLINE_MS);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 function killIfRunning(cli: CliProcess): void {
   if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');

@@ -3,7 +3,7 @@
 // missed while the subscription was down is caught when it comes back, and a Redis outage at
 // upgrade time answers 503. Real redis-server, two real instances, a `ws` app.
 import assert from 'node:assert/strict';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import type { WebSocket } from 'ws';
 import { storeKeyOf } from '../../src/session/crypto.js';
@@ -12,7 +12,7 @@ import { Browser } from '../helpers/client.js';
 import { DEFAULT_RULES, startCoatcheck, storeOverrides, type Harness } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies } from '../helpers/upstream.js';
-import { closed, mustOpen, mustRefuse, roundTrip, startWsApp, type WsApp } from '../helpers/websocket.js';
+import { closed, mustOpen, mustRefuse, roundTrip, startWsApp, type WsApp, openStream } from '../helpers/websocket.js';
 
 /**
  * The bound a close must meet in these tests. The guarantee is 1 s (typically 5–20 ms here); the
@@ -64,16 +64,6 @@ function track(t: { after(fn: () => unknown): void }, ws: WebSocket): WebSocket 
   return ws;
 }
 
-function openStream(port: number, path: string, ticket: string): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { cookie: `coatcheck=${ticket}` }, agent: false }, (res) => {
-      res.on('error', () => undefined);
-      res.once('data', () => resolve(res));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** Polls (each event-loop turn, at most 10 s) for a state no event announces. */
 async function until(what: string, cond: () => Promise<boolean> | boolean): Promise<void> {

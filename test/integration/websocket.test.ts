@@ -12,7 +12,7 @@ import { WebSocket } from 'ws';
 import { Browser, send } from '../helpers/client.js';
 import { DEFAULT_RULES, runCli, startCoatcheck, TEST_SECRET, type Harness } from '../helpers/coatcheck.js';
 import { setsCookies } from '../helpers/upstream.js';
-import { closed, mustOpen, mustRefuse, nextMessage, openWs, roundTrip, startWsApp, type WsApp } from '../helpers/websocket.js';
+import { closed, mustOpen, mustRefuse, nextMessage, openWs, roundTrip, startWsApp, type WsApp, openStream } from '../helpers/websocket.js';
 
 /**
  * The bound a close must meet in these tests. The guarantee is 1 s (typically 5–20 ms here); the
@@ -498,17 +498,6 @@ describe('logout closes live connections', () => {
   });
 });
 
-/** A streaming GET that stays open: the response, once its head arrived. */
-function openStream(port: number, path: string, ticket: string): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { cookie: `coatcheck=${ticket}` }, agent: false }, (res) => {
-      res.on('error', () => undefined);
-      res.once('data', () => resolve(res));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** The one open tunnel of `h` (its sockets, as coatcheck holds them). */
 function onlyTunnel(h: Harness): { client: Socket; app: Socket } {

@@ -10,23 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { send, type Reply } from '../helpers/client.js';
-import { REPO_ROOT, runCli, type CliProcess } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCli, within, type CliProcess } from '../helpers/coatcheck.js';
 import type { LogLine } from '../helpers/logs.js';
 import { freePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const CLI = join(REPO_ROOT, 'dist', 'cli.js');
 const SECRET = 'Unique-Secret-Value-9f8e7d6c5b4a39281706-workers';
-/** A process, a line or a reply that has not come by then is not coming. */
-const DEADLINE_MS = 30_000;
 
-function within<T>(p: Promise<T>, message: string, ms = DEADLINE_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 function killIfRunning(cli: CliProcess): void {
   if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');
