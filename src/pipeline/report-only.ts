@@ -21,6 +21,7 @@ import { LogHasher } from '../session/crypto.js';
 import { CookieFingerprinter, fingerprintable } from '../session/fingerprint.js';
 import type { PipelineDeps, RequestContext, Stage } from './context.js';
 import { connectionListed, HOP_BY_HOP } from './headers.js';
+import { readAppControl } from './session-actions.js';
 import { forwardHeaders, identify, matchRules } from './request.js';
 
 /** Most cookies of one request that are fingerprinted (a request carrying more is checked on these). */
@@ -302,14 +303,7 @@ function responseHeaders(ctx: RequestContext, deps: PipelineDeps, state: ReportO
     const value = raw[i + 1] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || (listed !== undefined && listed.has(lower))) continue;
-    if (lower === 'coatcheck-session') {
-      // A logout of this session (revoke-user too: it ends this one with the others). Not
-      // revoke-others: the cookies of this request stay in use.
-      const v = value.trim().toLowerCase();
-      if (v === 'revoke' || v === 'revoke-user') ctx.appRevoke = true;
-      continue;
-    }
-    if (lower === 'coatcheck-user') continue;
+    if (readAppControl(ctx, lower, value)) continue;
     out.push(name, value);
     if (lower !== 'set-cookie') continue;
     const cookieName = setCookieName(value);
@@ -318,7 +312,9 @@ function responseHeaders(ctx: RequestContext, deps: PipelineDeps, state: ReportO
     if (deps.onCookieCleared.has(cookieName) && clears(value, (now ??= deps.clock()))) ctx.appRevoke = true;
   }
   if (jarCookies > 0) state.counters.jarCookies.inc(jarCookies);
-  if (!ctx.appRevoke || ctx.isLogout) return undefined;
+  // A logout of this session: revoke, and revoke-user (it ends this one with the others); not
+  // revoke-others (the cookies of this request stay in use).
+  if (!(ctx.appRevoke || ctx.appRevokeUser) || ctx.isLogout) return undefined;
   const presented = state.presented.get(ctx);
   return presented === undefined ? undefined : recordLogout(ctx, deps, state, presented, 'app');
 }

@@ -5,7 +5,7 @@ import { RequestJar } from '../cookies/jar.js';
 import type { LiveSession } from '../session/service.js';
 import type { PipelineDeps, RequestContext, Stage } from './context.js';
 import { connectionListed, HOP_BY_HOP } from './headers.js';
-import { bindingOf, ipPrefix, logout, logoutUser, mayClearTicket, revokeUserSessions } from './session-actions.js';
+import { bindingOf, ipPrefix, logout, logoutUser, mayClearTicket, readAppControl, revokeUserSessions } from './session-actions.js';
 
 /**
  * 1. Take every managed Set-Cookie out of the upstream response and turn it into jar changes;
@@ -25,21 +25,7 @@ export const collectSetCookies: Stage = (ctx, deps) => {
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || (listed !== undefined && listed.has(lower))) continue;
     // The app's control headers: acted on, never passed to the browser.
-    if (lower === 'coatcheck-session') {
-      const v = value.trim().toLowerCase();
-      if (v === 'revoke') ctx.appRevoke = true;
-      else if (v === 'rotate') ctx.appRotate = true;
-      else if (v === 'revoke-user') ctx.appRevokeUser = true;
-      else if (v === 'revoke-others') ctx.revokeOthers ??= 'app';
-      else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-Session' }, 'ignored an unknown Coatcheck-Session value from the app');
-      continue;
-    }
-    if (lower === 'coatcheck-user') {
-      const user = value.trim();
-      if (user.length > 0 && user.length <= 256) ctx.appUser = user;
-      else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-User' }, 'ignored an empty or oversized Coatcheck-User value from the app');
-      continue;
-    }
+    if (readAppControl(ctx, lower, value)) continue;
     if (lower !== 'set-cookie') {
       out.push(name, value);
       continue;

@@ -86,6 +86,30 @@ async function revokeEvery(ctx: RequestContext, deps: PipelineDeps, sessions: re
 }
 
 /**
+ * The app's control headers (Coatcheck-Session, Coatcheck-User) of a response: what they ask for
+ * is noted on the context (acted on by the response stages), a bad value is logged and ignored.
+ * True when the header is one of them: it never reaches the client, in either mode.
+ */
+export function readAppControl(ctx: RequestContext, lower: string, value: string): boolean {
+  if (lower === 'coatcheck-session') {
+    const v = value.trim().toLowerCase();
+    if (v === 'revoke') ctx.appRevoke = true;
+    else if (v === 'rotate') ctx.appRotate = true;
+    else if (v === 'revoke-user') ctx.appRevokeUser = true;
+    else if (v === 'revoke-others') ctx.revokeOthers ??= 'app';
+    else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-Session' }, 'ignored an unknown Coatcheck-Session value from the app');
+    return true;
+  }
+  if (lower === 'coatcheck-user') {
+    const user = value.trim();
+    if (user.length > 0 && user.length <= 256) ctx.appUser = user;
+    else ctx.log.warn({ event: 'upstream.control_invalid', header: 'Coatcheck-User' }, 'ignored an empty or oversized Coatcheck-User value from the app');
+    return true;
+  }
+  return false;
+}
+
+/**
  * May a response to this request clear the ticket cookie although the browser could hold a newer
  * one? Yes for navigations and for clients without Fetch Metadata (no background requests to
  * race with); no for a browser's background requests.

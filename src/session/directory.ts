@@ -162,7 +162,7 @@ export class SessionDirectory {
     const results = await Promise.allSettled(found.map((f) => this.revokeFamily(f.family, f.entry.k, f.entry.d)));
     const out: Revoked = { revoked: 0, logIds: [] };
     let failure: unknown;
-    const done = new Map<string, string[]>();
+    const done: Found[] = [];
     results.forEach((r, i) => {
       const f = found[i] as Found;
       if (r.status === 'rejected') {
@@ -173,9 +173,9 @@ export class SessionDirectory {
         out.revoked += 1;
         out.logIds.push(f.entry.l);
       }
-      done.set(f.userKey, [...(done.get(f.userKey) ?? []), f.family]);
+      done.push(f);
     });
-    await Promise.all([...done].map(([userKey, families]) => this.store.directory.dropUserEntries(userKey, families)));
+    await this.drop(done);
     if (failure !== undefined) throw failure;
     return out;
   }
@@ -208,18 +208,14 @@ export class SessionDirectory {
    */
   async enforceLimit(user: string, keep: string, max: number): Promise<string[]> {
     const live = await this.liveEntries(user);
-    const others = live.filter((f) => f.family !== keep).sort((a, b) => a.entry.s - b.entry.s);
-    const excess = live.length - max;
-    if (excess <= 0) return [];
-    const evicted: string[] = [];
-    for (const f of others.slice(0, excess)) {
-      await this.revokeFamily(f.family, f.entry.k, f.entry.d);
-      evicted.push(f.entry.l);
-    }
-    const byKey = new Map<string, string[]>();
-    for (const f of others.slice(0, excess)) byKey.set(f.userKey, [...(byKey.get(f.userKey) ?? []), f.family]);
-    await Promise.all([...byKey].map(([userKey, families]) => this.store.directory.dropUserEntries(userKey, families)));
-    return evicted;
+    if (live.length <= max) return [];
+    const evict = live
+      .filter((f) => f.family !== keep)
+      .sort((a, b) => a.entry.s - b.entry.s)
+      .slice(0, live.length - max);
+    for (const f of evict) await this.revokeFamily(f.family, f.entry.k, f.entry.d);
+    await this.drop(evict);
+    return evict.map((f) => f.entry.l);
   }
 
   /** The entries of the user's sessions that still have a live id; the others are dropped. */
@@ -227,21 +223,33 @@ export class SessionDirectory {
     const found = await this.found(user);
     const [states, before] = await Promise.all([Promise.all(found.map((f) => this.store.load(f.entry.k))), this.store.directory.revokedBefore()]);
     const live: Found[] = [];
-    const dead = new Map<string, string[]>();
+    const dead: Found[] = [];
     found.forEach((f, i) => {
       const state = (states[i] as { state: string }).state;
       // An alias (a renewed id whose successor is not in the entry yet) still stands for a live family.
       if ((state === 'live' || state === 'renewed') && f.entry.c > before) live.push(f);
-      else dead.set(f.userKey, [...(dead.get(f.userKey) ?? []), f.family]);
+      else dead.push(f);
     });
-    await Promise.all([...dead].map(([userKey, families]) => this.store.directory.dropUserEntries(userKey, families)));
+    await this.drop(dead);
     return live;
+  }
+
+  /** Removes these entries, one call per user entry set they were found in. */
+  private async drop(entries: readonly Found[]): Promise<void> {
+    const byKey = new Map<string, string[]>();
+    for (const f of entries) byKey.set(f.userKey, [...(byKey.get(f.userKey) ?? []), f.family]);
+    await Promise.all([...byKey].map(([userKey, families]) => this.store.directory.dropUserEntries(userKey, families)));
   }
 
   /** The user's entries under every secret, one per family (the most recently seen). */
   private async found(user: string): Promise<Found[]> {
     const byFamily = new Map<string, Found>();
-    const sets = await Promise.all(this.keys.map(async (k) => ({ k, userKey: userKeyOf(k, user), entries: await this.store.directory.userEntries(userKeyOf(k, user)) })));
+    const sets = await Promise.all(
+      this.keys.map(async (k) => {
+        const userKey = userKeyOf(k, user);
+        return { k, userKey, entries: await this.store.directory.userEntries(userKey) };
+      }),
+    );
     for (const { k, userKey, entries } of sets) {
       for (const [family, sealed] of entries) {
         const entry = openEntry(k, user, family, sealed);

@@ -1,6 +1,7 @@
 // Starts coatcheck in-process on 127.0.0.1 port 0 with a test configuration, capturing its logs.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { createCoatcheck, type Coatcheck } from '../../src/app.js';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
@@ -127,4 +128,29 @@ export async function runCliToEnd(args: string[], env: NodeJS.ProcessEnv = {}, m
   const code = await within(cli.exited, `coatcheck ${args.join(' ')} did not exit`, ms);
   await within(closed, 'stdio never closed', ms);
   return { code, stdout, stderr: cli.stderr() };
+}
+
+/** Kills a CLI process that still runs, and (several workers) each worker it started. */
+export function killIfRunning(cli: CliProcess): void {
+  if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');
+  // Its workers die with their primary's IPC channel; one killed on its own is ended here.
+  for (const l of cli.stdout.events('worker.started')) {
+    try {
+      process.kill(l.pid as number, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Does anything accept a connection on 127.0.0.1:port? */
+export function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }

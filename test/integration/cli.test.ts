@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { send } from '../helpers/client.js';
-import { REPO_ROOT, runCli, runCliToEnd, within as withinDeadline, type CliProcess } from '../helpers/coatcheck.js';
+import { killIfRunning, REPO_ROOT, runCli, runCliToEnd, within as withinDeadline } from '../helpers/coatcheck.js';
 import { freePort } from '../helpers/redis-server.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
@@ -36,9 +36,6 @@ function assertNoStack(text: string, what: string): void {
 }
 
 /** Ends a still-running CLI process (ours, by its own handle). */
-function killIfRunning(cli: CliProcess): void {
-  if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');
-}
 
 describe('cli', () => {
   let dir: string;

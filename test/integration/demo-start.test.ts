@@ -6,32 +6,15 @@
 // others are checked once: they must be gone already, since the script waits for them.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
 import { describe, test } from 'node:test';
-import { REPO_ROOT } from '../helpers/coatcheck.js';
+import { accepts, REPO_ROOT, within as withinDeadline } from '../helpers/coatcheck.js';
 import { LogCapture } from '../helpers/logs.js';
 
 const DEADLINE_MS = 30_000;
 
-function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
+/** `p`, or a rejection with `message` after `ms` (this file's argument order). */
+const within = <T>(p: Promise<T>, ms: number, message: string): Promise<T> => withinDeadline(p, message, ms);
 
-/** Does anything accept a connection on 127.0.0.1:port? */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 function alive(pid: number): boolean {
   try {

@@ -12,26 +12,18 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { send } from '../helpers/client.js';
-import { REPO_ROOT, runCli, type CliProcess } from '../helpers/coatcheck.js';
+import { REPO_ROOT, runCli, within, type CliProcess } from '../helpers/coatcheck.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const DASHBOARD = join(REPO_ROOT, 'deploy', 'grafana', 'coatcheck.json');
 const ALERTS = join(REPO_ROOT, 'deploy', 'prometheus', 'alerts.yaml');
 const SECRET = 'Unique-Secret-Value-0f1e2d3c4b5a69788796-metrics';
-const DEADLINE_MS = 30_000;
 /** Labels Prometheus adds to every scraped series (target labels), not coatcheck. */
 const TARGET_LABELS = new Set(['instance', 'job']);
 /** Series Prometheus makes itself, per target. */
 const PROMETHEUS_OWN = new Set(['up']);
 
-function within<T>(p: Promise<T>, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), DEADLINE_MS);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 interface Dashboard {
   uid: string;

@@ -5,24 +5,12 @@
 // examples/integration-test (it imports by package name) and by the npm pack test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { loadConfigText } from '../../src/config/load.js';
 import { ConfigError, startCoatcheck } from '../../src/index.js';
 import { CookieClient, LogRecorder } from '../../src/testing.js';
-import { TEST_SECRET } from '../helpers/coatcheck.js';
+import { accepts, TEST_SECRET } from '../helpers/coatcheck.js';
 import { setsCookies, startUpstream } from '../helpers/upstream.js';
 
-/** Does anything accept a connection on 127.0.0.1:port? */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 test('an invalid object is refused with the problems a file gives, every one at once, secrets never echoed', async () => {
   const bad = {

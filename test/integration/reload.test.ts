@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cookieValue, send, type Reply } from '../helpers/client.js';
-import { REPO_ROOT, runCli, startCoatcheck, testConfig, within, type CliProcess } from '../helpers/coatcheck.js';
+import { killIfRunning, REPO_ROOT, runCli, startCoatcheck, testConfig, within, type CliProcess } from '../helpers/coatcheck.js';
 import type { LogLine } from '../helpers/logs.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { setsCookies, startUpstream, type Upstream } from '../helpers/upstream.js';
@@ -26,16 +26,6 @@ const AFTER_RELOAD = 20;
 const LOOPS = 4;
 
 
-function killIfRunning(cli: CliProcess): void {
-  if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');
-  for (const l of cli.stdout.events('worker.started')) {
-    try {
-      process.kill(l.pid as number, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
 
 const ticketOf = (r: Reply) => cookieValue(r.setCookies, 'coatcheck');
 const withTicket = (ticket: string) => ({ headers: { cookie: `coatcheck=${ticket}` } });

@@ -351,6 +351,8 @@ for (const [name, choice] of STORES) {
         assert.equal(r.status, 400, `${method} ${path} ${JSON.stringify(body)}`);
         assert.match(String(r.json.error), message);
       }
+      const huge = await admin(h, 'POST', '/sessions/revoke', { user: 'x'.repeat(20_000) });
+      assert.equal(huge.status, 413, 'a body past 16 KiB');
       assert.equal((await admin(h, 'GET', '/sessions/revoke')).status, 405);
       assert.equal((await admin(h, 'GET', '/sessions/nothing')).status, 404);
       assert.equal((await send(h.adminPort as number, '/healthz')).status, 200, 'the other endpoints need no token');
@@ -389,6 +391,19 @@ describe('users and incidents: the API off, and two instances on one Redis', () 
     bobViaA.ticket = bob.b.ticket;
     assert.equal((await admin(b, 'POST', '/sessions/revoke-all')).status, 200);
     assert.equal((await bobViaA.send('/echo')).status, 401);
+  });
+
+  test('a revoke-all time that is no time fails the loads (503): no session is served past it unread', async (t) => {
+    const prefix = `bad${++prefixes}:`;
+    const h = await start(t, { kind: 'redis', url: redis.url }, {}, prefix);
+    const alice = await login(h, 'alice');
+    assert.ok(await works(alice.b));
+    await redis.client().set(`${prefix}revoked-before`, 'not a time');
+    const seen = app.received.length;
+    assert.equal((await alice.b.send('/echo')).status, 503);
+    assert.equal(app.received.length, seen, 'the app was not contacted');
+    await redis.client().del(`${prefix}revoked-before`);
+    assert.ok(await works(alice.b), 'served again once the key is fixed');
   });
 
   test('a store outage answers the API 503 and revokes nothing it did not say', async (t) => {

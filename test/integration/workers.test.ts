@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { send, type Reply } from '../helpers/client.js';
-import { REPO_ROOT, runCli, within, type CliProcess } from '../helpers/coatcheck.js';
+import { killIfRunning, REPO_ROOT, runCli, within, type CliProcess } from '../helpers/coatcheck.js';
 import type { LogLine } from '../helpers/logs.js';
 import { freePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
@@ -19,17 +19,6 @@ const CLI = join(REPO_ROOT, 'dist', 'cli.js');
 const SECRET = 'Unique-Secret-Value-9f8e7d6c5b4a39281706-workers';
 
 
-function killIfRunning(cli: CliProcess): void {
-  if (cli.proc.exitCode === null && cli.proc.signalCode === null) cli.proc.kill('SIGKILL');
-  // Its workers die with their primary's IPC channel; one killed on its own is ended here.
-  for (const l of cli.stdout.events('worker.started')) {
-    try {
-      process.kill(l.pid as number, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
 
 function assertNoStack(text: string, what: string): void {
   assert.ok(!/\s{2,}at \S/.test(text.replace(/\\n/g, '\n')), `${what} holds a stack trace:\n${text}`);
