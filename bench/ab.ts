@@ -2,7 +2,7 @@
 // changes whose effect is smaller than the noise between two separate bench runs.
 //
 //   node build/bench/ab.js --build A=/path/to/old/dist --build B=dist [--node-args B="--flag"]
-//                          [--store redis|memory] [--path /page|/update] [--concurrency 128]
+//                          [--env B=NAME=VALUE] [--store redis|memory] [--path /page|/update] [--concurrency 128]
 //                          [--reps 8] [--duration 3] [--reference]
 //
 // Every build runs as its own process against the same upstream and Redis, pinned like the bench
@@ -55,6 +55,7 @@ async function main(): Promise<void> {
     options: {
       build: { type: 'string', multiple: true },
       'node-args': { type: 'string', multiple: true },
+      env: { type: 'string', multiple: true },
       store: { type: 'string', default: 'redis' },
       path: { type: 'string', default: '/page' },
       concurrency: { type: 'string', default: '128' },
@@ -67,6 +68,14 @@ async function main(): Promise<void> {
   if (builds.size < 1) fail('give at least one --build NAME=DIST (a dist directory with cli.js)');
   const nodeArgs = namedList(values['node-args'], '--node-args');
   for (const name of nodeArgs.keys()) if (!builds.has(name)) fail(`--node-args names "${name}", which is not a --build`);
+  // --env B=COATCHECK_HEAP_GROWING_PERCENT=50: an environment variable for one build's process.
+  const envs = new Map<string, Record<string, string>>();
+  for (const [name, assignment] of namedList(values.env, '--env')) {
+    if (!builds.has(name)) fail(`--env names "${name}", which is not a --build`);
+    const eq = assignment.indexOf('=');
+    if (eq < 1) fail(`--env: expected NAME=VARIABLE=VALUE, got "${name}=${assignment}"`);
+    envs.set(name, { ...envs.get(name), [assignment.slice(0, eq)]: assignment.slice(eq + 1) });
+  }
   if (values.store !== 'redis' && values.store !== 'memory') fail(`--store must be redis or memory, got "${values.store}"`);
   if (values.path !== '/page' && values.path !== '/update') fail(`--path must be /page (session GET) or /update (cookie update), got "${values.path}"`);
   const connections = Number(values.concurrency);
@@ -90,7 +99,8 @@ async function main(): Promise<void> {
     const file = join(tmp, `${name}.yaml`);
     await writeFile(file, coatcheckConfig(upstream.origin, port, values.store === 'memory' ? { kind: 'memory' } : { kind: 'redis', url: redis.url }));
     const extra = nodeArgs.get(name)?.split(/\s+/).filter((a) => a !== '') ?? [];
-    const child = startChild(name, process.execPath, [...extra, join(dist, 'cli.js'), '--config', file], { cwd: tmp, role: 'proxy' });
+    const env = envs.has(name) ? { ...process.env, ...envs.get(name) } : process.env;
+    const child = startChild(name, process.execPath, [...extra, join(dist, 'cli.js'), '--config', file], { cwd: tmp, role: 'proxy', env });
     try {
       await waitForPort(port, 15_000, () => child.isRunning());
     } catch (err) {

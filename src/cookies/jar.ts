@@ -2,7 +2,7 @@
 // matching, host-only cookies, expiry, Secure, SameSite, cookie prefixes, public suffixes,
 // ordering) are tough-cookie's; this file only moves cookies between tough-cookie and the
 // compact form kept in the store. Pure: every function takes `now`, none does I/O.
-import { canonicalDomain, Cookie, cookieCompare, CookieJar, domainMatch, MemoryCookieStore, pathMatch } from 'tough-cookie';
+import { canonicalDomain, Cookie, cookieCompare, CookieJar, domainMatch, pathMatch, Store, type Callback, type ErrorCallback, type Nullable } from 'tough-cookie';
 import { splitCookiePair } from './names.js';
 
 export type SameSiteContext = 'strict' | 'lax' | 'none' | undefined;
@@ -166,10 +166,17 @@ export function cookieHeaderFor(cookies: Iterable<Cookie>, target: CookieTarget,
     if (exp !== undefined && exp <= now) continue;
     matched.push(c);
   }
-  if (matched.length > 1) matched.sort(cookieCompare);
+  // A jar is kept in creation order, so with one path the list is nearly always in order already.
+  if (matched.length > 1 && !inOrder(matched)) matched.sort(cookieCompare);
   let s = '';
   for (const c of matched) s += (s === '' ? '' : '; ') + c.cookieString();
   return s;
+}
+
+/** Whether a list already is in cookieCompare order (then sorting it would change nothing). */
+function inOrder(cookies: readonly Cookie[]): boolean {
+  for (let i = 1; i < cookies.length; i++) if (cookieCompare(cookies[i - 1] as Cookie, cookies[i] as Cookie) > 0) return false;
+  return true;
 }
 
 /**
@@ -178,21 +185,13 @@ export function cookieHeaderFor(cookies: Iterable<Cookie>, target: CookieTarget,
  * session service to persist. What a browser would send is `cookieHeaderFor`/`jarCookieHeader`.
  */
 export class RequestJar {
-  private readonly initial: Cookie[];
   private jar: CookieJar | undefined;
-  private store: MemoryCookieStore | undefined;
 
-  constructor(cookies: Iterable<Cookie> = []) {
-    this.initial = [...cookies];
-  }
+  /** `cookies`: the session's jar (field → cookie), read and never changed. */
+  constructor(private readonly cookies: ReadonlyMap<string, Cookie> = NO_COOKIES) {}
 
   private tough(): CookieJar {
-    if (!this.jar) {
-      this.store = new MemoryCookieStore();
-      this.jar = new CookieJar(this.store, JAR_OPTIONS);
-      for (const c of this.initial) void this.store.putCookie(c);
-    }
-    return this.jar;
+    return (this.jar ??= new CookieJar(new SessionCookieStore(this.cookies), JAR_OPTIONS));
   }
 
   /**
@@ -234,6 +233,53 @@ export class RequestJar {
     const field = fieldOf(stored);
     if (expired) return { kind: 'delete', field, name };
     return { kind: 'set', field, name, cookie: stored };
+  }
+}
+
+const NO_COOKIES: ReadonlyMap<string, Cookie> = new Map();
+
+/**
+ * The tough-cookie store a RequestJar's CookieJar works on: the session's own jar, read in place
+ * by field, with what this response stored over it. setCookie() asks it for the cookie a
+ * Set-Cookie replaces (findCookie) and stores the result (putCookie/updateCookie): a
+ * MemoryCookieStore would first need every cookie of the session put into its index, a promise
+ * and two closures each, on every response that sets a cookie. Synchronous, as setCookieSync()
+ * requires; the other Store methods are never called on it (the base class throws).
+ */
+class SessionCookieStore extends Store {
+  private stored: Map<string, Cookie> | undefined;
+
+  constructor(private readonly session: ReadonlyMap<string, Cookie>) {
+    super();
+    this.synchronous = true;
+  }
+
+  override findCookie(domain: Nullable<string>, path: Nullable<string>, key: Nullable<string>): Promise<Cookie | undefined>;
+  override findCookie(domain: Nullable<string>, path: Nullable<string>, key: Nullable<string>, callback: Callback<Cookie | undefined>): void;
+  override findCookie(domain: Nullable<string>, path: Nullable<string>, key: Nullable<string>, callback?: Callback<Cookie | undefined>): unknown {
+    let found: Cookie | undefined;
+    if (domain != null && path != null && key != null) {
+      const field = `${key};${domain};${path}`;
+      found = this.stored?.get(field) ?? this.session.get(field);
+    }
+    if (callback === undefined) return Promise.resolve(found);
+    callback(null, found);
+    return undefined;
+  }
+
+  override putCookie(cookie: Cookie): Promise<void>;
+  override putCookie(cookie: Cookie, callback: ErrorCallback): void;
+  override putCookie(cookie: Cookie, callback?: ErrorCallback): unknown {
+    (this.stored ??= new Map()).set(fieldOf(cookie), cookie);
+    if (callback === undefined) return Promise.resolve();
+    callback(null);
+    return undefined;
+  }
+
+  override updateCookie(oldCookie: Cookie, newCookie: Cookie): Promise<void>;
+  override updateCookie(oldCookie: Cookie, newCookie: Cookie, callback: ErrorCallback): void;
+  override updateCookie(_oldCookie: Cookie, newCookie: Cookie, callback?: ErrorCallback): unknown {
+    return callback === undefined ? this.putCookie(newCookie) : this.putCookie(newCookie, callback);
   }
 }
 

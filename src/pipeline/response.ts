@@ -45,7 +45,7 @@ export const collectSetCookies: Stage = (ctx, deps) => {
       continue;
     }
     policy.noteAppCookie(cookieName);
-    ctx.jar ??= new RequestJar(ctx.session ? ctx.session.cookies.values() : []);
+    ctx.jar ??= new RequestJar(ctx.session?.cookies);
     now ??= deps.clock();
     const change = ctx.jar.apply(value, ctx.publicUrl, now, ctx.sameSite);
     if (change.kind === 'rejected') {

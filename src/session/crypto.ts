@@ -1,7 +1,8 @@
 // Keys and encryption for data at rest. The store key is a hash of the session id (never the
 // id itself), and each session's record (jar and metadata) is sealed with AES-256-GCM under a
 // key derived from the id, so a copy of the store can neither be replayed as a ticket nor read.
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync } from 'node:crypto';
+import { randomView } from '../util/random.js';
 import { LINEAGE_BYTES } from './ticket.js';
 
 const IV_BYTES = 12;
@@ -27,7 +28,8 @@ export function jarKeyOf(sid: Buffer): Buffer {
 
 /** Seals `plaintext`, bound to `field` (as additional data) so values cannot be swapped between fields. */
 export function seal(key: Buffer, field: string, plaintext: string): string {
-  const iv = randomBytes(IV_BYTES);
+  // The IV is a view of the random pool, used at once: copied into the output by concat below.
+  const iv = randomView(IV_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(Buffer.from(field, 'utf8'));
   const ct = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
@@ -53,7 +55,7 @@ const RECORD_AAD = Buffer.from('coatcheck/v2/record');
 
 /** Seals a session record (its jar and metadata) as bytes: IV, ciphertext, tag. */
 export function sealRecord(key: Buffer, plaintext: string): Buffer {
-  const iv = randomBytes(IV_BYTES);
+  const iv = randomView(IV_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(RECORD_AAD);
   return Buffer.concat([iv, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);

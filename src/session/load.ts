@@ -25,8 +25,12 @@ export class SessionLoader {
 
   async resolveKnown(known: KnownTicket): Promise<Resolution> {
     const { sid, key, logId } = known;
-    // The revoke-all time goes with the load (one read per event-loop turn: DirectoryStore).
-    const [found, before] = await Promise.all([this.store.load(key), this.store.directory.revokedBefore()]);
+    // The revoke-all time goes with the load (one read per event-loop turn: DirectoryStore). Both
+    // are asked for now and awaited in turn (no Promise.all per request): a failed revoke-all
+    // read is never left unhandled (DirectoryStore.revokedBefore).
+    const revokedBefore = this.store.directory.revokedBefore();
+    const found = await this.store.load(key);
+    const before = await revokedBefore;
     const now = this.clock();
     switch (found.state) {
       case 'none':
@@ -50,7 +54,9 @@ export class SessionLoader {
 
   async loadLive(sid: Buffer, now: number): Promise<Resolution> {
     const known = this.tickets.know(sid);
-    const [found, before] = await Promise.all([this.store.load(known.key), this.store.directory.revokedBefore()]);
+    const revokedBefore = this.store.directory.revokedBefore();
+    const found = await this.store.load(known.key);
+    const before = await revokedBefore;
     if (found.state === 'live') return this.live(known, found.version, found.data, now, before);
     if (found.state === 'none') return { state: 'expired', logId: known.logId };
     return { state: 'revoked', logId: known.logId };

@@ -42,14 +42,36 @@ const FORMAT = 2;
 const HEADER = 8;
 const STRIDE = 6;
 
-/** The record's plaintext: metadata, then the jar's cookies (field → cookie) in creation order. */
+/**
+ * The record's plaintext: metadata, then the jar's cookies (field → cookie) in creation order.
+ * Written as the JSON text of the array above, built as a string (no intermediate arrays: a
+ * cookie update encodes a record per response).
+ */
 export function encodeRecord(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): string {
   const base = meta.created;
-  const head: unknown[] = [FORMAT, base, meta.deadline - base, meta.touched - base, meta.issued - base, meta.family, meta.user ?? null, meta.bind ?? null];
-  const fields = [...cookies.keys()];
-  if (fields.length > 1) fields.sort((a, b) => byCreation(cookies.get(a) as Cookie, cookies.get(b) as Cookie));
-  for (const field of fields) head.push(field, ...cookieTuple(cookies.get(field) as Cookie, base));
-  return JSON.stringify(head);
+  let s = `[${FORMAT},${base},${meta.deadline - base},${meta.touched - base},${meta.issued - base},${JSON.stringify(meta.family)},${
+    meta.user === undefined ? 'null' : JSON.stringify(meta.user)
+  },${meta.bind === undefined ? 'null' : JSON.stringify(meta.bind)}`;
+  for (const [field, cookie] of inCreationOrder(cookies)) {
+    const [value, flags, expires, creation, sameSite] = cookieTuple(cookie, base);
+    s += `,${JSON.stringify(field)},${JSON.stringify(value)},${flags},${num(expires)},${num(creation)},${sameSite}`;
+  }
+  return `${s}]`;
+}
+
+/** A number as JSON writes it (a non-finite one as null, which decodeRecord refuses). */
+function num(n: number): string {
+  return Number.isFinite(n) ? String(n) : 'null';
+}
+
+/** The jar's entries in creation order (a jar is nearly always in it already: then no sort). */
+function inCreationOrder(cookies: ReadonlyMap<string, Cookie>): Iterable<[string, Cookie]> {
+  let previous: Cookie | undefined;
+  for (const cookie of cookies.values()) {
+    if (previous !== undefined && byCreation(previous, cookie) > 0) return [...cookies].sort((a, b) => byCreation(a[1], b[1]));
+    previous = cookie;
+  }
+  return cookies;
 }
 
 /** Reads a record's plaintext; undefined when it is not one this version wrote. */

@@ -3,7 +3,7 @@
 // this folder: ticket-cache.ts (verified tickets), load.ts (one id's state), resolve.ts
 // (several tickets), write.ts (compare-and-set writes), rotation.ts (new ids), jar-builder.ts
 // (the jar limits), binding.ts.
-import { randomBytes } from 'node:crypto';
+import { pooledRandomBytes } from '../util/random.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { SessionStore } from '../store/types.js';
@@ -54,7 +54,7 @@ export class SessionService {
   constructor(deps: SessionServiceDeps) {
     this.store = deps.store;
     this.clock = deps.clock;
-    const random = deps.random ?? randomBytes;
+    const random = deps.random ?? pooledRandomBytes;
     const codec = new TicketCodec(deps.secrets, random);
     const hasher = new LogHasher(deps.secrets[0] as string);
     this.tickets = new TicketCache(codec, hasher);

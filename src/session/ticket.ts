@@ -6,7 +6,8 @@
 // every id minted from an existing one (rotation at login, periodic renewal), so that the store
 // can keep the keys of one chain of ids together (one Redis Cluster hash slot, store/lineage.ts).
 // The other 29 bytes (232 bits) are always fresh.
-import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { pooledRandomBytes } from '../util/random.js';
 
 export const SID_BYTES = 32;
 /** The leading bytes of an id that the ids minted from it keep (its lineage). */
@@ -21,7 +22,7 @@ export class TicketCodec {
   private readonly keys: KeyObject[];
   private readonly random: RandomSource;
 
-  constructor(secrets: readonly string[], random: RandomSource = randomBytes) {
+  constructor(secrets: readonly string[], random: RandomSource = pooledRandomBytes) {
     if (secrets.length === 0) throw new Error('at least one secret is required');
     this.keys = secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8')));
     this.random = random;

@@ -72,15 +72,22 @@ export class MemoryDirectory implements DirectoryStore {
     this.onRevokeAll();
   }
 
-  async revokedBefore(): Promise<number> {
-    this.assertOpen();
+  /** Never an unhandled rejection (DirectoryStore.revokedBefore): a closed store's failure is handled here too. */
+  revokedBefore(): Promise<number> {
+    try {
+      this.assertOpen();
+    } catch (err) {
+      const failed = Promise.reject(err);
+      failed.catch(() => undefined);
+      return failed;
+    }
     const r = this.revokeAll;
-    if (r === undefined) return 0;
+    if (r === undefined) return ZERO;
     if (this.clock() >= r.expires) {
       this.revokeAll = undefined;
-      return 0;
+      return ZERO;
     }
-    return r.value;
+    return Promise.resolve(r.value);
   }
 
   /** The entry at `key` unless it expired (then it is removed). */
@@ -104,3 +111,5 @@ export class MemoryDirectory implements DirectoryStore {
     if (this.isClosed()) throw new StoreUnavailableError('memory session store is closed');
   }
 }
+
+const ZERO: Promise<number> = Promise.resolve(0);

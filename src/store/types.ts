@@ -169,7 +169,12 @@ export interface DirectoryStore {
   getLogIndex(logId: string): Promise<string | undefined>;
   /** Every session created before `time` (ms since the epoch) counts as revoked, for `ttlMs`. */
   setRevokedBefore(time: number, ttlMs: number): Promise<void>;
-  /** That time; 0 when none was set. Asked on every session load (batched with the loads). */
+  /**
+   * That time; 0 when none was set. Asked on every session load (batched with the loads), and
+   * awaited after the load: the returned promise must never be reported as an unhandled
+   * rejection when its caller gave up on it (the load failed first), so a store attaches its
+   * own handler to a promise that may reject.
+   */
   revokedBefore(): Promise<number>;
 }
 

@@ -203,6 +203,27 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 100_000, undefined), '');
   });
 
+  test('the stored form is the JSON text of the record array, cookies in creation order whatever the Map order', () => {
+    const jar = new RequestJar();
+    const made = ['a="q\\u"; Path=/; Max-Age=60; Secure', 'b=2; Path=/x; HttpOnly; SameSite=Lax', 'c=é3'].map((sc, i) => {
+      const change = jar.apply(sc, 'https://app.example.com/x', NOW + i, undefined);
+      assert.equal(change.kind, 'set');
+      return change as Extract<typeof change, { kind: 'set' }>;
+    });
+    const [a, b, c] = made as [(typeof made)[0], (typeof made)[0], (typeof made)[0]];
+    // Written in another order than created: the record keeps creation order.
+    const cookies = new Map([[c.field, c.cookie], [a.field, a.cookie], [b.field, b.cookie]]);
+    const meta = { ...META, user: 'ü "x"' };
+    const base = meta.created;
+    const tuple = (ch: typeof a, flags: number, expires: number, sameSite: number) => [ch.field, ch.cookie.value, flags, expires, (ch.cookie.creation as Date).getTime() - base, sameSite];
+    const expected = JSON.stringify([
+      2, base, meta.deadline - base, meta.touched - base, meta.issued - base, meta.family, meta.user, null,
+      ...tuple(a, 5, NOW + 60_000 - base, 0), ...tuple(b, 6, 0, 2), ...tuple(c, 4, 0, 0),
+    ]);
+    assert.equal(encodeRecord(meta, cookies), expected);
+    assert.deepEqual([...(decodeRecord(expected)?.cookies.keys() ?? [])], [a.field, b.field, c.field]);
+  });
+
   // Browser names and their values go into the jar, through a stored record and back into a
   // Cookie header unchanged: the field `name;domain;path` splits at the name's end, since a name
   // never holds `;` (a path may, and it comes last).

@@ -73,6 +73,9 @@ export class RedisDirectory implements DirectoryStore {
       if (!Number.isSafeInteger(n) || n < 0) throw new StoreUnavailableError(`redis key ${this.revokeAllKey} does not hold a time; refusing to serve sessions until it is fixed or deleted`);
       return n;
     });
+    // Its callers await it after their load: one that gave up (the load failed) must not leave
+    // it unhandled (DirectoryStore.revokedBefore). Once per turn, not per load.
+    read.catch(noop);
     this.revokedThisTurn = read;
     setImmediate(() => {
       if (this.revokedThisTurn === read) this.revokedThisTurn = undefined;
@@ -84,3 +87,5 @@ export class RedisDirectory implements DirectoryStore {
     return `${this.prefix}u:${userKey}`;
   }
 }
+
+function noop(): void {}
