@@ -1327,7 +1327,7 @@ async function main(): Promise<number> {
   const open = !filter.scenarios || filter.scenarios.includes(OPEN_SCENARIO) ? await runOpen(env, s, targets, sessions, rows) : null;
   // Rounds 2..N of the session GET comparison (round 1 is the session-get cells above).
   const ranSessionGet = rows.some((r) => r.scenario === 'session-get');
-  if (s.rounds > 1 && !ranSessionGet) notes.push(`--rounds ${s.rounds}: session-get was not in this run, so no rounds were measured`);
+  if (filter.rounds !== undefined && s.rounds > 1 && !ranSessionGet) notes.push(`--rounds ${s.rounds}: session-get was not in this run, so no rounds were measured`);
   const rounds = ranSessionGet ? await runRounds(env, s, targets, sessions, rows) : [];
 
   let scale: ScaleResult | null = null;
