@@ -870,6 +870,15 @@ function ratio(n: number | undefined): string {
   return n === undefined || !Number.isFinite(n) ? '–' : `${n.toFixed(2)}×`;
 }
 
+/** A row of a JSON written before the engine-based reference became THE reference (version 1). */
+interface LegacyRow {
+  vsMinimal?: { rps: number; p99: number } | null;
+  vsMinimalEngine?: { rps: number; p99: number } | null;
+}
+function refOf(r: Row): { rps: number; p99: number; cpu?: number | null } | null | undefined {
+  return r.vsRef ?? (r as LegacyRow).vsMinimalEngine;
+}
+
 export function table(rows: Row[]): string {
   const head = ['scenario', 'conn', 'target', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'CPU µs/req', 'redis µs/req', 'peak RSS MB', 'rps ÷ ref', 'p99 ÷ ref', 'CPU ÷ ref', 'rps ÷ nginx-lua', 'rps ÷ req-ref', 'rps ÷ bare'];
   const lines = rows.map((r) => [
@@ -883,11 +892,11 @@ export function table(rows: Row[]): string {
     fmt(r.cpuUsPerReq, 0),
     fmt(r.redisCpuUsPerReq, 0),
     fmt(r.peakRssMB, 0),
-    ratio(r.vsRef?.rps),
-    ratio(r.vsRef?.p99),
-    ratio(r.vsRef?.cpu ?? undefined),
+    ratio(refOf(r)?.rps),
+    ratio(refOf(r)?.p99),
+    ratio(refOf(r)?.cpu ?? undefined),
     ratio(r.vsNginxLua?.rps),
-    ratio(r.vsMinimalRequest?.rps),
+    ratio((r.vsMinimalRequest ?? (r as LegacyRow).vsMinimal)?.rps),
     ratio(r.vsBare?.rps),
   ]);
   return renderTable(head, lines, 3);
