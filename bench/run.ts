@@ -628,7 +628,7 @@ async function runOpen(env: Env, s: Settings, targets: Target[], sessions: Map<T
           if (bad) r.errors += 1;
           reps.get(t.id)?.push(r);
         });
-        log(`${OPEN_SCENARIO} ${rate} req/s: ${open.map((t, i) => `${t.id} p99 ${(all[i] as OpenRep).p99Ms.toFixed(2)} ms`).join(', ')}`);
+        log(`${OPEN_SCENARIO} ${rate} req/s: ${open.map((t, i) => `${t.id} p99 ${fmt((all[i] as OpenRep).p99Ms, 2)} ms`).join(', ')}`);
         continue;
       }
       const order = open.map((_, i) => open[(i + rep) % open.length] as Target);
@@ -636,8 +636,8 @@ async function runOpen(env: Env, s: Settings, targets: Target[], sessions: Map<T
         const r = await measureOpen(env, s, t, loadOf(t), rate, true);
         reps.get(t.id)?.push(r);
         log(
-          `${OPEN_SCENARIO} ${Math.round(level * 100)}% = ${rate} req/s ${t.id}: achieved ${Math.round(r.achievedRps)}, p99 ${r.p99Ms.toFixed(2)} ms, p99.9 ${r.p999Ms.toFixed(2)} ms, ` +
-            `generator late p99 ${r.latenessP99Ms.toFixed(2)} ms${r.backgroundCores >= 0.1 ? `, background CPU ${r.backgroundCores.toFixed(2)} cores` : ''}${r.errors ? `, ${r.errors} ERRORS` : ''}`,
+          `${OPEN_SCENARIO} ${Math.round(level * 100)}% = ${rate} req/s ${t.id}: achieved ${fmt(r.achievedRps)}, p99 ${fmt(r.p99Ms, 2)} ms, p99.9 ${fmt(r.p999Ms, 2)} ms, ` +
+            `generator late p99 ${fmt(r.latenessP99Ms, 2)} ms${r.backgroundCores >= 0.1 ? `, background CPU ${r.backgroundCores.toFixed(2)} cores` : ''}${r.errors ? `, ${r.errors} ERRORS` : ''}`,
         );
       }
     }

@@ -228,7 +228,8 @@ export async function runOpenLoop(load: SimpleLoad, opts: OpenLoadOptions): Prom
   const r = await child.waitLine((l) => {
     if (!l.startsWith('OLJSON ')) return undefined;
     generatorCpuUs = cpuMicros([child.pid]);
-    return JSON.parse(l.slice(7)) as OpenLoopResult;
+    // NaN (no response recorded) travels as null in JSON: back to NaN.
+    return JSON.parse(l.slice(7), (_k, v: unknown) => (v === null ? NaN : v)) as OpenLoopResult;
   }, (opts.warmupSec + opts.durationSec) * 1000 + 30_000);
   await child.exited;
   const bad = r.errors + r.non2xx;
