@@ -68,6 +68,8 @@ interface Conn {
   buf: Buffer | null;
   /** Index of the request in flight, -1 when idle. */
   inFlight: number;
+  /** When it was written (the timeout counts from there: a queued request's wait is not the server's fault alone). */
+  sentAt: number;
   alive: boolean;
 }
 
@@ -119,6 +121,7 @@ function fail(i: number, timedOut: boolean): void {
 
 function send(c: Conn, i: number): void {
   c.inFlight = i;
+  c.sentAt = now();
   c.socket.write(requests[i % requests.length] as Buffer);
 }
 
@@ -177,7 +180,7 @@ function tryResponse(c: Conn): void {
 
 function connect(): Conn {
   const socket = new Socket();
-  const c: Conn = { socket, buf: null, inFlight: -1, alive: true };
+  const c: Conn = { socket, buf: null, inFlight: -1, sentAt: 0, alive: true };
   socket.setNoDelay(true);
   socket.on('data', (chunk: Buffer) => {
     c.buf = c.buf === null ? chunk : Buffer.concat([c.buf, chunk]);
@@ -227,11 +230,14 @@ function tick(): void {
   if (next < total) timer = setTimeout(tick, Math.max(0, dueOf(next) - now()));
 }
 
-/** Requests still unanswered `timeoutSec` after their due time fail; their connections are replaced. */
+/**
+ * A request unanswered `timeoutSec` after it was written fails (its connection is replaced), and
+ * so does one still queued `timeoutSec` after its due time (it is not sent any more).
+ */
 const watchdog = setInterval(() => {
   const limit = now() - spec.timeoutSec * 1000;
   for (const c of conns) {
-    if (c.alive && c.inFlight >= 0 && dueOf(c.inFlight) < limit) {
+    if (c.alive && c.inFlight >= 0 && c.sentAt < limit) {
       const i = c.inFlight;
       c.inFlight = -1;
       fail(i, true);
