@@ -600,7 +600,10 @@ async function runOpen(env: Env, s: Settings, targets: Target[], sessions: Map<T
   } else if (refRows.length > 0) {
     const best = refRows.reduce((a, b) => (b.rps > a.rps ? b : a));
     baseRps = best.rps;
-    baseFrom = `the reference's session GET median at c=${best.concurrency} in this run (the higher of ${refRows.map((r) => `c=${r.concurrency}`).join(' and ')})`;
+    baseFrom =
+      refRows.length > 1
+        ? `the reference's session GET median at c=${best.concurrency} in this run, the higher of ${refRows.map((r) => `c=${r.concurrency}`).join(' and ')}`
+        : `the reference's session GET median at c=${best.concurrency} in this run`;
   } else {
     const ref = targets.find((t) => t.id === REFERENCE) ?? open[0] as Target;
     const load = (SCENARIOS[0] as Scenario).load(sessions.get(ref.id) ?? []);
@@ -963,7 +966,7 @@ function verdicts(rows: Row[], scale: ScaleResult | null, mem: RedisMemory | nul
       const complete = roundNumbers.length >= roundsAsked && [32, 128].every((c) => cells.some((r) => r.concurrency === c));
       out.push({
         id: `session-get-rounds-${cc}`,
-        target: `session GET ≥ 1.0× the ${refLabel} at c=32 and c=128 in each of ${roundsAsked} consecutive rounds (${TARGET_LABELS[cc]})`,
+        target: `session GET ≥ 1.0× the ${refLabel} at c=32 and c=128 ${roundsAsked === 1 ? 'in one round' : `in each of ${roundsAsked} consecutive rounds`} (${TARGET_LABELS[cc]})`,
         met: failed.length > 0 ? false : complete ? true : null,
         detail:
           (failed.length > 0 ? `not met in round ${failed.join(', ')}` : complete ? 'met in each round' : 'met where measured (not every round or concurrency ran)') +
@@ -1352,11 +1355,13 @@ async function main(): Promise<number> {
     }
   }
 
-  const disturbed = rows.filter((r) => r.backgroundCores >= 0.1);
+  // Every measured cell: the closed-loop ones (round 1), the open-loop ones.
+  const cells = [...rows, ...(open?.rows ?? [])];
+  const disturbed = cells.filter((r) => r.backgroundCores >= 0.1);
   if (disturbed.length > 0) {
     const worst = Math.max(...disturbed.map((r) => r.backgroundCores));
     notes.push(
-      `other processes on the machine used ≥ 0.1 CPU during ${disturbed.length} of ${rows.length} cells (at most ${worst.toFixed(2)} CPUs): those numbers are less reliable (see backgroundCores in the JSON)`,
+      `other processes on the machine used ≥ 0.1 CPU during ${disturbed.length} of ${cells.length} cells (at most ${worst.toFixed(2)} CPUs): those numbers are less reliable (see backgroundCores in the JSON)`,
     );
   }
   const goals = verdicts(rows, scale, mem, open, rounds, ranSessionGet ? s.rounds : 0);
