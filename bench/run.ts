@@ -3,7 +3,7 @@
 //
 //   node build/bench/run.js [--quick] [--out FILE] [--generator wrk|autocannon] [--profile [--profile-target T]]
 //                           [--scenarios LIST] [--targets LIST] [--concurrency LIST] [--reps N] [--[no-]scale]
-//                           [--node-args "ARGS"]
+//                           [--rounds N] [--node-args "ARGS"]
 //
 // Everything runs on 127.0.0.1, each load for a bounded time, and every process started here
 // is stopped at the end (and on an error or Ctrl-C). Exit status: 0 when every target started
@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runLoad, type GeneratorName, type Load, type LoadResult } from './lib/loadgen.js';
+import { runLoad, runOpenLoop, type GeneratorName, type Load, type LoadResult, type SimpleLoad } from './lib/loadgen.js';
 import { commandOutput, cpuMicros, currentPinning, machineBusyMicros, onPath, peakRss, registerTempDir, resetPeakRss, setPinning, stopAll } from './lib/proc.js';
 import { startRedis, type BenchRedis } from './lib/redis.js';
 import {
@@ -33,11 +33,14 @@ import {
   COATCHECK_SECRET,
   directTarget,
   MAIN_TARGETS,
+  nginxLuaSupport,
+  REFERENCE,
   REPO_ROOT,
   startBare,
   startCoatcheck,
   startMinimal,
   startNginx,
+  startNginxLua,
   startUpstream,
   TARGET_LABELS,
   type Target,
@@ -68,6 +71,17 @@ interface Settings {
    * It only proves that each path works; the numbers of such a run mean nothing.
    */
   parallel: boolean;
+  /** Open-loop session GET: repetitions, warm-up and measured seconds per repetition, connections. */
+  openReps: number;
+  openWarmupSec: number;
+  openDurationSec: number;
+  openConnections: number;
+  /** Arrival rates, as fractions of the reference's measured maximum req/s. */
+  openLevels: number[];
+  /** Quick mode: a fixed rate base instead of the reference's maximum (the numbers mean nothing). */
+  openFixedBase: number;
+  /** Consecutive session-GET rounds (round 1 is the scenarios' own session GET). */
+  rounds: number;
 }
 
 const FULL: Settings = {
@@ -83,6 +97,13 @@ const FULL: Settings = {
   scaleConcurrency: 128,
   scaleReps: 4,
   parallel: false,
+  openReps: 3,
+  openWarmupSec: 1,
+  openDurationSec: 8,
+  openConnections: 128,
+  openLevels: [0.5, 0.8],
+  openFixedBase: 0,
+  rounds: 3,
 };
 
 const QUICK: Settings = {
@@ -98,9 +119,22 @@ const QUICK: Settings = {
   scaleConcurrency: 16,
   scaleReps: 1,
   parallel: true,
+  openReps: 1,
+  openWarmupSec: 0,
+  openDurationSec: 0.5,
+  openConnections: 16,
+  openLevels: [0.5, 0.8],
+  openFixedBase: 400,
+  rounds: 2,
 };
 
 type ScenarioId = 'session-get' | 'anonymous-get' | 'cookie-update' | 'login-churn';
+/** Every scenario the filters know: the closed-loop ones and the open-loop session GET. */
+type AnyScenarioId = ScenarioId | 'session-get-open';
+const OPEN_SCENARIO = 'session-get-open';
+/** The targets of the open-loop scenario and of rounds 2.. of the session GET (when they run). */
+const OPEN_TARGETS: readonly TargetId[] = [REFERENCE, 'coatcheck-redis', 'coatcheck-memory', 'nginx-lua'];
+const ROUND_TARGETS: readonly TargetId[] = [REFERENCE, 'minimal', 'coatcheck-redis', 'coatcheck-memory', 'nginx-lua'];
 
 interface Scenario {
   id: ScenarioId;
@@ -200,10 +234,12 @@ interface Row {
   /** Highest background CPU (processes not the bench's) over the repetitions, in cores. */
   backgroundCores: number;
   errors: number;
-  vsMinimal: { rps: number; p99: number } | null;
-  /** The same against the minimal reference built on coatcheck's own forwarding engine. */
-  vsMinimalEngine: { rps: number; p99: number } | null;
+  /** Against THE reference (the minimal proxy on coatcheck's engine), same scenario, concurrency and run. */
+  vsRef: { rps: number; p99: number; cpu: number | null } | null;
+  /** Against the second line: the minimal proxy on undici's request() and pipeline(). */
+  vsMinimalRequest: { rps: number; p99: number } | null;
   vsBare: { rps: number; p99: number } | null;
+  vsNginxLua: { rps: number; p99: number } | null;
   reps: Rep[];
 }
 
@@ -371,9 +407,10 @@ function summarize(scenario: ScenarioId, concurrency: number, target: Target, ge
     generatorCpuUsPerReq: median(reps.map((r) => r.generatorCpuUsPerReq)),
     backgroundCores: Math.max(0, ...reps.map((r) => r.backgroundCores)),
     errors: reps.reduce((s, r) => s + r.errors, 0),
-    vsMinimal: null,
-    vsMinimalEngine: null,
+    vsRef: null,
+    vsMinimalRequest: null,
     vsBare: null,
+    vsNginxLua: null,
     reps,
   };
 }
@@ -418,15 +455,261 @@ async function runCell(env: Env, s: Settings, targets: Target[], sessions: Map<T
     if (pids.length && !peakResettable.get(t.id)) notes.push(`peak RSS of ${t.id} could not be reset between scenarios: it is the process's lifetime peak`);
     return summarize(scenario.id, concurrency, t, generatorOf(loads.get(t.id) as Load), reps.get(t.id) ?? [], peak);
   });
-  const minimal = rows.find((r) => r.target === 'minimal');
-  const minimalEngine = rows.find((r) => r.target === 'minimal-engine');
-  const bare = rows.find((r) => r.target === 'bare');
-  for (const r of rows) {
-    if (minimal && r !== minimal) r.vsMinimal = { rps: r.rps / minimal.rps, p99: r.p99Ms / minimal.p99Ms };
-    if (minimalEngine && r !== minimalEngine) r.vsMinimalEngine = { rps: r.rps / minimalEngine.rps, p99: r.p99Ms / minimalEngine.p99Ms };
-    if (bare && r !== bare) r.vsBare = { rps: r.rps / bare.rps, p99: r.p99Ms / bare.p99Ms };
-  }
+  addRatios(rows);
   return rows;
+}
+
+/** Each row's ratios to the reference, the request()+pipeline() line, the bare forwarder and nginx + lua of the same cell. */
+function addRatios(rows: Row[]): void {
+  const ref = rows.find((r) => r.target === REFERENCE);
+  const minimal = rows.find((r) => r.target === 'minimal');
+  const bare = rows.find((r) => r.target === 'bare');
+  const lua = rows.find((r) => r.target === 'nginx-lua');
+  for (const r of rows) {
+    if (ref && r !== ref) {
+      const cpu = r.cpuUsPerReq !== null && ref.cpuUsPerReq ? r.cpuUsPerReq / ref.cpuUsPerReq : null;
+      r.vsRef = { rps: r.rps / ref.rps, p99: r.p99Ms / ref.p99Ms, cpu };
+    }
+    if (minimal && r !== minimal) r.vsMinimalRequest = { rps: r.rps / minimal.rps, p99: r.p99Ms / minimal.p99Ms };
+    if (bare && r !== bare) r.vsBare = { rps: r.rps / bare.rps, p99: r.p99Ms / bare.p99Ms };
+    if (lua && r !== lua) r.vsNginxLua = { rps: r.rps / lua.rps, p99: r.p99Ms / lua.p99Ms };
+  }
+}
+
+// ---------------------------------------------------------------- open loop: session GET at a fixed arrival rate
+
+interface OpenRep {
+  achievedRps: number;
+  requests: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  latenessP99Ms: number;
+  latenessMaxMs: number;
+  maxQueue: number;
+  cpuUsPerReq: number | null;
+  redisCpuUsPerReq: number | null;
+  generatorCpuUsPerReq: number;
+  backgroundCores: number;
+  errors: number;
+}
+
+interface OpenRow {
+  scenario: typeof OPEN_SCENARIO;
+  /** The arrival rate as a fraction of the reference's maximum (0.5, 0.8). */
+  level: number;
+  rate: number;
+  connections: number;
+  target: TargetId;
+  label: string;
+  achievedRps: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  /** The generator's own lateness (due → dispatched), median over the repetitions of each one's p99, and the worst max. */
+  latenessP99Ms: number;
+  latenessMaxMs: number;
+  maxQueue: number;
+  cpuUsPerReq: number | null;
+  peakRssMB: number | null;
+  backgroundCores: number;
+  errors: number;
+  vsRef: { p99: number; p999: number } | null;
+  reps: OpenRep[];
+}
+
+interface OpenLoopResultSet {
+  /** The reference's maximum req/s the rates derive from, and where it came from. */
+  baseRps: number;
+  baseFrom: string;
+  rows: OpenRow[];
+}
+
+async function measureOpen(env: Env, s: Settings, target: Target, load: SimpleLoad, rate: number, check: boolean): Promise<OpenRep> {
+  const pids = target.pids();
+  const redisPids = env.redis && target.usesRedis ? [env.redis.child.pid] : [];
+  const [before] = await Promise.all([check ? settledStats(env.upstream.origin) : undefined, check ? waitQuiet() : undefined]);
+  const allRedis = env.redis ? [env.redis.child.pid] : [];
+  const ours = () => cpuMicros([...new Set([...env.targets.flatMap((t) => t.pids()), env.upstream.child.pid, ...allRedis])]) + selfCpu();
+  const busy0 = machineBusyMicros();
+  const ours0 = ours();
+  const t0 = performance.now();
+  const cpu0 = cpuMicros(pids);
+  const rd0 = cpuMicros(redisPids);
+  const r = await runOpenLoop(load, { origin: target.origin, rate, warmupSec: s.openWarmupSec, durationSec: s.openDurationSec, connections: s.openConnections, tmpDir: env.tmpDir });
+  const cpu = cpuMicros(pids) - cpu0;
+  const rd = cpuMicros(redisPids) - rd0;
+  const wallUs = (performance.now() - t0) * 1000;
+  const background = Math.max(0, machineBusyMicros() - busy0 - (ours() - ours0) - r.generatorCpuUs) / wallUs;
+  // CPU covers the warm-up too: divide by every response.
+  const answered = Object.values(r.statusCounts).reduce((a, b) => a + b, 0);
+  const per = (d: number) => (answered > 0 ? d / answered : 0);
+  const where = `${target.id} ${OPEN_SCENARIO} ${Math.round(rate)} req/s`;
+  let errors = r.errors + r.non2xx;
+  if (errors) problems.push(`${where}: ${errors} failed requests (${r.errorDetail})`);
+  if (!(r.requests > 0)) {
+    errors += 1;
+    problems.push(`${where}: no request completed`);
+  }
+  if (check && before) {
+    const bad = everyRequestHadSession(before, await settledStats(env.upstream.origin), '/page');
+    if (bad) {
+      errors += 1;
+      problems.push(`${where}: ${bad}`);
+    }
+  }
+  return {
+    achievedRps: r.achievedRps,
+    requests: r.requests,
+    p50Ms: r.p50Ms,
+    p90Ms: r.p90Ms,
+    p99Ms: r.p99Ms,
+    p999Ms: r.p999Ms,
+    maxMs: r.maxMs,
+    latenessP99Ms: r.latenessP99Ms,
+    latenessMaxMs: r.latenessMaxMs,
+    maxQueue: r.maxQueue,
+    cpuUsPerReq: pids.length ? per(cpu) : null,
+    redisCpuUsPerReq: redisPids.length ? per(rd) : null,
+    generatorCpuUsPerReq: per(r.generatorCpuUs),
+    backgroundCores: background,
+    errors,
+  };
+}
+
+/**
+ * session-get-open: every open-loop target at each level (50 %, 80 %) of the reference's maximum
+ * req/s, repetitions interleaved (the order rotates), each with its own warm-up at the same rate.
+ */
+async function runOpen(env: Env, s: Settings, targets: Target[], sessions: Map<TargetId, string[]>, rows: Row[]): Promise<OpenLoopResultSet | null> {
+  const open = targets.filter((t) => OPEN_TARGETS.includes(t.id));
+  if (open.length === 0) {
+    notes.push(`${OPEN_SCENARIO}: none of its targets (${OPEN_TARGETS.join(', ')}) ran`);
+    return null;
+  }
+  let baseRps: number;
+  let baseFrom: string;
+  const refRows = rows.filter((r) => r.scenario === 'session-get' && r.target === REFERENCE && (r.concurrency === 32 || r.concurrency === 128));
+  if (s.openFixedBase > 0) {
+    baseRps = s.openFixedBase;
+    baseFrom = 'quick mode: a fixed tiny base';
+  } else if (refRows.length > 0) {
+    const best = refRows.reduce((a, b) => (b.rps > a.rps ? b : a));
+    baseRps = best.rps;
+    baseFrom =
+      refRows.length > 1
+        ? `the reference's session GET median at c=${best.concurrency} in this run, the higher of ${refRows.map((r) => `c=${r.concurrency}`).join(' and ')}`
+        : `the reference's session GET median at c=${best.concurrency} in this run`;
+  } else {
+    const ref = targets.find((t) => t.id === REFERENCE) ?? open[0] as Target;
+    const load = (SCENARIOS[0] as Scenario).load(sessions.get(ref.id) ?? []);
+    await measure(env, ref, load, undefined, 128, 1);
+    const { rep } = await measure(env, ref, load, SCENARIOS[0], 128, s.durationSec);
+    baseRps = rep.rps;
+    baseFrom = `a calibration run of ${TARGET_LABELS[ref.id]} (session GET, c=128, one ${s.durationSec} s repetition: session-get was not in this run)`;
+    if (ref.id !== REFERENCE) notes.push(`${OPEN_SCENARIO}: the reference did not run; the rates derive from ${TARGET_LABELS[ref.id]}`);
+  }
+  log(`${OPEN_SCENARIO}: base ${Math.round(baseRps)} req/s from ${baseFrom}`);
+  const out: OpenRow[] = [];
+  for (const level of s.openLevels) {
+    const rate = Math.max(1, Math.round(baseRps * level));
+    const peakResettable = new Map(open.map((t) => [t.id, t.pids().length > 0 && resetPeakRss(t.pids())]));
+    const reps = new Map<TargetId, OpenRep[]>(open.map((t) => [t.id, []]));
+    const loadOf = (t: Target): SimpleLoad => ({ kind: 'simple', method: 'GET', path: '/page', cookies: sessions.get(t.id) ?? [] });
+    for (let rep = 0; rep < s.openReps; rep++) {
+      if (s.parallel) {
+        const before = await settledStats(env.upstream.origin);
+        const all = await Promise.all(open.map((t) => measureOpen(env, s, t, loadOf(t), rate, false)));
+        const bad = everyRequestHadSession(before, await settledStats(env.upstream.origin), '/page');
+        if (bad) problems.push(`${OPEN_SCENARIO} ${rate} req/s (all targets at once): ${bad}`);
+        open.forEach((t, i) => {
+          const r = all[i] as OpenRep;
+          if (bad) r.errors += 1;
+          reps.get(t.id)?.push(r);
+        });
+        log(`${OPEN_SCENARIO} ${rate} req/s: ${open.map((t, i) => `${t.id} p99 ${fmt((all[i] as OpenRep).p99Ms, 2)} ms`).join(', ')}`);
+        continue;
+      }
+      const order = open.map((_, i) => open[(i + rep) % open.length] as Target);
+      for (const t of order) {
+        const r = await measureOpen(env, s, t, loadOf(t), rate, true);
+        reps.get(t.id)?.push(r);
+        log(
+          `${OPEN_SCENARIO} ${Math.round(level * 100)}% = ${rate} req/s ${t.id}: achieved ${fmt(r.achievedRps)}, p99 ${fmt(r.p99Ms, 2)} ms, p99.9 ${fmt(r.p999Ms, 2)} ms, ` +
+            `generator late p99 ${fmt(r.latenessP99Ms, 2)} ms${r.backgroundCores >= 0.1 ? `, background CPU ${r.backgroundCores.toFixed(2)} cores` : ''}${r.errors ? `, ${r.errors} ERRORS` : ''}`,
+        );
+      }
+    }
+    const levelRows = open.map((t): OpenRow => {
+      const rs = reps.get(t.id) ?? [];
+      const pids = t.pids();
+      if (pids.length && !peakResettable.get(t.id)) notes.push(`peak RSS of ${t.id} could not be reset between scenarios: it is the process's lifetime peak`);
+      return {
+        scenario: OPEN_SCENARIO,
+        level,
+        rate,
+        connections: s.openConnections,
+        target: t.id,
+        label: TARGET_LABELS[t.id],
+        achievedRps: median(rs.map((r) => r.achievedRps)),
+        p50Ms: median(rs.map((r) => r.p50Ms)),
+        p90Ms: median(rs.map((r) => r.p90Ms)),
+        p99Ms: median(rs.map((r) => r.p99Ms)),
+        p999Ms: median(rs.map((r) => r.p999Ms)),
+        maxMs: Math.max(...rs.map((r) => r.maxMs)),
+        latenessP99Ms: median(rs.map((r) => r.latenessP99Ms)),
+        latenessMaxMs: Math.max(...rs.map((r) => r.latenessMaxMs)),
+        maxQueue: Math.max(...rs.map((r) => r.maxQueue)),
+        cpuUsPerReq: medianOrNull(rs.map((r) => r.cpuUsPerReq)),
+        peakRssMB: pids.length ? peakRss(pids) / 2 ** 20 : null,
+        backgroundCores: Math.max(0, ...rs.map((r) => r.backgroundCores)),
+        errors: rs.reduce((a, r) => a + r.errors, 0),
+        vsRef: null,
+        reps: rs,
+      };
+    });
+    const ref = levelRows.find((r) => r.target === REFERENCE);
+    for (const r of levelRows) if (ref && r !== ref) r.vsRef = { p99: r.p99Ms / ref.p99Ms, p999: r.p999Ms / ref.p999Ms };
+    out.push(...levelRows);
+  }
+  return { baseRps, baseFrom, rows: out };
+}
+
+// ---------------------------------------------------------------- rounds: the session GET comparison, again
+
+interface RoundRow {
+  round: number;
+  concurrency: number;
+  target: TargetId;
+  label: string;
+  rps: number;
+  p99Ms: number;
+  cpuUsPerReq: number | null;
+  vsRef: { rps: number; p99: number; cpu: number | null } | null;
+  vsNginxLua: { rps: number; p99: number } | null;
+  errors: number;
+}
+
+function roundRowsOf(round: number, rows: Row[]): RoundRow[] {
+  return rows
+    .filter((r) => r.scenario === 'session-get' && ROUND_TARGETS.includes(r.target))
+    .map((r) => ({ round, concurrency: r.concurrency, target: r.target, label: r.label, rps: r.rps, p99Ms: r.p99Ms, cpuUsPerReq: r.cpuUsPerReq, vsRef: r.vsRef, vsNginxLua: r.vsNginxLua, errors: r.errors }));
+}
+
+/** Rounds 2..N: session GET only, for the reference(s), coatcheck and nginx + lua, interleaved as in round 1. */
+async function runRounds(env: Env, s: Settings, targets: Target[], sessions: Map<TargetId, string[]>, rows: Row[]): Promise<RoundRow[]> {
+  const out = roundRowsOf(1, rows);
+  const ts = targets.filter((t) => ROUND_TARGETS.includes(t.id));
+  const scenario = SCENARIOS[0] as Scenario;
+  for (let round = 2; round <= s.rounds && ts.length > 0; round++) {
+    log(`session GET, round ${round} of ${s.rounds}`);
+    for (const c of s.concurrencies) out.push(...roundRowsOf(round, await runCell(env, s, ts, sessions, scenario, c)));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- Redis: memory and a large keyspace
@@ -442,7 +725,7 @@ interface RedisMemory {
   appCookieBytes3: number;
   /** Keys other than session records that sessions made (family indexes: only after a renewal). */
   otherKeys: number;
-  /** The same for a session of the hot path (4 cookies, ~500 bytes of name=value). */
+  /** The same for a session of the hot path (5 cookies, 560 bytes of name=value). */
   memoryUsageHot: number;
   encodingHot: string;
   /** INFO used_memory growth per preloaded copy of the 3-cookie session. */
@@ -496,7 +779,7 @@ interface ScaleResult {
   liveSessionsSmall: number;
   liveSessionsLarge: number;
   preloadSec: number;
-  /** req/s with the small keyspace, before the preload and after removing it again (A/B/A, so drift cancels). */
+  /** req/s with the small keyspace, before the preload and after removing it again (A/B/A, so drift cancels). `minimal`: the reference (engine) as a control. */
   coatcheck: { rpsSmallBefore: number; rpsLarge: number; rpsSmallAfter: number; ratio: number; p99Small: number; p99Large: number; redisUsSmall: number | null; redisUsLarge: number | null };
   minimal: { rpsSmallBefore: number; rpsLarge: number; rpsSmallAfter: number; ratio: number } | null;
 }
@@ -513,7 +796,7 @@ async function runScale(
 ): Promise<ScaleResult | null> {
   const cc = targets.find((t) => t.id === 'coatcheck-redis');
   if (!cc) return null;
-  const minimal = targets.find((t) => t.id === 'minimal');
+  const minimal = targets.find((t) => t.id === REFERENCE);
   const pair = minimal ? [cc, minimal] : [cc];
   const live = (sessions.get('coatcheck-redis') ?? []).length;
   const scenario = SCENARIOS[0] as Scenario;
@@ -571,7 +854,7 @@ async function runScale(
       redisUsSmall: redisUs(before),
       redisUsLarge: redisUs(large),
     },
-    minimal: minimal ? facts('minimal') : null,
+    minimal: minimal ? facts(REFERENCE) : null,
   };
   log(
     `session scale: coatcheck ${Math.round(result.coatcheck.rpsSmallBefore)} → ${Math.round(result.coatcheck.rpsLarge)} → ${Math.round(result.coatcheck.rpsSmallAfter)} req/s (×${result.coatcheck.ratio.toFixed(3)})`,
@@ -590,8 +873,17 @@ function ratio(n: number | undefined): string {
   return n === undefined || !Number.isFinite(n) ? '–' : `${n.toFixed(2)}×`;
 }
 
+/** A row of a JSON written before the engine-based reference became THE reference (version 1). */
+interface LegacyRow {
+  vsMinimal?: { rps: number; p99: number } | null;
+  vsMinimalEngine?: { rps: number; p99: number } | null;
+}
+function refOf(r: Row): { rps: number; p99: number; cpu?: number | null } | null | undefined {
+  return r.vsRef ?? (r as LegacyRow).vsMinimalEngine;
+}
+
 export function table(rows: Row[]): string {
-  const head = ['scenario', 'conn', 'target', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'CPU µs/req', 'redis µs/req', 'peak RSS MB', 'rps ÷ min', 'p99 ÷ min', 'rps ÷ min-e', 'p99 ÷ min-e', 'rps ÷ bare'];
+  const head = ['scenario', 'conn', 'target', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'CPU µs/req', 'redis µs/req', 'peak RSS MB', 'rps ÷ ref', 'p99 ÷ ref', 'CPU ÷ ref', 'rps ÷ nginx-lua', 'rps ÷ req-ref', 'rps ÷ bare'];
   const lines = rows.map((r) => [
     r.scenario,
     String(r.concurrency),
@@ -603,46 +895,134 @@ export function table(rows: Row[]): string {
     fmt(r.cpuUsPerReq, 0),
     fmt(r.redisCpuUsPerReq, 0),
     fmt(r.peakRssMB, 0),
-    ratio(r.vsMinimal?.rps),
-    ratio(r.vsMinimal?.p99),
-    ratio(r.vsMinimalEngine?.rps),
-    ratio(r.vsMinimalEngine?.p99),
+    ratio(refOf(r)?.rps),
+    ratio(refOf(r)?.p99),
+    ratio(refOf(r)?.cpu ?? undefined),
+    ratio(r.vsNginxLua?.rps),
+    ratio((r.vsMinimalRequest ?? (r as LegacyRow).vsMinimal)?.rps),
     ratio(r.vsBare?.rps),
   ]);
+  return renderTable(head, lines, 3);
+}
+
+/** A Markdown table; columns from `firstNumeric` on are right-aligned. */
+function renderTable(head: string[], lines: string[][], firstNumeric: number): string {
   const all = [head, ...lines];
   const widths = head.map((_, i) => Math.max(...all.map((l) => (l[i] as string).length)));
-  const numeric = (i: number) => i >= 3;
+  const numeric = (i: number) => i >= firstNumeric;
   const render = (l: string[]) => `| ${l.map((c, i) => (numeric(i) ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number))).join(' | ')} |`;
   const sep = `|${widths.map((w, i) => (numeric(i) ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`;
   return [render(head), sep, ...lines.map(render)].join('\n');
 }
 
-function verdicts(rows: Row[], scale: ScaleResult | null, mem: RedisMemory | null): Verdict[] {
+export function openTable(rows: OpenRow[]): string {
+  const head = ['load', 'rate req/s', 'target', 'achieved', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. late p99/max ms', 'max queue', 'CPU µs/req', 'peak RSS MB', 'p99 ÷ ref', 'p99.9 ÷ ref'];
+  const lines = rows.map((r) => [
+    `${Math.round(r.level * 100)}%`,
+    fmt(r.rate),
+    r.label,
+    fmt(r.achievedRps),
+    fmt(r.p50Ms, 2),
+    fmt(r.p90Ms, 2),
+    fmt(r.p99Ms, 2),
+    fmt(r.p999Ms, 2),
+    fmt(r.maxMs, 1),
+    `${fmt(r.latenessP99Ms, 2)} / ${fmt(r.latenessMaxMs, 1)}`,
+    fmt(r.maxQueue),
+    fmt(r.cpuUsPerReq, 0),
+    fmt(r.peakRssMB, 0),
+    ratio(r.vsRef?.p99),
+    ratio(r.vsRef?.p999),
+  ]);
+  return renderTable(head, lines, 3);
+}
+
+export function roundsTable(rows: RoundRow[]): string {
+  const rounds = [...new Set(rows.map((r) => r.round))].sort((a, b) => a - b);
+  const keys = [...new Map(rows.map((r) => [`${r.concurrency} ${r.target}`, r])).values()];
+  const head = ['conn', 'target', ...rounds.map((k) => `round ${k} req/s (÷ ref)`)];
+  const lines = keys.map((k) => [
+    String(k.concurrency),
+    k.label,
+    ...rounds.map((round) => {
+      const r = rows.find((x) => x.round === round && x.concurrency === k.concurrency && x.target === k.target);
+      return r ? `${fmt(r.rps)}${r.vsRef ? ` (${ratio(r.vsRef.rps)})` : ''}` : '–';
+    }),
+  ]);
+  return renderTable(head, lines, 2);
+}
+
+function verdicts(rows: Row[], scale: ScaleResult | null, mem: RedisMemory | null, open: OpenLoopResultSet | null, rounds: RoundRow[], roundsAsked: number): Verdict[] {
   const out: Verdict[] = [];
   const find = (scenario: ScenarioId, c: number, t: TargetId) => rows.find((r) => r.scenario === scenario && r.concurrency === c && r.target === t);
   const concs = [...new Set(rows.map((r) => r.concurrency))];
-  // Against each minimal reference that ran: the one written as a user would (undici's
-  // request() API) and the one on coatcheck's own engine (what the session features cost alone).
-  const refs = [
-    { name: 'minimal reference', pick: (r: Row) => r.vsMinimal },
-    { name: "minimal reference on coatcheck's engine", pick: (r: Row) => r.vsMinimalEngine },
-  ];
+  const refLabel = TARGET_LABELS[REFERENCE];
+  const roundNumbers = [...new Set(rounds.map((r) => r.round))].sort((a, b) => a - b);
   for (const cc of ['coatcheck-redis', 'coatcheck-memory'] as const) {
-    for (const ref of refs) {
-      const tp = concs.map((c) => find('session-get', c, cc)).filter((r): r is Row => r !== undefined && ref.pick(r) !== null);
-      if (tp.length === 0) continue;
-      const vs = (r: Row) => ref.pick(r) as { rps: number; p99: number };
+    // Session GET ≥ 1.0× the reference at c=32 and c=128, in each round.
+    const cells = rounds.filter((r) => r.target === cc && r.vsRef !== null && (r.concurrency === 32 || r.concurrency === 128));
+    if (cells.length > 0) {
+      const failed = roundNumbers.filter((k) => cells.some((r) => r.round === k && (r.vsRef as { rps: number }).rps < 1.0));
+      const complete = roundNumbers.length >= roundsAsked && [32, 128].every((c) => cells.some((r) => r.concurrency === c));
       out.push({
-        id: `throughput-${cc}${ref.pick === refs[1]?.pick ? '-engine' : ''}`,
-        target: `session GET throughput ≥ 0.9× the ${ref.name} at every concurrency (${TARGET_LABELS[cc]})`,
-        met: tp.every((r) => vs(r).rps >= 0.9),
-        detail: tp.map((r) => `c=${r.concurrency}: ${fmt(r.rps)} vs ${fmt(r.rps / vs(r).rps)} req/s = ${ratio(vs(r).rps)}`).join('; '),
+        id: `session-get-rounds-${cc}`,
+        target: `session GET ≥ 1.0× the ${refLabel} at c=32 and c=128 ${roundsAsked === 1 ? 'in one round' : `in each of ${roundsAsked} consecutive rounds`} (${TARGET_LABELS[cc]})`,
+        met: failed.length > 0 ? false : complete ? true : null,
+        detail:
+          (failed.length > 0 ? `not met in round ${failed.join(', ')}` : complete ? 'met in each round' : 'met where measured (not every round or concurrency ran)') +
+          ': ' +
+          roundNumbers.map((k) => `round ${k}: ${cells.filter((r) => r.round === k).map((r) => `c=${r.concurrency} ${ratio(r.vsRef?.rps)}`).join(', ')}`).join('; '),
       });
+    }
+    const lua = rounds.filter((r) => r.target === cc && r.vsNginxLua !== null);
+    if (lua.length > 0) {
+      const failed = roundNumbers.filter((k) => lua.some((r) => r.round === k && (r.vsNginxLua as { rps: number }).rps < 0.6));
       out.push({
-        id: `p99-${cc}${ref.pick === refs[1]?.pick ? '-engine' : ''}`,
-        target: `session GET p99 ≤ 1.2× the ${ref.name}'s (${TARGET_LABELS[cc]})`,
-        met: tp.every((r) => vs(r).p99 <= 1.2),
-        detail: tp.map((r) => `c=${r.concurrency}: ${fmt(r.p99Ms, 2)} ms = ${ratio(vs(r).p99)}`).join('; '),
+        id: `nginx-lua-${cc}`,
+        target: `session GET ≥ 0.6× nginx + lua + Redis (1 worker), each round (${TARGET_LABELS[cc]})`,
+        met: failed.length === 0,
+        detail:
+          (failed.length ? `not met in round ${failed.join(', ')}` : 'met in each round') +
+          ': ' +
+          roundNumbers.map((k) => `round ${k}: ${lua.filter((r) => r.round === k).map((r) => `c=${r.concurrency} ${ratio(r.vsNginxLua?.rps)}`).join(', ')}`).join('; '),
+      });
+    }
+    const cpuCells = concs.map((c) => find('session-get', c, cc)).filter((r): r is Row => r !== undefined && r.vsRef?.cpu != null);
+    if (cpuCells.length > 0) {
+      out.push({
+        id: `cpu-${cc}`,
+        target: `session GET CPU per request ≤ 1.1× the ${refLabel}'s (whole process, utime+stime, every thread) (${TARGET_LABELS[cc]})`,
+        met: cpuCells.every((r) => (r.vsRef?.cpu as number) <= 1.1),
+        detail: cpuCells.map((r) => `c=${r.concurrency}: ${fmt(r.cpuUsPerReq)} µs vs ${fmt((r.cpuUsPerReq as number) / (r.vsRef?.cpu as number))} = ${ratio(r.vsRef?.cpu as number)}`).join('; '),
+      });
+    }
+    const openCells = (open?.rows ?? []).filter((r) => r.target === cc && r.vsRef !== null);
+    if (openCells.length > 0) {
+      out.push({
+        id: `open-loop-tail-${cc}`,
+        target: `open-loop session GET at 50% and 80% of the reference's maximum: p99 and p99.9 ≤ 1.2× the ${refLabel}'s (${TARGET_LABELS[cc]})`,
+        met: openCells.every((r) => (r.vsRef as { p99: number }).p99 <= 1.2 && (r.vsRef as { p999: number }).p999 <= 1.2),
+        detail: openCells
+          .map((r) => `${Math.round(r.level * 100)}% (${fmt(r.rate)} req/s): p99 ${fmt(r.p99Ms, 2)} ms = ${ratio(r.vsRef?.p99)}, p99.9 ${fmt(r.p999Ms, 2)} ms = ${ratio(r.vsRef?.p999)}`)
+          .join('; '),
+      });
+    }
+    const upd = concs.map((c) => find('cookie-update', c, cc)).filter((r): r is Row => r !== undefined && r.vsRef?.cpu != null);
+    if (upd.length > 0) {
+      out.push({
+        id: `cookie-update-cpu-${cc}`,
+        target: `cookie update CPU per request ≤ 1.3× the ${refLabel}'s (${TARGET_LABELS[cc]})`,
+        met: upd.every((r) => (r.vsRef?.cpu as number) <= 1.3),
+        detail: upd.map((r) => `c=${r.concurrency}: ${fmt(r.cpuUsPerReq)} µs = ${ratio(r.vsRef?.cpu as number)}`).join('; '),
+      });
+    }
+    const churn = concs.map((c) => find('login-churn', c, cc)).filter((r): r is Row => r !== undefined);
+    if (churn.length > 0) {
+      out.push({
+        id: `login-churn-${cc}`,
+        target: `login churn, reported (${TARGET_LABELS[cc]})`,
+        met: null,
+        detail: churn.map((r) => `c=${r.concurrency}: ${fmt(r.rps)} req/s (${ratio(r.vsRef?.rps)} the reference), ${fmt(r.cpuUsPerReq)} µs CPU/req (${ratio(r.vsRef?.cpu ?? undefined)})`).join('; '),
       });
     }
   }
@@ -664,13 +1044,17 @@ function verdicts(rows: Row[], scale: ScaleResult | null, mem: RedisMemory | nul
         (mem.infoBytesPerSession !== null ? `; INFO used_memory ${fmt(mem.infoBytesPerSession)} bytes per session over ${fmt(mem.preloaded)} copies` : '')
       : 'not measured (no redis-server)',
   });
-  const rss = rows.filter((r) => r.concurrency === 128 && r.target.startsWith('coatcheck') && r.peakRssMB !== null);
-  const worst = rss.reduce<Row | undefined>((w, r) => (!w || (r.peakRssMB as number) > (w.peakRssMB as number) ? r : w), undefined);
+  // Every scenario at 128 connections, the open-loop one included (it holds 128 connections open too).
+  const rss = [
+    ...rows.filter((r) => r.concurrency === 128).map((r) => ({ label: r.label, target: r.target, scenario: r.scenario as string, mb: r.peakRssMB })),
+    ...(open?.rows ?? []).filter((r) => r.connections === 128).map((r) => ({ label: r.label, target: r.target, scenario: `${r.scenario} ${Math.round(r.level * 100)}%`, mb: r.peakRssMB })),
+  ].filter((r) => r.target.startsWith('coatcheck') && r.mb !== null);
+  const worst = rss.reduce<(typeof rss)[number] | undefined>((w, r) => (!w || (r.mb as number) > (w.mb as number) ? r : w), undefined);
   out.push({
     id: 'peak-rss',
-    target: 'proxy peak RSS ≤ 150 MB at 128 connections',
-    met: worst ? (worst.peakRssMB as number) <= 150 : null,
-    detail: worst ? `highest: ${fmt(worst.peakRssMB, 1)} MB (${worst.label}, ${worst.scenario})` : 'not measured at 128 connections',
+    target: 'coatcheck peak RSS ≤ 150 MB at 128 connections in every scenario',
+    met: worst ? (worst.mb as number) <= 150 : null,
+    detail: worst ? `highest: ${fmt(worst.mb, 1)} MB (${worst.label}, ${worst.scenario}; ${rss.length} cells)` : 'not measured at 128 connections',
   });
   return out;
 }
@@ -691,6 +1075,10 @@ export interface BenchResult {
   results: Row[];
   sessionScale: ScaleResult | null;
   redisMemory: RedisMemory | null;
+  /** session-get-open: the open-loop session GET (null when it did not run). */
+  openLoop: OpenLoopResultSet | null;
+  /** The session GET comparison per round (round 1: the scenarios' own cells). */
+  rounds: RoundRow[];
   goals: Verdict[];
 }
 
@@ -705,6 +1093,17 @@ export function renderReport(r: BenchResult): string {
       : `${r.settings.reps} × ${r.settings.durationSec} s per cell after ${r.settings.warmupSec} s warm-up; median of the repetitions, spread = ±half the min–max range\n`,
   );
   out.push(table(r.results));
+  if (r.openLoop && r.openLoop.rows.length > 0) {
+    out.push(
+      `\nOpen loop (${OPEN_SCENARIO}): session GET at a fixed arrival rate, ${r.openLoop.rows[0]?.connections} keep-alive connections, latency from each request's due time; ` +
+        `rates = 50% / 80% of ${fmt(r.openLoop.baseRps)} req/s (${r.openLoop.baseFrom}); ${r.settings.openReps} × ${r.settings.openDurationSec} s after ${r.settings.openWarmupSec} s warm-up, medians\n`,
+    );
+    out.push(openTable(r.openLoop.rows));
+  }
+  if (r.rounds && new Set(r.rounds.map((x) => x.round)).size > 1) {
+    out.push(`\nSession GET in ${new Set(r.rounds.map((x) => x.round)).size} consecutive rounds (round 1 is the table above; ratios to the ${TARGET_LABELS[REFERENCE]} of the same round):\n`);
+    out.push(roundsTable(r.rounds));
+  }
   const scale = r.sessionScale;
   if (scale) {
     out.push(
@@ -718,7 +1117,7 @@ export function renderReport(r: BenchResult): string {
     out.push(
       `Redis memory, 3-cookie session: MEMORY USAGE ${mem.memoryUsage3} bytes (${mem.encoding3})` +
         (mem.infoBytesPerSession !== null ? `, INFO used_memory ${fmt(mem.infoBytesPerSession)} bytes/session over ${fmt(mem.preloaded)} copies` : '') +
-        `; hot-path 4-cookie session ${mem.memoryUsageHot} bytes (${mem.encodingHot}); keys other than session records: ${mem.otherKeys}`,
+        `; hot-path 5-cookie session ${mem.memoryUsageHot} bytes (${mem.encodingHot}); keys other than session records: ${mem.otherKeys}`,
     );
   }
   out.push('\nTargets:');
@@ -731,7 +1130,8 @@ export function renderReport(r: BenchResult): string {
 // ---------------------------------------------------------------- main
 
 interface Filters {
-  scenarios: ScenarioId[] | undefined;
+  scenarios: AnyScenarioId[] | undefined;
+  rounds: number | undefined;
   targets: TargetId[] | undefined;
   concurrencies: number[] | undefined;
   reps: number | undefined;
@@ -762,11 +1162,12 @@ function parseFilters(values: {
   targets?: string;
   concurrency?: string;
   reps?: string;
+  rounds?: string;
   scale?: boolean;
   'no-scale'?: boolean;
   'node-args'?: string;
 }): Filters {
-  const scenarios = listOf('scenarios', values.scenarios, SCENARIOS.map((x) => x.id));
+  const scenarios = listOf<AnyScenarioId>('scenarios', values.scenarios, [...SCENARIOS.map((x) => x.id), OPEN_SCENARIO]);
   const targets = listOf('targets', values.targets, MAIN_TARGETS);
   let concurrencies: number[] | undefined;
   if (values.concurrency !== undefined) {
@@ -779,17 +1180,29 @@ function parseFilters(values: {
     if (!/^[1-9]\d?$/.test(values.reps.trim())) throw new Error(`--reps: expected a number of repetitions from 1 to 99, got "${values.reps}"`);
     reps = Number(values.reps.trim());
   }
+  let rounds: number | undefined;
+  if (values.rounds !== undefined) {
+    if (!/^[1-9]$/.test(values.rounds.trim())) throw new Error(`--rounds: expected a number of rounds from 1 to 9, got "${values.rounds}"`);
+    rounds = Number(values.rounds.trim());
+  }
   if (values.scale && values['no-scale']) throw new Error('--scale and --no-scale contradict each other');
   const subset =
-    scenarios !== undefined || targets !== undefined || concurrencies !== undefined || reps !== undefined || values['no-scale'] === true || values['node-args'] !== undefined;
+    scenarios !== undefined ||
+    targets !== undefined ||
+    concurrencies !== undefined ||
+    reps !== undefined ||
+    (rounds !== undefined && rounds !== FULL.rounds) ||
+    values['no-scale'] === true ||
+    values['node-args'] !== undefined;
   const scale = values.scale === true || (!subset && values['no-scale'] !== true);
   const parts: string[] = [];
   if (scenarios) parts.push(`scenarios ${scenarios.join(',')}`);
   if (targets) parts.push(`targets ${targets.join(',')}`);
   if (concurrencies) parts.push(`concurrency ${concurrencies.join(',')}`);
   if (reps !== undefined) parts.push(`${reps} repetitions`);
+  if (rounds !== undefined) parts.push(`${rounds} session GET round${rounds === 1 ? '' : 's'}`);
   parts.push(scale ? 'with the 1 000 000-session run' : 'without the 1 000 000-session run');
-  return { scenarios, targets, concurrencies, reps, scale, subset, describe: parts.join('; ') };
+  return { scenarios, targets, concurrencies, reps, rounds, scale, subset, describe: parts.join('; ') };
 }
 
 async function main(): Promise<number> {
@@ -807,6 +1220,7 @@ async function main(): Promise<number> {
       targets: { type: 'string' },
       concurrency: { type: 'string' },
       reps: { type: 'string' },
+      rounds: { type: 'string' },
       scale: { type: 'boolean' },
       'no-scale': { type: 'boolean' },
       'node-args': { type: 'string' },
@@ -823,7 +1237,12 @@ async function main(): Promise<number> {
   }
   const s: Settings = { ...(values.quick ? QUICK : FULL) };
   if (filter.concurrencies) s.concurrencies = filter.concurrencies;
-  if (filter.reps !== undefined) s.reps = filter.reps;
+  if (filter.reps !== undefined) {
+    s.reps = filter.reps;
+    s.openReps = Math.min(s.openReps, filter.reps);
+  }
+  // Three consecutive rounds in the full run; a subset run does one unless --rounds says otherwise.
+  s.rounds = filter.rounds ?? (filter.subset && s.mode === 'full' ? 1 : s.rounds);
   if (!filter.scale) s.scaleSessions = 0;
   // Quick mode checks that the bench works, not speed: it never waits for a quiet machine.
   if (s.mode === 'quick') quiet.budgetSec = 0;
@@ -881,11 +1300,17 @@ async function main(): Promise<number> {
     if (onPath('nginx')) targets.push(await startNginx(upstream));
     else notes.push('nginx is not on PATH: its row is skipped');
   }
+  if (want('nginx-lua')) {
+    const support = onPath('nginx') ? nginxLuaSupport(commandOutput('nginx', ['-V'], true) ?? '') : ({ ok: false, reason: 'nginx is not on PATH' } as const);
+    if (!redis) notes.push('nginx + lua is skipped: it needs redis-server');
+    else if (!support.ok) notes.push(`nginx + lua is skipped: ${support.reason}`);
+    else targets.push(await startNginxLua(upstream, redis.url, support));
+  }
   if (filter.subset) notes.push(`a subset run: ${filter.describe}`);
   env.targets = targets;
   log(`targets: ${targets.map((t) => `${t.id} ${t.origin}`).join(', ')}`);
 
-  // Real sessions, created through each target (a login whose response sets 4 app cookies).
+  // Real sessions, created through each target (a login whose response sets the app's 5 cookies).
   const sessions = new Map<TargetId, string[]>();
   for (const t of targets) sessions.set(t.id, await login(t.origin, 'hot', s.sessions));
   log(`${s.sessions} sessions created through each target`);
@@ -911,6 +1336,11 @@ async function main(): Promise<number> {
     if (filter.scenarios && !filter.scenarios.includes(scenario.id)) continue;
     for (const c of s.concurrencies) rows.push(...(await runCell(env, s, targets, sessions, scenario, c)));
   }
+  const open = !filter.scenarios || filter.scenarios.includes(OPEN_SCENARIO) ? await runOpen(env, s, targets, sessions, rows) : null;
+  // Rounds 2..N of the session GET comparison (round 1 is the session-get cells above).
+  const ranSessionGet = rows.some((r) => r.scenario === 'session-get');
+  if (filter.rounds !== undefined && s.rounds > 1 && !ranSessionGet) notes.push(`--rounds ${s.rounds}: session-get was not in this run, so no rounds were measured`);
+  const rounds = ranSessionGet ? await runRounds(env, s, targets, sessions, rows) : [];
 
   let scale: ScaleResult | null = null;
   if (redis && snap && sample && mem) {
@@ -925,16 +1355,18 @@ async function main(): Promise<number> {
     }
   }
 
-  const disturbed = rows.filter((r) => r.backgroundCores >= 0.1);
+  // Every measured cell: the closed-loop ones (round 1), the open-loop ones.
+  const cells = [...rows, ...(open?.rows ?? [])];
+  const disturbed = cells.filter((r) => r.backgroundCores >= 0.1);
   if (disturbed.length > 0) {
     const worst = Math.max(...disturbed.map((r) => r.backgroundCores));
     notes.push(
-      `other processes on the machine used ≥ 0.1 CPU during ${disturbed.length} of ${rows.length} cells (at most ${worst.toFixed(2)} CPUs): those numbers are less reliable (see backgroundCores in the JSON)`,
+      `other processes on the machine used ≥ 0.1 CPU during ${disturbed.length} of ${cells.length} cells (at most ${worst.toFixed(2)} CPUs): those numbers are less reliable (see backgroundCores in the JSON)`,
     );
   }
-  const goals = verdicts(rows, scale, mem);
+  const goals = verdicts(rows, scale, mem, open, rounds, ranSessionGet ? s.rounds : 0);
   const result: BenchResult = {
-    version: 1,
+    version: 2,
     mode: s.mode,
     ok: problems.length === 0,
     startedAt: new Date(started).toISOString(),
@@ -948,6 +1380,8 @@ async function main(): Promise<number> {
     results: rows,
     sessionScale: scale,
     redisMemory: mem,
+    openLoop: open,
+    rounds,
     goals,
   };
 

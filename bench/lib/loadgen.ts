@@ -6,6 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkerRequest, WorkerResult, WorkerSpec } from '../loadgen/autocannon-worker.js';
+import type { OpenLoopResult, OpenLoopSpec } from '../loadgen/open-loop.js';
 import { cpuMicros, startChild } from './proc.js';
 
 const WORKER = fileURLToPath(new URL('../loadgen/autocannon-worker.js', import.meta.url));
@@ -180,4 +181,61 @@ async function runAutocannon(load: Load, opts: RunOptions): Promise<LoadResult> 
 export function runLoad(load: Load, opts: RunOptions): Promise<LoadResult> {
   if (load.kind === 'sequence' || opts.generator === 'autocannon') return runAutocannon(load, opts);
   return runWrk(load, opts);
+}
+
+// ---------------------------------------------------------------- open loop
+
+const OPEN_LOOP = fileURLToPath(new URL('../loadgen/open-loop.js', import.meta.url));
+
+export interface OpenLoadOptions {
+  origin: string;
+  /** Requests per second. */
+  rate: number;
+  warmupSec: number;
+  durationSec: number;
+  connections: number;
+  tmpDir: string;
+}
+
+export interface OpenLoadResult extends OpenLoopResult {
+  /** CPU time the generator used (warm-up included), in microseconds. */
+  generatorCpuUs: number;
+  errorDetail: string;
+}
+
+/**
+ * A fixed-rate (open-loop) load from bench/loadgen/open-loop.ts in its own process (on the load
+ * CPU, like wrk): latency from each request's due time, the generator's own lateness reported.
+ */
+export async function runOpenLoop(load: SimpleLoad, opts: OpenLoadOptions): Promise<OpenLoadResult> {
+  const url = new URL(opts.origin);
+  const spec: OpenLoopSpec = {
+    host: url.hostname,
+    port: Number(url.port),
+    rate: opts.rate,
+    warmupSec: opts.warmupSec,
+    durationSec: opts.durationSec,
+    connections: opts.connections,
+    timeoutSec: 5,
+    method: load.method,
+    path: load.path,
+    cookies: [...load.cookies],
+  };
+  const file = join(opts.tmpDir, `open-${++seq}.json`);
+  await writeFile(file, JSON.stringify(spec));
+  const child = startChild('open-loop', process.execPath, [OPEN_LOOP, file]);
+  let generatorCpuUs = 0;
+  const r = await child.waitLine((l) => {
+    if (!l.startsWith('OLJSON ')) return undefined;
+    generatorCpuUs = cpuMicros([child.pid]);
+    // NaN (no response recorded) travels as null in JSON: back to NaN.
+    return JSON.parse(l.slice(7), (_k, v: unknown) => (v === null ? NaN : v)) as OpenLoopResult;
+  }, (opts.warmupSec + opts.durationSec) * 1000 + 30_000);
+  await child.exited;
+  const bad = r.errors + r.non2xx;
+  return {
+    ...r,
+    generatorCpuUs,
+    errorDetail: bad ? `errors ${r.errors} (timeouts ${r.timeouts}), non-2xx ${r.non2xx} ${JSON.stringify(r.statusCounts)}` : '',
+  };
 }

@@ -1,17 +1,19 @@
 // The minimal reference: the least a session proxy must do, and nothing more.
 //   - read the ticket cookie (`mref=<sid>`, a random id, unsigned);
-//   - one Redis GET of the jar (the app cookies as one "a=1; b=2" string, ~500 bytes);
-//   - replace the upstream Cookie header with the jar;
+//   - one Redis GET of the jar, stored as JSON (`[["name","value"],...]`: ~600 bytes for the
+//     bench's five-cookie jar), JSON.parse'd on every request to build the upstream Cookie
+//     header ("a=1; b=2"), which replaces the client's;
 //   - take the upstream Set-Cookies out of the response; if there are any, merge their
 //     name=value pairs into the jar (one SET) and, for a new session, answer one ticket cookie;
 //   - on /logout, DEL the jar before forwarding and clear the ticket.
 // No signing, no encryption, no RFC 6265 matching (path, domain, expiry, Secure), no idle or
-// absolute timeouts, no rotation, no tombstones, no logging. ioredis with its defaults (as
-// coatcheck: one command per round trip, no auto-pipelining).
-// Forwarding: with `request` (the default), undici's `Pool#request()` and `stream.pipeline()`,
-// as a user would write it; with `coatcheck`, coatcheck's own engine (src/proxy/engine.ts:
-// `Pool#dispatch` with a handler object), so that the two proxies differ only by the session
-// features.
+// absolute timeouts, no rotation, no tombstones, no logging. ioredis with its defaults (one
+// command per round trip, no auto-pipelining).
+// Forwarding: with `coatcheck`, coatcheck's own engine (src/proxy/engine.ts: `Pool#dispatch`
+// with a handler object, the body written straight to the client) — THE reference of the bench
+// ("minimal reference (engine)"): coatcheck against it is what the session features alone cost,
+// both proxies forwarding the same way. With `request`, undici's `Pool#request()` and
+// `stream.pipeline()`, as a user might write it: a second, slower line kept for comparison.
 //   node minimal-proxy.js <upstream origin> <redis url> [request|coatcheck]
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream';
@@ -42,14 +44,19 @@ function ticketOf(cookie: string | undefined): string | undefined {
   return undefined;
 }
 
-function applySetCookies(jar: string | null, setCookies: readonly string[]): string {
-  const pairs = new Map<string, string>();
-  if (jar) {
-    for (const p of jar.split('; ')) {
-      const eq = p.indexOf('=');
-      if (eq > 0) pairs.set(p.slice(0, eq), p.slice(eq + 1));
-    }
-  }
+type Jar = Array<[string, string]>;
+
+/** The Cookie header for the upstream, from the stored JSON jar (parsed on every request). */
+function cookieHeader(json: string): string {
+  const jar = JSON.parse(json) as Jar;
+  let out = '';
+  for (const [n, v] of jar) out += out === '' ? `${n}=${v}` : `; ${n}=${v}`;
+  return out;
+}
+
+/** The jar (JSON) with the response's Set-Cookies merged into it: a value replaces, Max-Age=0 or an empty value deletes. */
+function applySetCookies(json: string | null, setCookies: readonly string[]): Jar {
+  const pairs = new Map<string, string>(json ? (JSON.parse(json) as Jar) : []);
   for (const sc of setCookies) {
     const semi = sc.indexOf(';');
     const pair = semi === -1 ? sc : sc.slice(0, semi);
@@ -60,7 +67,7 @@ function applySetCookies(jar: string | null, setCookies: readonly string[]): str
     if (value === '' || /max-age=0/i.test(sc)) pairs.delete(name);
     else pairs.set(name, value);
   }
-  return [...pairs].map(([n, v]) => `${n}=${v}`).join('; ');
+  return [...pairs];
 }
 
 function unavailable(res: import('node:http').ServerResponse): void {
@@ -81,7 +88,7 @@ async function handle(req: import('node:http').IncomingMessage, res: import('nod
   if (logout && live) await redis.del(KEY + (sid as string));
 
   const headers = requestHeaders(req, DROP_REQUEST);
-  if (jar) headers.push('cookie', jar);
+  if (jar) headers.push('cookie', cookieHeader(jar));
   const upstream = await forward(req.method ?? 'GET', url, headers, hasBody(req) ? req : null, res);
   if (!upstream) return;
   const out: string[] = [];
@@ -146,12 +153,12 @@ async function forward(
 async function persist(sid: string | undefined, jar: string | null, live: boolean, logout: boolean, setCookies: string[], out: string[]): Promise<void> {
   if (setCookies.length > 0) {
     if (live && !logout) {
-      await redis.set(KEY + (sid as string), applySetCookies(jar, setCookies));
+      await redis.set(KEY + (sid as string), JSON.stringify(applySetCookies(jar, setCookies)));
     } else {
       const next = applySetCookies(null, setCookies);
-      if (next !== '') {
+      if (next.length > 0) {
         const newSid = randomBytes(32).toString('base64url');
-        await redis.set(KEY + newSid, next);
+        await redis.set(KEY + newSid, JSON.stringify(next));
         out.push('set-cookie', `${TICKET}=${newSid}; Path=/; HttpOnly; SameSite=Lax`);
       } else if (logout && sid !== undefined) {
         out.push('set-cookie', `${TICKET}=; Path=/; Max-Age=0`);

@@ -1,13 +1,14 @@
 // The "legacy app" every bench target forwards to: a tiny keep-alive HTTP server, run in its
 // own process. It keeps its session in client-side cookies, like the apps coatcheck is for.
 //
-//   POST /login?jar=hot     sets 4 cookies, ~500 bytes of name=value (a signed client-side
-//                           session of ~400 characters, a CSRF token, prefs, lang)
+//   POST /login?jar=hot     sets 5 cookies, 560 bytes of name=value (~700 bytes of Set-Cookie):
+//                           a typical legacy jar (a signed client-side session of ~400
+//                           characters, a CSRF token, prefs, lang, a remember-me token)
 //   POST /login?jar=small3  sets 3 small cookies (~150 bytes of name=value): the jar whose
 //                           Redis footprint the bench measures
 //   GET  /page              ~200-byte HTML body, no Set-Cookie (the hot path)
 //   GET  /update            the same body, and a new value for the `prefs` cookie
-//   GET  /logout            clears app_session and csrf_token (Max-Age=0)
+//   GET  /logout            clears app_session, csrf_token and remember_token (Max-Age=0)
 //   GET  /__stats           counters (bench bookkeeping, never under load): per path, how many
 //                           requests arrived and how many carried the app_session cookie
 //
@@ -29,12 +30,15 @@ function loginCookies(kind: string): string[] {
     const session = `eyJ1c2VyIjoiYWxpY2UifQ.${randomBytes(6).toString('base64url')}.${randomBytes(20).toString('base64url')}`;
     return [`app_session=${session}; ${COMMON}; HttpOnly`, `csrf_token=${randomBytes(32).toString('base64url')}; ${COMMON}`, `lang=en; ${COMMON}`];
   }
-  // A Rails/Flask-style client-side session of ~400 characters: the app's whole login state.
+  // The five-cookie jar of a typical legacy app: a Rails/Flask-style client-side session of
+  // ~400 characters (the app's whole login state), a CSRF token, prefs, lang and a remember-me
+  // token: 412 + 54 + 31 + 7 + 56 = 560 bytes of name=value.
   return [
     `app_session=${randomBytes(300).toString('base64url')}; ${COMMON}; HttpOnly`,
     `csrf_token=${randomBytes(32).toString('base64url')}; ${COMMON}`,
     `prefs=theme.dark-lang.en-tz.utc; ${COMMON}; Max-Age=31536000`,
     `lang=en; ${COMMON}`,
+    `remember_token=1042.${randomBytes(27).toString('base64url')}; ${COMMON}; HttpOnly; Max-Age=1209600`,
   ];
 }
 
@@ -90,7 +94,7 @@ const server = createServer((req, res) => {
       page(res, 200, [`prefs=theme.dark-lang.en-v${updates}; ${COMMON}; Max-Age=31536000`]);
       return;
     case '/logout':
-      page(res, 200, [`app_session=; ${COMMON}; Max-Age=0`, `csrf_token=; ${COMMON}; Max-Age=0`]);
+      page(res, 200, [`app_session=; ${COMMON}; Max-Age=0`, `csrf_token=; ${COMMON}; Max-Age=0`, `remember_token=; ${COMMON}; Max-Age=0`]);
       return;
     default:
       page(res, 200, undefined);
