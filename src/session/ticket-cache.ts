@@ -25,33 +25,38 @@ export interface KnownTicket {
    * compared too, so a different value under the same version (a restored backup, a hand
    * edit) is always opened and authenticated afresh.
    */
-  opened?: { version: number; tag: string; record: OpenedRecord; /** Bytes of the sealed record it was opened from. */ size: number };
+  opened?: { version: number; tag: string; record: OpenedRecord };
 }
 /**
  * The most memory the verified-ticket cache of one process keeps (estimated bytes, see
- * entryBytes): 24 MiB holds about 5 000 sessions of a five-cookie, ~560-byte jar. A session
- * that is not in it costs one HMAC, hash, key derivation and decryption on its next request,
- * nothing else; a busy set of sessions that fits is served from it as before.
+ * entryBytes): 16 MiB hold about 3 300 sessions of a five-cookie, ~560-byte jar, and keep the
+ * process under 150 MB of RSS whatever the number of sessions (bench/README.md, "Memory per
+ * session"). A session that is not in it costs one HMAC, hash, key derivation, decryption and
+ * decoding on its next request, nothing else; a busy set of sessions that fits is served from
+ * it as before.
  */
-export const TICKET_CACHE_BYTES = 24 * 1024 * 1024;
+export const TICKET_CACHE_BYTES = 16 * 1024 * 1024;
 
 /**
  * What one entry keeps alive, estimated from V8 heap measurements (node --expose-gc, heap used
  * and external memory after a full collection, over 5 000 entries; jars of 1 to 50 cookies of
- * 10 to 3 000 bytes): the entry with its ticket, id, store key, log id and jar key ~900 bytes;
- * an opened record ~400 bytes, plus ~500 per cookie (a tough-cookie Cookie with its Dates and
- * strings), plus about one byte per byte of the sealed record (the values, and the Cookie
- * header remembered for the jar). Rounded up.
+ * 10 to 3 000 bytes), then raised by a fifth to what the bench's process showed: the entry with
+ * its ticket, id, store key, log id and jar key ~1 100 bytes; an opened record ~400 bytes, plus
+ * ~600 per cookie (a tough-cookie Cookie with its Dates), plus one byte per character of the
+ * cookies' names, values, domains and paths (the strings, and the Cookie header remembered for
+ * the jar).
  */
-export const ENTRY_BYTES = 1000;
+export const ENTRY_BYTES = 1100;
 export const RECORD_BYTES = 400;
-export const COOKIE_BYTES = 500;
+export const COOKIE_BYTES = 600;
 
 /** The estimated bytes an entry keeps alive (see ENTRY_BYTES). */
 export function entryBytes(known: KnownTicket): number {
   const opened = known.opened;
   if (opened === undefined) return ENTRY_BYTES;
-  return ENTRY_BYTES + RECORD_BYTES + opened.record.cookies.size * COOKIE_BYTES + opened.size;
+  let chars = 0;
+  for (const c of opened.record.cookies.values()) chars += c.key.length + c.value.length + (c.domain?.length ?? 0) + (c.path?.length ?? 0);
+  return ENTRY_BYTES + RECORD_BYTES + opened.record.cookies.size * COOKIE_BYTES + chars;
 }
 
 /**
@@ -118,7 +123,7 @@ export class TicketCache {
    * size is accounted for from now on, the entry becomes the newest).
    */
   opened(known: KnownTicket, version: number, data: Buffer, record: OpenedRecord): void {
-    known.opened = { version, tag: tagOf(data), record, size: data.length };
+    known.opened = { version, tag: tagOf(data), record };
     if (known.ticket !== undefined) this.cache.set(known.ticket, known, entryBytes(known));
   }
 
