@@ -12,7 +12,7 @@
 // script (POST /login sets the five cookies), the logins are made from this process over 32
 // keep-alive connections.
 //
-//   node build/bench/memory.js [--quick] [--sessions N] [--plateau M] [--out FILE]
+//   node build/bench/memory.js [--quick] [--sessions N] [--plateau M] [--only redis|memory] [--out FILE]
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -173,30 +173,8 @@ async function memoryUsage(redis: Redis, key: string): Promise<number> {
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      sessions: { type: 'string' },
-      plateau: { type: 'string' },
-      out: { type: 'string' },
-    },
-  });
-  const sessions = Number(values.sessions ?? (values.quick ? 2000 : 100_000));
-  const plateau = Number(values.plateau ?? sessions * 3);
-  if (!Number.isSafeInteger(sessions) || sessions < 100 || !Number.isSafeInteger(plateau) || plateau < sessions) {
-    throw new Error('--sessions must be at least 100 and --plateau at least --sessions');
-  }
-  const outFile = resolve(values.out ?? join(REPO_ROOT, 'bench', 'results', 'memory.json'));
-  const started = Date.now();
-  log(`${sessions} logins (plateau ${plateau}) of a five-cookie jar (${JAR_BYTES} bytes of name=value), ${CONNECTIONS} connections`);
-
-  const app = await startApp();
-  const redis = await startRedis();
-  const client = redis.client;
-
-  // ---- Redis store ----
-  const cc = await startCoatcheck(app.origin, { kind: 'redis', url: redis.url });
+async function measureRedis(origin: string, redisUrl: string, client: Redis, sessions: number, plateau: number) {
+  const cc = await startCoatcheck(origin, { kind: 'redis', url: redisUrl });
   const rssRedis: Reading[] = [await read(cc, 0)];
   const usedBefore = await usedMemory(client);
   const sample = await logins(cc.origin, sessions);
@@ -224,8 +202,27 @@ async function main(): Promise<void> {
   await cc.stop();
   await client.flushall();
 
-  // ---- memory store ----
-  const mem = await startCoatcheck(app.origin, { kind: 'memory', maxSessions: sessions + 1000 });
+  return {
+    rss: rssRedis,
+    redis: {
+      usedMemoryBefore: usedBefore,
+      usedMemoryAfter: usedAfter,
+      bytesPerLogin: Math.round(perLogin),
+      bytesPerKey: Math.round((usedAfter - usedBefore) / totalKeys),
+      keysPerLogin: Object.fromEntries(Object.entries(keys).map(([t, n]) => [t, Math.round((n / sessions) * 100) / 100])),
+      sessionKey: { memoryUsage: sessionKeyUsage, valueBytes: value.length, headerBytes: header, sealedPayloadBytes: payload },
+      logIdKey: { memoryUsage: logKeyUsage, valueBytes: logValue?.length ?? 0, keyBytes: logKey?.length ?? 0 },
+      ratio: {
+        sessionKeyToPayload: ratio(sessionKeyUsage, payload),
+        perLoginToPayload: ratio(perLogin, payload),
+        perLoginWithoutLogIdToPayload: ratio(perLogin - (logKeyUsage * (keys.l ?? 0)) / sessions, payload),
+      },
+    },
+  };
+}
+
+async function measureMemory(origin: string, sessions: number) {
+  const mem = await startCoatcheck(origin, { kind: 'memory', maxSessions: sessions + 1000 });
   await logins(mem.origin, 200); // warm: code compiled, pools made
   const rssMemory: Reading[] = [await read(mem, 0)];
   const steps = 4;
@@ -240,6 +237,43 @@ async function main(): Promise<void> {
   const prev = rssMemory.at(-2) as Reading;
   const perSession = (a: Reading, b: Reading, f: 'rssMB' | 'heapUsedMB') => Math.round(((b[f] - a[f]) * MB) / (b.sessions - a.sessions));
 
+  return {
+    readings: rssMemory,
+    bytesPerSession: perSession(first, last, 'rssMB'),
+    marginalBytesPerSession: perSession(prev, last, 'rssMB'),
+    heapBytesPerSession: perSession(first, last, 'heapUsedMB'),
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      sessions: { type: 'string' },
+      plateau: { type: 'string' },
+      out: { type: 'string' },
+      only: { type: 'string' },
+    },
+  });
+  const only = values.only;
+  if (only !== undefined && only !== 'redis' && only !== 'memory') throw new Error('--only takes redis or memory');
+  const sessions = Number(values.sessions ?? (values.quick ? 2000 : 100_000));
+  const plateau = Number(values.plateau ?? sessions * 3);
+  if (!Number.isSafeInteger(sessions) || sessions < 100 || !Number.isSafeInteger(plateau) || plateau < sessions) {
+    throw new Error('--sessions must be at least 100 and --plateau at least --sessions');
+  }
+  const outFile = resolve(values.out ?? join(REPO_ROOT, 'bench', 'results', 'memory.json'));
+  const started = Date.now();
+  log(`${sessions} logins (plateau ${plateau}) of a five-cookie jar (${JAR_BYTES} bytes of name=value), ${CONNECTIONS} connections`);
+
+  const app = await startApp();
+  const redis = await startRedis();
+  const client = redis.client;
+
+  const redisPart = only === 'memory' ? undefined : await measureRedis(app.origin, redis.url, client, sessions, plateau);
+
+  const memoryPart = only === 'redis' ? undefined : await measureMemory(app.origin, sessions);
+
   const result = {
     mode: values.quick ? 'quick' : 'full',
     started: new Date(started).toISOString(),
@@ -247,27 +281,9 @@ async function main(): Promise<void> {
     plateau,
     connections: CONNECTIONS,
     jar: { cookies: 5, nameValueBytes: JAR_BYTES },
-    redis: {
-      usedMemoryBefore: usedBefore,
-      usedMemoryAfter: usedAfter,
-      bytesPerLogin: Math.round(perLogin),
-      bytesPerKey: Math.round((usedAfter - usedBefore) / totalKeys),
-      keysPerLogin: Object.fromEntries(Object.entries(keys).map(([t, n]) => [t, Math.round((n / sessions) * 100) / 100])),
-      sessionKey: { memoryUsage: sessionKeyUsage, valueBytes: value.length, headerBytes: header, sealedPayloadBytes: payload },
-      logIdKey: { memoryUsage: logKeyUsage, valueBytes: logValue?.length ?? 0, keyBytes: logKey?.length ?? 0 },
-      ratio: {
-        sessionKeyToPayload: ratio(sessionKeyUsage, payload),
-        perLoginToPayload: ratio(perLogin, payload),
-        perLoginWithoutLogIdToPayload: ratio(perLogin - logKeyUsage * (keys.l ?? 0) / sessions, payload),
-      },
-    },
-    coatcheckRedisRss: rssRedis,
-    memoryStore: {
-      readings: rssMemory,
-      bytesPerSession: perSession(first, last, 'rssMB'),
-      marginalBytesPerSession: perSession(prev, last, 'rssMB'),
-      heapBytesPerSession: perSession(first, last, 'heapUsedMB'),
-    },
+    redis: redisPart?.redis ?? null,
+    coatcheckRedisRss: redisPart?.rss ?? null,
+    memoryStore: memoryPart ?? null,
   };
   await mkdir(dirname(outFile), { recursive: true });
   await writeFile(outFile, `${JSON.stringify(result, null, 2)}\n`);

@@ -8,7 +8,7 @@
 // Every method runs synchronously inside its async body, so each one is atomic: the same
 // guarantees the Redis store gets from its Lua scripts.
 import type { Clock } from '../clock.js';
-import { MemoryDirectory } from './memory-directory.js';
+import { flat, MemoryDirectory } from './memory-directory.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkCreate, checkRotate, checkTtl, checkUpdate } from './checks.js';
@@ -149,7 +149,7 @@ export class MemoryStore implements SessionStore {
     const now = this.clock();
     if (this.occupied(key, now)) return false;
     this.makeRoom(now, 1);
-    this.live.set(key, { data: data.toString('latin1'), version: 1, expiresAt: now + ttlMs });
+    this.live.set(flat(key), { data: data.toString('latin1'), version: 1, expiresAt: now + ttlMs });
     this.sweep(now);
     return true;
   }
@@ -214,7 +214,7 @@ export class MemoryStore implements SessionStore {
     if (alias) tomb.alias = { successor: alias.successor, graceUntil: alias.graceUntil, family: alias.family };
     this.tombs.set(oldKey, tomb);
     this.makeRoom(now, 1);
-    this.live.set(newKey, { data: data.toString('latin1'), version: 1, expiresAt: now + ttlMs });
+    this.live.set(flat(newKey), { data: data.toString('latin1'), version: 1, expiresAt: now + ttlMs });
     if (alias) this.join(familyId(alias.family, oldKey), alias.familyDeadline, oldKey, newKey);
     this.sweep(now);
     // A rotation at login ends the old id for good; a renewal (alias) keeps it one session.
