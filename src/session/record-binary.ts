@@ -71,36 +71,35 @@ class Writer {
   }
 
   str(s: string): void {
-    const packed = s.length >= MIN_PACKED ? pack(s) : undefined;
-    if (packed !== undefined) {
-      this.varint(packed.bytes.length * 4 + packed.kind);
-      this.room(packed.bytes.length);
-      packed.bytes.copy(this.buf, this.pos);
-      this.pos += packed.bytes.length;
-      return;
+    if (s.length >= MIN_PACKED) {
+      const kind = HEX_RE.test(s) ? HEX : BASE64URL_RE.test(s) ? BASE64URL : BASE64_RE.test(s) ? BASE64 : TEXT;
+      if (kind !== TEXT && this.packed(s, kind)) return;
     }
     const len = Buffer.byteLength(s, 'utf8');
     this.varint(len * 4 + TEXT);
     this.room(len);
     this.pos += this.buf.write(s, this.pos, 'utf8');
   }
-}
 
-/** The bytes a string of base64url, base64 or hex text encodes, when it reads back as exactly that text. */
-function pack(s: string): { kind: number; bytes: Buffer } | undefined {
-  if (HEX_RE.test(s)) {
-    const bytes = Buffer.from(s, 'hex');
-    if (bytes.toString('hex') === s) return { kind: HEX, bytes };
+  /**
+   * Writes the bytes `s` encodes (hex, base64url or base64 text), when encoding them again gives
+   * exactly `s`; else writes nothing and returns false.
+   */
+  private packed(s: string, kind: number): boolean {
+    const encoding = kind === HEX ? 'hex' : kind === BASE64URL ? 'base64url' : 'base64';
+    const start = this.pos;
+    const n = kind === HEX ? s.length / 2 : kind === BASE64URL ? Math.floor((s.length * 3) / 4) : (s.length / 4) * 3 - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0);
+    if (!Number.isInteger(n)) return false;
+    this.varint(n * 4 + kind);
+    this.room(n);
+    const at = this.pos;
+    if (this.buf.write(s, at, n, encoding) === n && this.buf.toString(encoding, at, at + n) === s) {
+      this.pos = at + n;
+      return true;
+    }
+    this.pos = start;
+    return false;
   }
-  if (BASE64URL_RE.test(s)) {
-    const bytes = Buffer.from(s, 'base64url');
-    if (bytes.toString('base64url') === s) return { kind: BASE64URL, bytes };
-  }
-  if (BASE64_RE.test(s)) {
-    const bytes = Buffer.from(s, 'base64');
-    if (bytes.toString('base64') === s) return { kind: BASE64, bytes };
-  }
-  return undefined;
 }
 
 /** Format 3 of a record: `cookies` in the order they are to be kept. */
@@ -144,7 +143,10 @@ class Malformed extends Error {}
 
 class Reader {
   pos = 1;
-  constructor(private readonly buf: Uint8Array) {}
+  private readonly buf: Buffer;
+  constructor(bytes: Uint8Array) {
+    this.buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  }
 
   get done(): boolean {
     return this.pos === this.buf.length;
@@ -181,9 +183,10 @@ class Reader {
     const len = (head - kind) / 4;
     const end = this.pos + len;
     if (end > this.buf.length) throw new Malformed();
-    const bytes = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.pos, len);
+    const start = this.pos;
     this.pos = end;
-    return bytes.toString(kind === TEXT ? 'utf8' : kind === BASE64URL ? 'base64url' : kind === BASE64 ? 'base64' : 'hex');
+    if (len === 0) return '';
+    return this.buf.toString(kind === TEXT ? 'utf8' : kind === BASE64URL ? 'base64url' : kind === BASE64 ? 'base64' : 'hex', start, end);
   }
 }
 
