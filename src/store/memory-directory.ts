@@ -20,8 +20,10 @@ function expiryOf(packed: string): number {
  * (each kept alive with its own header); kept for long in a large map, the flat copy costs less.
  */
 export function flat(s: string): string {
-  // latin1 round-trips any string of latin1 characters, the only ones these maps normally see.
-  return /^[\x00-\xff]*$/.test(s) ? Buffer.from(s, 'latin1').toString('latin1') : s;
+  // latin1 round-trips a string of latin1 characters, the only ones these maps normally see;
+  // any other string is kept as it is.
+  const copy = Buffer.from(s, 'latin1').toString('latin1');
+  return copy === s ? copy : s;
 }
 
 interface Expiring<T> {
