@@ -29,13 +29,13 @@ export interface KnownTicket {
 }
 /**
  * The most memory the verified-ticket cache of one process keeps (estimated bytes, see
- * entryBytes): 16 MiB hold about 3 300 sessions of a five-cookie, ~560-byte jar, and keep the
+ * entryBytes): 12 MiB hold about 2 400 sessions of a five-cookie, ~560-byte jar, and keep the
  * process under 150 MB of RSS whatever the number of sessions (bench/README.md, "Memory per
  * session"). A session that is not in it costs one HMAC, hash, key derivation, decryption and
  * decoding on its next request, nothing else; a busy set of sessions that fits is served from
  * it as before.
  */
-export const TICKET_CACHE_BYTES = 16 * 1024 * 1024;
+export const TICKET_CACHE_BYTES = 12 * 1024 * 1024;
 
 /**
  * What one entry keeps alive, estimated from V8 heap measurements (node --expose-gc, heap used
