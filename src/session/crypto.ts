@@ -53,16 +53,20 @@ export function open(key: Buffer, field: string, sealed: string): string | undef
 /** Additional data of a sealed session record. */
 const RECORD_AAD = Buffer.from('coatcheck/v2/record');
 
-/** Seals a session record (its jar and metadata) as bytes: IV, ciphertext, tag. */
-export function sealRecord(key: Buffer, plaintext: string): Buffer {
+/** Seals a session record (its jar and metadata; text as UTF-8) as bytes: IV, ciphertext, tag. */
+export function sealRecord(key: Buffer, plaintext: string | Uint8Array): Buffer {
   const iv = randomView(IV_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(RECORD_AAD);
-  return Buffer.concat([iv, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+  const ct = typeof plaintext === 'string' ? cipher.update(plaintext, 'utf8') : cipher.update(plaintext);
+  return Buffer.concat([iv, ct, cipher.final(), cipher.getAuthTag()]);
 }
 
-/** Opens a sealed record; undefined when it was tampered with, moved from another session or is not ours. */
-export function openRecord(key: Buffer, sealed: Buffer): string | undefined {
+/**
+ * Opens a sealed record: its plaintext bytes (record.ts decodes either format); undefined when
+ * it was tampered with, moved from another session or is not ours.
+ */
+export function openRecord(key: Buffer, sealed: Buffer): Buffer | undefined {
   if (sealed.length < IV_BYTES + TAG_BYTES) return undefined;
   try {
     const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES));
@@ -70,7 +74,7 @@ export function openRecord(key: Buffer, sealed: Buffer): string | undefined {
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     const head = decipher.update(sealed.subarray(IV_BYTES, sealed.length - TAG_BYTES));
     const tail = decipher.final();
-    return (tail.length === 0 ? head : Buffer.concat([head, tail])).toString('utf8');
+    return tail.length === 0 ? head : Buffer.concat([head, tail]);
   } catch {
     return undefined;
   }

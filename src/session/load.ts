@@ -4,7 +4,7 @@ import type { Cookie } from 'tough-cookie';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { SessionStore } from '../store/types.js';
-import { hasTag, jarKeyOf, open, openRecord, tagOf } from './crypto.js';
+import { hasTag, jarKeyOf, open, openRecord } from './crypto.js';
 import { decodeRecord, type OpenedRecord } from './record.js';
 import { SID_BYTES, type TicketCodec } from './ticket.js';
 import type { KnownTicket, TicketCache } from './ticket-cache.js';
@@ -78,7 +78,7 @@ export class SessionLoader {
         this.logger.warn({ event: 'session.record_unreadable', session: logId }, 'a session record could not be opened; the session is treated as expired');
         return { state: 'expired', logId };
       }
-      known.opened = { version, tag: tagOf(data), record };
+      this.tickets.opened(known, version, data, record);
     }
     const { meta } = record;
     if (meta.created <= before) return { state: 'revoked', logId, family: meta.family };

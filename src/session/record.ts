@@ -1,5 +1,14 @@
-// The plaintext of a sealed session record: the session's metadata and its jar, as one compact
-// JSON array. Pure: no crypto, no I/O (the service seals and opens it; the store sees only bytes).
+// The plaintext of a sealed session record: the session's metadata and its jar. Pure: no crypto,
+// no I/O (the service seals and opens it; the store sees only bytes). Two formats are read:
+//
+// Format 3 (written now): binary, its first byte 0x03 (see encodeRecord). Every number a
+// varint, each string as UTF-8 or, when a value is canonical base64url, base64 or lower-case hex
+// (most apps' session cookies and tokens), as the bytes it encodes: a third (base64) or half
+// (hex) shorter; a cookie's domain and path are written once for a run of cookies that share
+// them. A five-cookie jar of ~560 bytes of name=value takes ~170 bytes less than in format 2.
+//
+// Format 2 (written before; still read, so an upgrade logs nobody out): one JSON array, its
+// first byte `[`:
 //
 //   [2, created, deadline, touched, issued, family, user|null, bind|null,
 //    field, value, flags, expires, creation, sameSite,     ← one cookie (see cookieTuple)
@@ -10,6 +19,7 @@
 // Redis string of a few hundred bytes for a typical jar).
 import type { Cookie } from 'tough-cookie';
 import { byCreation, cookieFromTuple, cookieTuple } from '../cookies/jar.js';
+import { BINARY, decodeBinary, encodeBinary } from './record-binary.js';
 
 /** A session's metadata. Times are ms since the epoch. */
 export interface SessionMeta {
@@ -43,11 +53,10 @@ const HEADER = 8;
 const STRIDE = 6;
 
 /**
- * The record's plaintext: metadata, then the jar's cookies (field → cookie) in creation order.
- * Written as the JSON text of the array above, built as a string (no intermediate arrays: a
- * cookie update encodes a record per response).
+ * The record's plaintext in format 2 (JSON), as written before format 3: kept to test that
+ * such records are still read, and to go back to if ever needed.
  */
-export function encodeRecord(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): string {
+export function encodeRecordJson(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): string {
   const base = meta.created;
   let s = `[${FORMAT},${base},${meta.deadline - base},${meta.touched - base},${meta.issued - base},${JSON.stringify(meta.family)},${
     meta.user === undefined ? 'null' : JSON.stringify(meta.user)
@@ -74,8 +83,17 @@ function inCreationOrder(cookies: ReadonlyMap<string, Cookie>): Iterable<[string
   return cookies;
 }
 
-/** Reads a record's plaintext; undefined when it is not one this version wrote. */
-export function decodeRecord(text: string): OpenedRecord | undefined {
+/**
+ * Reads a record's plaintext, in either format (bytes as openRecord gives them, or format 2's
+ * text); undefined when it is not one coatcheck wrote.
+ */
+export function decodeRecord(plain: string | Uint8Array): OpenedRecord | undefined {
+  if (typeof plain === 'string') return decodeJson(plain);
+  if (plain[0] === BINARY) return decodeBinary(plain);
+  return decodeJson(Buffer.from(plain.buffer, plain.byteOffset, plain.length).toString('utf8'));
+}
+
+function decodeJson(text: string): OpenedRecord | undefined {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -101,6 +119,16 @@ export function decodeRecord(text: string): OpenedRecord | undefined {
     if (cookie.expires instanceof Date) firstExpiry = Math.min(firstExpiry, cookie.expires.getTime());
   }
   return { meta: Object.freeze(meta), cookies, firstExpiry };
+}
+
+/**
+ * The record's plaintext (format 3, binary): metadata, then the jar's cookies (field → cookie)
+ * in creation order.
+ */
+export function encodeRecord(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): Buffer {
+  const fields = [...cookies.keys()];
+  if (fields.length > 1) fields.sort((a, b) => byCreation(cookies.get(a) as Cookie, cookies.get(b) as Cookie));
+  return encodeBinary(meta, fields.map((f) => cookies.get(f) as Cookie));
 }
 
 /**

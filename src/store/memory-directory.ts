@@ -10,6 +10,22 @@ import type { DirectoryStore } from './types.js';
 /** Entries looked at (and removed when expired) from the start of a map on each write. */
 const SWEEP_PER_WRITE = 4;
 
+/** The expiry of a packed log id entry (`<expiry, base 36>|<value>`). */
+function expiryOf(packed: string): number {
+  return parseInt(packed.slice(0, packed.indexOf('|')), 36);
+}
+
+/**
+ * A copy of `s` as one flat string. A string built by concatenation is a tree of its pieces
+ * (each kept alive with its own header); kept for long in a large map, the flat copy costs less.
+ */
+export function flat(s: string): string {
+  // latin1 round-trips a string of latin1 characters, the only ones these maps normally see;
+  // any other string is kept as it is.
+  const copy = Buffer.from(s, 'latin1').toString('latin1');
+  return copy === s ? copy : s;
+}
+
 interface Expiring<T> {
   value: T;
   expires: number;
@@ -17,7 +33,12 @@ interface Expiring<T> {
 
 export class MemoryDirectory implements DirectoryStore {
   private readonly users = new Map<string, Expiring<Map<string, string>>>();
-  private readonly logIds = new Map<string, Expiring<string>>();
+  /**
+   * Log id → `<expiry, base 36>|<value>`, one flat string: no object, number or string pieces
+   * per entry (a log id is written for every new session id, so this map is as large as the
+   * store; ~170 bytes an entry instead of ~430).
+   */
+  private readonly logIds = new Map<string, string>();
   private revokeAll: Expiring<number> | undefined;
 
   constructor(
@@ -57,13 +78,23 @@ export class MemoryDirectory implements DirectoryStore {
     this.assertOpen();
     const now = this.clock();
     this.logIds.delete(logId);
-    this.logIds.set(logId, { value, expires: now + ttlMs });
-    this.sweep(this.logIds, now);
+    this.logIds.set(flat(logId), flat(`${Math.ceil(now + ttlMs).toString(36)}|${value}`));
+    let seen = 0;
+    for (const [key, packed] of this.logIds) {
+      if (++seen > SWEEP_PER_WRITE) break;
+      if (now >= expiryOf(packed)) this.logIds.delete(key);
+    }
   }
 
   async getLogIndex(logId: string): Promise<string | undefined> {
     this.assertOpen();
-    return this.fresh(this.logIds, logId, this.clock())?.value;
+    const packed = this.logIds.get(logId);
+    if (packed === undefined) return undefined;
+    if (this.clock() >= expiryOf(packed)) {
+      this.logIds.delete(logId);
+      return undefined;
+    }
+    return packed.slice(packed.indexOf('|') + 1);
   }
 
   async setRevokedBefore(time: number, ttlMs: number): Promise<void> {

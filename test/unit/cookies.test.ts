@@ -5,7 +5,7 @@ import { isBrowserCookieName, isCookieName, isCookieNamePattern, NameMatcher } f
 import { CookiePolicy } from '../../src/cookies/policy.js';
 import type { Cookie } from 'tough-cookie';
 import { cookieHeaderFor, cookieTargetOf, jarCookieHeader, RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
-import { decodeRecord, encodeRecord, type SessionMeta } from '../../src/session/record.js';
+import { decodeRecord, encodeRecord, encodeRecordJson, type SessionMeta } from '../../src/session/record.js';
 
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
 const URL_ROOT = 'https://app.example.com/';
@@ -203,7 +203,7 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
     assert.equal(again.cookieHeader('https://www.example.com/p/x', NOW + 100_000, undefined), '');
   });
 
-  test('the stored form is the JSON text of the record array, cookies in creation order whatever the Map order', () => {
+  test('format 2 (JSON) is the JSON text of the record array, cookies in creation order whatever the Map order, and format 3 reads back the same', () => {
     const jar = new RequestJar();
     const made = ['a="q\\u"; Path=/; Max-Age=60; Secure', 'b=2; Path=/x; HttpOnly; SameSite=Lax', 'c=é3'].map((sc, i) => {
       const change = jar.apply(sc, 'https://app.example.com/x', NOW + i, undefined);
@@ -220,8 +220,11 @@ describe('jar rules (RFC 6265, via tough-cookie)', () => {
       2, base, meta.deadline - base, meta.touched - base, meta.issued - base, meta.family, meta.user, null,
       ...tuple(a, 5, NOW + 60_000 - base, 0), ...tuple(b, 6, 0, 2), ...tuple(c, 4, 0, 0),
     ]);
-    assert.equal(encodeRecord(meta, cookies), expected);
+    assert.equal(encodeRecordJson(meta, cookies), expected);
     assert.deepEqual([...(decodeRecord(expected)?.cookies.keys() ?? [])], [a.field, b.field, c.field]);
+    const binary = decodeRecord(encodeRecord(meta, cookies));
+    assert.deepEqual([...(binary?.cookies.keys() ?? [])], [a.field, b.field, c.field]);
+    assert.deepEqual({ ...binary?.meta }, meta);
   });
 
   // Browser names and their values go into the jar, through a stored record and back into a
