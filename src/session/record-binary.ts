@@ -93,13 +93,40 @@ class Writer {
     this.varint(n * 4 + kind);
     this.room(n);
     const at = this.pos;
-    if (this.buf.write(s, at, n, encoding) === n && this.buf.toString(encoding, at, at + n) === s) {
+    // Canonical text (checked without decoding and encoding again): its bytes give it back.
+    if (canonical(s, kind) && this.buf.write(s, at, n, encoding) === n) {
       this.pos = at + n;
       return true;
     }
     this.pos = start;
     return false;
   }
+}
+
+/** Each base64 (and base64url) character's 6-bit value; -1 for others. */
+const SEXTET = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++) SEXTET['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+SEXTET['-'.charCodeAt(0)] = 62;
+SEXTET['_'.charCodeAt(0)] = 63;
+
+/**
+ * Is `s` (matched by its kind's pattern) the text its bytes encode to? Lower-case hex in pairs
+ * always is. Base64 is when its length fits (no lone last character; padded to a multiple of 4
+ * for `base64`) and the bits the last character holds beyond the last byte are zero: the
+ * encoder writes them as zero, a decoder ignores them, so other bits would not come back.
+ */
+export function canonical(s: string, kind: number): boolean {
+  if (kind === HEX) return true;
+  let len = s.length;
+  if (kind === BASE64) {
+    if (len % 4 !== 0) return false;
+    len -= s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0;
+  }
+  const rest = len % 4;
+  if (rest === 0) return true;
+  if (rest === 1) return false;
+  const last = SEXTET[s.charCodeAt(len - 1)] as number;
+  return last >= 0 && (last & (rest === 2 ? 0x0f : 0x03)) === 0;
 }
 
 /** Format 3 of a record: `cookies` in the order they are to be kept. */

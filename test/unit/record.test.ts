@@ -8,6 +8,7 @@ import { Cookie } from 'tough-cookie';
 import { RequestJar } from '../../src/cookies/jar.js';
 import { jarKeyOf, openRecord, sealRecord } from '../../src/session/crypto.js';
 import { decodeRecord, encodeRecord, encodeRecordJson, type OpenedRecord, type SessionMeta } from '../../src/session/record.js';
+import { canonical } from '../../src/session/record-binary.js';
 
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
 const URL_ROOT = 'https://app.example.com/';
@@ -144,4 +145,33 @@ describe('session record, format 2 (JSON, written before): still read', () => {
     assert.equal(pref?.secure, true);
     assert.equal(r.firstExpiry, NOW + 60_000);
   });
+});
+
+test('format 3 packs a base64, base64url or hex value only when its bytes give the same text back (checked without a round trip)', () => {
+  // A fixed-seed generator: the same strings every run.
+  let seed = 0x2545f491;
+  const next = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const pick = (alphabet: string, len: number) => Array.from({ length: len }, () => alphabet[next(alphabet.length)]).join('');
+  const cases: Array<[string, 1 | 2 | 3, BufferEncoding]> = [];
+  for (let len = 8; len < 40; len++) {
+    for (let k = 0; k < 20; k++) {
+      cases.push([pick(B64URL, len), 1, 'base64url']);
+      const body = pick(B64, len);
+      cases.push([body + '='.repeat(next(3)), 2, 'base64']);
+      cases.push([pick('0123456789abcdef', len * 2), 3, 'hex']);
+    }
+  }
+  let packed = 0;
+  for (const [s, kind, encoding] of cases) {
+    const same = Buffer.from(s, encoding).toString(encoding) === s;
+    assert.equal(canonical(s, kind), same, `${encoding} ${s}`);
+    if (same) packed++;
+  }
+  // Both answers occur (the check is not constant).
+  assert.ok(packed > 100 && packed < cases.length, `${packed} of ${cases.length}`);
 });
