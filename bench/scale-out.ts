@@ -3,7 +3,7 @@
 //   coatcheck (Redis)              one process, one Redis: the reference row;
 //   coatcheck (Redis), 2 workers   `workers: 2`, the same Redis;
 //   coatcheck (3-master cluster)   one process on a 3-master Redis Cluster on this machine;
-//   minimal ref., coatcheck's engine  the strict minimal proxy on the one Redis, for scale.
+//   minimal reference (engine)     the strict minimal proxy on the one Redis, for scale.
 // Repetitions are interleaved (each target in turn, the order rotated) so that the machine's
 // drift hits every row alike. Nothing is pinned to a CPU: two workers must be free to use two.
 // On a 2-core machine the load generator, the app, Redis and the proxy share the same two CPUs,
