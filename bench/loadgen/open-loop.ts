@@ -16,6 +16,12 @@
 // target alike); its p99 and max say whether the generator kept up (a late generator would hide
 // a server's stalls as well as add its own).
 //
+// Keep-alive: a server closes a connection left idle too long (Node's default keep-alive
+// timeout is 5 s), and a request written just as that close is on its way fails. With 128
+// connections taken last-in first-out, the ones at the bottom of the idle stack sit unused for
+// seconds at moderate rates; so, as a browser or undici does, the generator retires a connection
+// idle for IDLE_RETIRE_MS (below any server's timeout) and opens a fresh one in the background.
+//
 // Raw HTTP/1.1 on net sockets, one request at a time per connection, prebuilt request buffers
 // (one per session cookie, cycled round robin like the wrk script): a few µs of CPU per
 // request. Responses are framed by Content-Length or chunked encoding.
@@ -61,6 +67,9 @@ export interface OpenLoopResult {
   queued: number;
   maxQueue: number;
   connections: number;
+  /** Idle connections replaced before the server's keep-alive timeout, and idle ones the server closed anyway. */
+  retiredIdle: number;
+  serverClosedIdle: number;
 }
 
 interface Conn {
@@ -71,7 +80,12 @@ interface Conn {
   /** When it was written (the timeout counts from there: a queued request's wait is not the server's fault alone). */
   sentAt: number;
   alive: boolean;
+  /** When it last became idle. */
+  idleSince: number;
 }
+
+/** A connection idle this long is replaced (servers close idle keep-alive connections: see above). */
+const IDLE_RETIRE_MS = 2000;
 
 const spec = JSON.parse(readFileSync(process.argv[2] as string, 'utf8')) as OpenLoopSpec;
 const requests = (spec.cookies.length ? spec.cookies : [undefined]).map((c) =>
@@ -94,6 +108,8 @@ let errors = 0;
 let timeouts = 0;
 let non2xx = 0;
 let lastEnd = 0;
+let retiredIdle = 0;
+let serverClosedIdle = 0;
 const statusCounts: Record<string, number> = {};
 const idle: Conn[] = [];
 const conns: Conn[] = [];
@@ -128,7 +144,10 @@ function send(c: Conn, i: number): void {
 function release(c: Conn): void {
   c.inFlight = -1;
   if (qHead < qTail) send(c, queue[qHead++] as number);
-  else idle.push(c);
+  else {
+    c.idleSince = now();
+    idle.push(c);
+  }
   if (done === total) finish();
 }
 
@@ -180,7 +199,7 @@ function tryResponse(c: Conn): void {
 
 function connect(): Conn {
   const socket = new Socket();
-  const c: Conn = { socket, buf: null, inFlight: -1, sentAt: 0, alive: true };
+  const c: Conn = { socket, buf: null, inFlight: -1, sentAt: 0, alive: true, idleSince: 0 };
   socket.setNoDelay(true);
   socket.on('data', (chunk: Buffer) => {
     c.buf = c.buf === null ? chunk : Buffer.concat([c.buf, chunk]);
@@ -194,6 +213,7 @@ function connect(): Conn {
     const k = idle.indexOf(c);
     if (k !== -1) idle.splice(k, 1);
     if (i >= 0) fail(i, false);
+    else if (!finished) serverClosedIdle += 1;
     if (!finished) reconnect(c);
     if (done === total) finish();
   };
@@ -247,6 +267,12 @@ const watchdog = setInterval(() => {
   while (qHead < qTail && dueOf(queue[qHead] as number) < limit) {
     fail(queue[qHead++] as number, true);
   }
+  // The stack's bottom holds the longest idle.
+  const stale = now() - IDLE_RETIRE_MS;
+  while (!finished && idle.length > 0 && (idle[0] as Conn).idleSince < stale) {
+    retiredIdle += 1;
+    reconnect(idle.shift() as Conn);
+  }
   if (done === total) finish();
 }, 100);
 
@@ -287,6 +313,8 @@ function finish(): void {
     queued,
     maxQueue,
     connections: spec.connections,
+    retiredIdle,
+    serverClosedIdle,
   };
   process.stdout.write(`OLJSON ${JSON.stringify(result)}\n`, () => process.exit(0));
 }
@@ -297,6 +325,7 @@ for (let k = 0; k < spec.connections; k++) {
   const c = connect();
   conns.push(c);
   c.socket.once('connect', () => {
+    c.idleSince = now();
     idle.push(c);
     connected += 1;
     if (connected === spec.connections) {
