@@ -141,8 +141,8 @@ export function jarCookieHeader(jar: ReadonlyMap<string, Cookie>, target: Cookie
   const header = cookieHeaderFor(jar.values(), target, now, sameSiteContext);
   let until = Infinity;
   for (const c of jar.values()) {
-    const exp = c.expiryTime();
-    if (exp !== undefined && exp < until) until = exp;
+    const exp = expiryOf(c);
+    if (exp < until) until = exp;
   }
   headerMemo.set(jar, { host: target.host, path: target.path, secure: target.secure, sameSite: sameSiteContext, until, header });
   return header;
@@ -162,8 +162,7 @@ export function cookieHeaderFor(cookies: Iterable<Cookie>, target: CookieTarget,
     if (typeof c.path === 'string' && !pathMatch(target.path, c.path)) continue;
     if (c.secure && !target.secure) continue;
     if (sameSiteLevel && (SAME_SITE_LEVEL[c.sameSite ?? ''] ?? 1) > sameSiteLevel) continue;
-    const exp = c.expiryTime();
-    if (exp !== undefined && exp <= now) continue;
+    if (expiryOf(c) <= now) continue;
     matched.push(c);
   }
   // A jar is kept in creation order, so with one path the list is nearly always in order already.
@@ -171,6 +170,17 @@ export function cookieHeaderFor(cookies: Iterable<Cookie>, target: CookieTarget,
   let s = '';
   for (const c of matched) s += (s === '' ? '' : '; ') + c.cookieString();
   return s;
+}
+
+/**
+ * When a cookie expires (ms; Infinity: a session cookie). The jar's cookies hold an absolute
+ * Expires (Max-Age is turned into one when received), so this is Cookie#expiryTime() without
+ * its `expires == "Infinity"` test, which turns a Date into its text on every call (a third of
+ * a microsecond each, for every cookie of every request that builds a header).
+ */
+export function expiryOf(c: Cookie): number {
+  if (c.maxAge != null) return c.expiryTime() ?? Infinity;
+  return c.expires instanceof Date ? c.expires.getTime() : Infinity;
 }
 
 /** Whether a list already is in cookieCompare order (then sorting it would change nothing). */

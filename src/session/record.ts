@@ -126,9 +126,9 @@ function decodeJson(text: string): OpenedRecord | undefined {
  * in creation order.
  */
 export function encodeRecord(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): Buffer {
-  const fields = [...cookies.keys()];
-  if (fields.length > 1) fields.sort((a, b) => byCreation(cookies.get(a) as Cookie, cookies.get(b) as Cookie));
-  return encodeBinary(meta, fields.map((f) => cookies.get(f) as Cookie));
+  const list: Cookie[] = [];
+  for (const [, cookie] of inCreationOrder(cookies)) list.push(cookie);
+  return encodeBinary(meta, list);
 }
 
 /**
