@@ -126,9 +126,7 @@ function decodeJson(text: string): OpenedRecord | undefined {
  * in creation order.
  */
 export function encodeRecord(meta: SessionMeta, cookies: ReadonlyMap<string, Cookie>): Buffer {
-  const list: Cookie[] = [];
-  for (const [, cookie] of inCreationOrder(cookies)) list.push(cookie);
-  return encodeBinary(meta, list);
+  return encodeBinary(meta, Array.from(inCreationOrder(cookies), ([, cookie]) => cookie));
 }
 
 /**

@@ -3,9 +3,8 @@ import { describe, test } from 'node:test';
 import { parseCookieHeader, setCookieName } from '../../src/cookies/header.js';
 import { isBrowserCookieName, isCookieName, isCookieNamePattern, NameMatcher } from '../../src/cookies/names.js';
 import { CookiePolicy } from '../../src/cookies/policy.js';
-import type { Cookie } from 'tough-cookie';
+import { Cookie } from 'tough-cookie';
 import { cookieHeaderFor, cookieTargetOf, expiryOf, jarCookieHeader, RequestJar, sameSiteContextOf } from '../../src/cookies/jar.js';
-import { Cookie as ToughCookie } from 'tough-cookie';
 import { decodeRecord, encodeRecord, encodeRecordJson, type SessionMeta } from '../../src/session/record.js';
 
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
@@ -377,10 +376,10 @@ describe('jarCookieHeader: the header of a jar that never changes, remembered', 
     assert.equal(expiryOf(jar.get('short;app.example.com;/') as Cookie), NOW + 60_000);
     assert.equal(expiryOf(jar.get('sid;app.example.com;/') as Cookie), Infinity);
     // A cookie straight from Cookie.parse still holds its Max-Age: relative to when it was last accessed.
-    const raw = ToughCookie.parse('m=1; Max-Age=10') as Cookie;
+    const raw = Cookie.parse('m=1; Max-Age=10') as Cookie;
     raw.lastAccessed = new Date(NOW);
     assert.equal(expiryOf(raw), NOW + 10_000);
-    const gone = ToughCookie.parse('m=1; Max-Age=0') as Cookie;
+    const gone = Cookie.parse('m=1; Max-Age=0') as Cookie;
     assert.equal(expiryOf(gone), -Infinity);
   });
 
